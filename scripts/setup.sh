@@ -1,0 +1,55 @@
+#!/usr/bin/env bash
+# Idempotent set-up for liveport on Debian 12 (run as root on a fresh machine, or as a user
+# once the packages are there):
+#   1. installs the Debian packages liveport drives, only when one is missing, without letting
+#      their maintainer scripts start any system daemon (no kernel datapath, no system OVS);
+#   2. creates the virtual environment .venv (system site packages visible, so Debian's
+#      python3-openvswitch with its C JSON parser serves the `ovs` requirement);
+#   3. installs liveport into it with the extras asked for, only when pyproject.toml changed.
+# Usage: scripts/setup.sh [EXTRAS]   e.g. scripts/setup.sh test,bench
+#        LIVEPORT_QEMU=1 scripts/setup.sh test   also installs QEMU and the guest build tools
+set -euo pipefail
+cd "$(dirname "$0")/.."
+extras=${1:-test}
+venv=${VENV:-.venv}
+
+packages=(openvswitch-switch openvswitch-common ovn-common ovn-central ovn-host
+          python3-openvswitch python3-venv python3-pip)
+if [ "${LIVEPORT_QEMU:-0}" = 1 ]; then
+    packages+=(qemu-system-x86 busybox-static cpio)
+fi
+
+missing=()
+for p in "${packages[@]}"; do
+    dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
+done
+if [ ${#missing[@]} -gt 0 ]; then
+    if [ "$(id -u)" != 0 ]; then
+        echo "setup: missing Debian packages: ${missing[*]} (run as root, or install them)" >&2
+        exit 1
+    fi
+    echo "setup: installing ${missing[*]}"
+    # Keep the packages' maintainer scripts from starting system daemons: liveport runs its own
+    # OVS processes on the dummy datapath and must not create kernel interfaces.
+    policy=/usr/sbin/policy-rc.d
+    own_policy=0
+    if [ ! -e "$policy" ]; then
+        printf '#!/bin/sh\nexit 101\n' > "$policy"; chmod 755 "$policy"; own_policy=1
+    fi
+    trap '[ "$own_policy" = 1 ] && rm -f "$policy"' EXIT
+    export DEBIAN_FRONTEND=noninteractive
+    apt-get update -qq
+    apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+fi
+
+if [ ! -x "$venv/bin/python" ]; then
+    echo "setup: creating $venv"
+    /usr/bin/python3 -m venv --system-site-packages "$venv"
+fi
+stamp="$venv/.liveport-installed"
+want="$(sha256sum pyproject.toml | cut -d' ' -f1) [$extras]"
+if [ ! -f "$stamp" ] || [ "$(cat "$stamp")" != "$want" ]; then
+    echo "setup: installing liveport[$extras] into $venv"
+    "$venv/bin/pip" install -q --disable-pip-version-check -e ".[$extras]"
+    echo "$want" > "$stamp"
+fi
