@@ -1,0 +1,375 @@
+"""OpenFlow flows as frozen values, and the difference between two flow tables.
+
+A Flow is identified on a switch by (table, priority, match) -- its FlowKey; its actions
+and cookie are what may change. A FlowSet is a frozen mapping FlowKey -> Flow. The agent
+compiles a desired FlowSet from database state and the OpenFlow layer applies
+diff(installed, desired): deletes, then adds and modifications, in one bundle.
+
+Field values are integers (MACs and IP addresses too); the OpenFlow layer encodes them.
+Match prerequisites are checked when a flow is built, because ovs-ofctl silently drops a
+field whose prerequisites are missing and OVS rejects the whole bundle over the wire.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Iterator, Mapping
+from dataclasses import dataclass, field
+
+from liveport.model.errors import LiveportError
+
+
+class FlowError(LiveportError):
+    """A flow is malformed (unknown field, missing prerequisite, conflicting duplicates)."""
+
+
+# name -> bit width. Names follow os-ken's OXM names (ofproto_v1_3.oxm_types).
+FIELD_BITS: Mapping[str, int] = {
+    "in_port": 32,
+    "metadata": 64,
+    "eth_dst": 48,
+    "eth_src": 48,
+    "eth_type": 16,
+    "ip_proto": 8,
+    "ipv4_src": 32,
+    "ipv4_dst": 32,
+    "ipv6_src": 128,
+    "ipv6_dst": 128,
+    "arp_op": 16,
+    "arp_spa": 32,
+    "arp_tpa": 32,
+    "arp_sha": 48,
+    "arp_tha": 48,
+    "icmpv6_type": 8,
+    "icmpv6_code": 8,
+    "ipv6_nd_target": 128,
+    "tunnel_id": 64,
+    **{f"reg{i}": 32 for i in range(16)},
+}
+
+ETH_IPV4 = 0x0800
+ETH_ARP = 0x0806
+ETH_RARP = 0x8035
+ETH_IPV6 = 0x86DD
+IPPROTO_ICMPV6 = 58
+
+# field -> the alternatives of (field, value) sets one of which must be matched exactly.
+_PREREQUISITES: Mapping[str, tuple[Mapping[str, int], ...]] = {
+    "ip_proto": ({"eth_type": ETH_IPV4}, {"eth_type": ETH_IPV6}),
+    "ipv4_src": ({"eth_type": ETH_IPV4},),
+    "ipv4_dst": ({"eth_type": ETH_IPV4},),
+    "ipv6_src": ({"eth_type": ETH_IPV6},),
+    "ipv6_dst": ({"eth_type": ETH_IPV6},),
+    "arp_op": ({"eth_type": ETH_ARP}, {"eth_type": ETH_RARP}),
+    "arp_spa": ({"eth_type": ETH_ARP}, {"eth_type": ETH_RARP}),
+    "arp_tpa": ({"eth_type": ETH_ARP}, {"eth_type": ETH_RARP}),
+    "arp_sha": ({"eth_type": ETH_ARP}, {"eth_type": ETH_RARP}),
+    "arp_tha": ({"eth_type": ETH_ARP}, {"eth_type": ETH_RARP}),
+    "icmpv6_type": ({"eth_type": ETH_IPV6, "ip_proto": IPPROTO_ICMPV6},),
+    "icmpv6_code": ({"eth_type": ETH_IPV6, "ip_proto": IPPROTO_ICMPV6},),
+    "ipv6_nd_target": ({"icmpv6_type": 135}, {"icmpv6_type": 136}),
+}
+
+# Reserved OpenFlow port numbers.
+OFPP_IN_PORT = 0xFFFFFFF8
+OFPP_CONTROLLER = 0xFFFFFFFD
+OFPP_LOCAL = 0xFFFFFFFE
+
+
+@dataclass(frozen=True, order=True)
+class MatchField:
+    name: str
+    value: int
+    mask: int | None = None
+
+    def __str__(self) -> str:
+        if self.mask is None:
+            return f"{self.name}={self.value:#x}"
+        return f"{self.name}={self.value:#x}/{self.mask:#x}"
+
+
+@dataclass(frozen=True, order=True)
+class Match:
+    fields: tuple[MatchField, ...] = ()
+
+    def get(self, name: str) -> MatchField | None:
+        for f in self.fields:
+            if f.name == name:
+                return f
+        return None
+
+    def value(self, name: str) -> int | None:
+        f = self.get(name)
+        return None if f is None or f.mask is not None else f.value
+
+    def names(self) -> frozenset[str]:
+        return frozenset(f.name for f in self.fields)
+
+    def __str__(self) -> str:
+        return ",".join(str(f) for f in self.fields) or "*"
+
+
+def match(**fields: int | tuple[int, int]) -> Match:
+    """match(in_port=3, eth_type=0x806, eth_dst=(value, mask)) with prerequisites checked."""
+    items = []
+    for name, raw in fields.items():
+        if name not in FIELD_BITS:
+            raise FlowError(f"unknown match field {name!r}")
+        value, mask = raw if isinstance(raw, tuple) else (raw, None)
+        limit = (1 << FIELD_BITS[name]) - 1
+        if not 0 <= value <= limit or (mask is not None and not 0 <= mask <= limit):
+            raise FlowError(f"value of {name} does not fit in {FIELD_BITS[name]} bits")
+        if mask is not None and value & ~mask:
+            raise FlowError(f"value of {name} has bits outside its mask")
+        items.append(MatchField(name, value, None if mask == limit else mask))
+    result = Match(tuple(sorted(items)))
+    check_prerequisites(result)
+    return result
+
+
+def check_prerequisites(m: Match) -> None:
+    exact = {f.name: f.value for f in m.fields if f.mask is None}
+    for f in m.fields:
+        alternatives = _PREREQUISITES.get(f.name)
+        if alternatives and not any(
+            all(exact.get(k) == v for k, v in alt.items()) for alt in alternatives
+        ):
+            wanted = " or ".join(
+                ",".join(f"{k}={v:#x}" for k, v in alt.items()) for alt in alternatives
+            )
+            raise FlowError(f"match on {f.name} needs {wanted}")
+
+
+# ----- actions ---------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Output:
+    port: int
+
+
+@dataclass(frozen=True)
+class OutputReg:
+    """Output to the port number held in a register (NXAST_OUTPUT_REG)."""
+
+    field: str
+
+
+@dataclass(frozen=True)
+class SetField:
+    field: str
+    value: int
+
+
+@dataclass(frozen=True)
+class Load:
+    """Loads value into bits [start, start+nbits) of field (NXAST_REG_LOAD2 semantics)."""
+
+    field: str
+    value: int
+    start: int = 0
+    nbits: int | None = None
+
+
+@dataclass(frozen=True)
+class Resubmit:
+    """Processes the packet in another table, then continues with the next action."""
+
+    table: int
+
+
+@dataclass(frozen=True)
+class Controller:
+    """Sends the packet to the controller with userdata (NXAST_CONTROLLER2)."""
+
+    userdata: bytes = b""
+    max_len: int = 0xFFFF
+
+
+@dataclass(frozen=True)
+class LearnMatchValue:
+    """The learned flow matches field == value."""
+
+    field: str
+    value: int
+
+
+@dataclass(frozen=True)
+class LearnMatchField:
+    """The learned flow matches field == the current packet's src_field."""
+
+    field: str
+    src_field: str
+
+
+@dataclass(frozen=True)
+class LearnLoadValue:
+    """The learned flow loads value into field."""
+
+    field: str
+    value: int
+
+
+@dataclass(frozen=True)
+class LearnOutputField:
+    """The learned flow outputs to the port held in src_field (a field, not a number)."""
+
+    src_field: str
+
+
+LearnSpec = LearnMatchValue | LearnMatchField | LearnLoadValue | LearnOutputField
+
+
+@dataclass(frozen=True)
+class Learn:
+    """Installs a flow built from specs into `table` (NXAST_LEARN). Learned flows may only
+    load and output, so the pipeline gates with registers rather than resubmits."""
+
+    table: int
+    priority: int
+    cookie: int
+    specs: tuple[LearnSpec, ...]
+    idle_timeout: int = 0
+    hard_timeout: int = 0
+
+
+Action = Output | OutputReg | SetField | Load | Resubmit | Controller | Learn
+
+
+# ----- flows and flow sets -------------------------------------------------------------------
+
+
+@dataclass(frozen=True, order=True)
+class FlowKey:
+    table: int
+    priority: int
+    match: Match
+
+    def __str__(self) -> str:
+        return f"table={self.table},priority={self.priority},{self.match}"
+
+
+@dataclass(frozen=True)
+class Flow:
+    table: int
+    priority: int
+    match: Match
+    actions: tuple[Action, ...]
+    cookie: int = 0
+
+    @property
+    def key(self) -> FlowKey:
+        return FlowKey(self.table, self.priority, self.match)
+
+    def __str__(self) -> str:
+        acts = ",".join(_action_text(a) for a in self.actions) or "drop"
+        return f"cookie={self.cookie:#x},{self.key},actions={acts}"
+
+
+def _action_text(action: Action) -> str:
+    if isinstance(action, Output):
+        names = {OFPP_IN_PORT: "in_port", OFPP_CONTROLLER: "controller", OFPP_LOCAL: "local"}
+        return f"output:{names.get(action.port, action.port)}"
+    if isinstance(action, OutputReg):
+        return f"output:{action.field}"
+    if isinstance(action, SetField):
+        return f"set_field:{action.value:#x}->{action.field}"
+    if isinstance(action, Load):
+        bits = f"[{action.start}..{action.start + action.nbits - 1}]" if action.nbits else ""
+        return f"load:{action.value:#x}->{action.field}{bits}"
+    if isinstance(action, Resubmit):
+        return f"resubmit(,{action.table})"
+    if isinstance(action, Controller):
+        return f"controller(userdata={action.userdata.hex()})"
+    return f"learn(table={action.table},priority={action.priority},cookie={action.cookie:#x},...)"
+
+
+@dataclass(frozen=True)
+class FlowSet:
+    """An immutable flow table: at most one Flow per FlowKey."""
+
+    flows: Mapping[FlowKey, Flow] = field(default_factory=dict)
+
+    @classmethod
+    def of(cls, flows: Iterable[Flow]) -> FlowSet:
+        table: dict[FlowKey, Flow] = {}
+        for flow in flows:
+            key = flow.key
+            previous = table.get(key)
+            if previous is not None and previous != flow:
+                raise FlowError(f"two different flows for {key}: {previous} / {flow}")
+            table[key] = flow
+        return cls(table)
+
+    def __iter__(self) -> Iterator[Flow]:
+        return iter(self.flows.values())
+
+    def __len__(self) -> int:
+        return len(self.flows)
+
+    def __contains__(self, key: object) -> bool:
+        return key in self.flows
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, FlowSet) and dict(self.flows) == dict(other.flows)
+
+    def __hash__(self) -> int:
+        return hash(frozenset(self.flows.items()))
+
+    def get(self, key: FlowKey) -> Flow | None:
+        return self.flows.get(key)
+
+    def table(self, table: int) -> list[Flow]:
+        return sorted(
+            (f for f in self.flows.values() if f.table == table),
+            key=lambda f: (-f.priority, f.match),
+        )
+
+    def with_cookie(self, cookie: int, mask: int) -> FlowSet:
+        return FlowSet({k: f for k, f in self.flows.items() if f.cookie & mask == cookie & mask})
+
+    def union(self, other: FlowSet) -> FlowSet:
+        return FlowSet.of([*self, *other])
+
+    def dump(self) -> list[str]:
+        """Normalised text, one flow per line, in table/priority order (for golden tests)."""
+        return [
+            str(f)
+            for f in sorted(self.flows.values(), key=lambda f: (f.table, -f.priority, f.match))
+        ]
+
+
+@dataclass(frozen=True)
+class FlowDiff:
+    deletes: tuple[Flow, ...] = ()
+    adds: tuple[Flow, ...] = ()
+    modifies: tuple[Flow, ...] = ()
+
+    def __bool__(self) -> bool:
+        return bool(self.deletes or self.adds or self.modifies)
+
+    def __len__(self) -> int:
+        return len(self.deletes) + len(self.adds) + len(self.modifies)
+
+
+def diff(installed: FlowSet, desired: FlowSet) -> FlowDiff:
+    """What to send so that a switch holding `installed` holds `desired` afterwards."""
+    deletes = tuple(f for k, f in installed.flows.items() if k not in desired.flows)
+    adds = []
+    modifies = []
+    for key, flow in desired.flows.items():
+        old = installed.flows.get(key)
+        if old is None:
+            adds.append(flow)
+        elif old != flow:
+            modifies.append(flow)
+    return FlowDiff(deletes=deletes, adds=tuple(adds), modifies=tuple(modifies))
+
+
+def apply_diff(installed: FlowSet, change: FlowDiff) -> FlowSet:
+    """The table a switch holds after applying change (used to check diffs are exact)."""
+    table = dict(installed.flows)
+    for flow in change.deletes:
+        table.pop(flow.key, None)
+    for flow in (*change.adds, *change.modifies):
+        table[flow.key] = flow
+    return FlowSet(table)

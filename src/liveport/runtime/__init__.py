@@ -1,0 +1,1 @@
+"""Operating-system plumbing shared by the I/O layers: daemons, unixctl, logging."""
