@@ -1,0 +1,548 @@
+"""An OVSDB client on the `ovs` IDL with exactly one owner.
+
+Concurrency model: one thread (the owner) holds the ovs.db.idl.Idl and is the only code that
+touches it. It runs the IDL, turns each batch of updates into a new immutable Snapshot, tells
+listeners what changed, and executes transactions submitted by other threads. Everybody
+else reads Snapshots (cheap: an attribute read) and submits work through a queue; results
+come back as concurrent.futures.Future objects. Listeners run on the owner thread and must
+only enqueue work (STYLE.md 7).
+
+Snapshots are built incrementally: only tables whose rows changed are copied.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import gc
+import json
+import logging
+import os
+import queue
+import select
+import threading
+import time
+import uuid
+from collections.abc import Callable, Mapping, Sequence
+from concurrent.futures import Future
+from dataclasses import dataclass
+from typing import Any, TypeVar
+
+import ovs.db.idl
+import ovs.json
+import ovs.jsonrpc
+import ovs.poller
+import ovs.stream
+
+from liveport.model.errors import LiveportError, Timeout
+from liveport.model.frozen import FrozenMap
+from liveport.ovsdb.rows import (
+    Change,
+    Delete,
+    Insert,
+    Mutate,
+    Op,
+    Ref,
+    Row,
+    Snapshot,
+    TableRows,
+    TxnResult,
+    Update,
+    Verify,
+    ops_summary,
+)
+
+log = logging.getLogger(__name__)
+T = TypeVar("T")
+
+# python-ovs emulates poll() with select(), which fails beyond 1024 descriptors; real poll()
+# is safe unless eventlet has monkey-patched select.
+if not ovs.poller._using_eventlet_green_select():
+    ovs.poller.SelectPoll = select.poll
+
+Condition = list[Any]
+Listener = Callable[[Change], None]
+MAX_TXN_ATTEMPTS = 8
+
+
+class TxnError(LiveportError):
+    """A transaction was refused or failed; `status` is the IDL's status string and `detail`
+    the server's error (e.g. 'constraint violation: ...' or an RBAC refusal)."""
+
+    def __init__(self, status: str, detail: str) -> None:
+        detail = _server_error_text(detail)
+        super().__init__(f"transaction {status}: {detail}" if detail else f"transaction {status}")
+        self.status = status
+        self.detail = detail
+
+
+def _server_error_text(detail: str) -> str:
+    """The IDL reports server errors as JSON text; make them one readable line."""
+    try:
+        doc = json.loads(detail)
+    except ValueError:
+        return detail.strip()
+    if isinstance(doc, dict) and "error" in doc:
+        details = doc.get("details")
+        return f"{doc['error']}: {details}" if details else str(doc["error"])
+    return detail.strip()
+
+
+class ClientClosed(LiveportError):
+    pass
+
+
+def json_parser() -> str:
+    """'C' when the ovs library parses JSON in C, 'PYTHON' otherwise (1.8-2.7x slower)."""
+    return str(getattr(ovs.json, "PARSER", "PYTHON"))
+
+
+@dataclass(frozen=True)
+class _Column:
+    name: str
+    kind: str  # scalar | optional | set | map
+
+
+def _column_kind(column: Any) -> str:
+    ctype = column.type
+    if ctype.is_map():
+        return "map"
+    if ctype.is_scalar():
+        return "scalar"
+    if ctype.is_optional():
+        return "optional"
+    return "set"
+
+
+def _convert(row: Any, table: str, columns: Sequence[_Column]) -> Row:
+    data: dict[str, Any] = {}
+    raw = row._data  # Datum per column; reading it avoids ovs.db.idl's Row lookups for refs
+    for col in columns:
+        datum = raw.get(col.name)
+        values = datum.values if datum is not None else {}
+        if col.kind in {"scalar", "optional"}:
+            data[col.name] = next(iter(values)).value if values else None
+        elif col.kind == "set":
+            data[col.name] = frozenset(atom.value for atom in values)
+        else:
+            data[col.name] = FrozenMap({k.value: v.value for k, v in values.items()})
+    return Row(uuid=row.uuid, table=table, data=FrozenMap(data))
+
+
+class _Idl(ovs.db.idl.Idl):  # type: ignore[misc]
+    """Records which rows each run() touched."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.touched: dict[str, set[uuid.UUID]] = {}
+
+    def notify(self, event: Any, row: Any, updates: Any = None) -> None:
+        self.touched.setdefault(row._table.name, set()).add(row.uuid)
+
+
+def fetch_schema(remote: str, database: str, timeout: float = 10.0) -> ovs.db.idl.SchemaHelper:
+    """Asks the server for its schema (the server, not a file, is authoritative)."""
+    deadline = time.monotonic() + timeout
+    remotes = [r for r in remote.split(",") if r]
+    last_error = "no remote given"
+    while time.monotonic() < deadline:
+        for target in remotes:
+            error, stream = ovs.stream.Stream.open_block(
+                ovs.stream.Stream.open(target),
+                timeout=int(max(1, deadline - time.monotonic()) * 1000),
+            )
+            if error:
+                last_error = f"{target}: {os.strerror(error)}"
+                continue
+            conn = ovs.jsonrpc.Connection(stream)
+            try:
+                req = ovs.jsonrpc.Message.create_request("get_schema", [database])
+                error, reply = conn.transact_block(req)
+            finally:
+                conn.close()
+            if error:
+                last_error = f"{target}: {os.strerror(error)}"
+            elif reply.error:
+                raise LiveportError(f"{target} does not serve {database}: {reply.error}")
+            else:
+                return ovs.db.idl.SchemaHelper(None, reply.result)
+        time.sleep(0.05)
+    raise Timeout(f"cannot fetch the {database} schema ({last_error})")
+
+
+class OvsdbClient:
+    """One IDL connection to one database, owned by one thread.
+
+    tables maps a table name to the columns to replicate (None: all columns).
+    conditions maps a table name to an initial monitor condition (default: all rows).
+    """
+
+    def __init__(
+        self,
+        remote: str,
+        database: str,
+        tables: Mapping[str, Sequence[str] | None],
+        *,
+        schema: ovs.db.idl.SchemaHelper | str | None = None,
+        conditions: Mapping[str, Condition] | None = None,
+        leader_only: bool = True,
+        probe_interval_ms: int | None = None,
+        lock: str | None = None,
+        name: str = "",
+    ) -> None:
+        self.remote = remote
+        self.database = database
+        self.name = name or database
+        helper = (
+            ovs.db.idl.SchemaHelper(location=schema)
+            if isinstance(schema, str)
+            else schema
+            if schema is not None
+            else fetch_schema(remote, database)
+        )
+        for table, columns in tables.items():
+            if columns is None:
+                helper.register_table(table)
+            else:
+                helper.register_columns(table, list(columns))
+        self._idl = _Idl(remote, helper, probe_interval=probe_interval_ms, leader_only=leader_only)
+        self._columns: dict[str, list[_Column]] = {
+            name: [_Column(c, _column_kind(col)) for c, col in table.columns.items()]
+            for name, table in self._idl.tables.items()
+        }
+        for table, cond in (conditions or {}).items():
+            self._idl.cond_change(table, cond)
+        if lock:
+            self._idl.set_lock(lock)
+        self._tables: dict[str, TableRows] = {name: {} for name in self._idl.tables}
+        self._rows_identity: dict[str, int] = {}
+        self._snapshot = Snapshot(0, dict(self._tables), connected=False)
+        self._cond = threading.Condition()
+        self._commands: queue.SimpleQueue[Callable[[], None]] = queue.SimpleQueue()
+        self._wake_r, self._wake_w = os.pipe()
+        os.set_blocking(self._wake_r, False)
+        self._listeners: list[Listener] = []
+        self._pending: list[_PendingTxn] = []
+        self._stopping = False
+        self._failure: BaseException | None = None
+        self._thread = threading.Thread(target=self._run, name=f"ovsdb-{self.name}", daemon=True)
+        self._thread.start()
+
+    # ----- reading -------------------------------------------------------------------------
+
+    def snapshot(self) -> Snapshot:
+        return self._snapshot
+
+    def add_listener(self, listener: Listener) -> None:
+        """listener(change) runs on the owner thread after each new snapshot; keep it short."""
+        self._listeners.append(listener)
+
+    def wait_until(
+        self,
+        predicate: Callable[[Snapshot], T | None],
+        *,
+        timeout: float,
+        what: str = "a condition",
+    ) -> T:
+        """Returns predicate(snapshot) as soon as it is truthy; raises Timeout otherwise.
+
+        The predicate is evaluated once per new snapshot, never by polling on a timer.
+        """
+        deadline = time.monotonic() + timeout
+        seen = -1
+        while True:
+            with self._cond:
+                while self._snapshot.seqno == seen and self._failure is None:
+                    remaining = deadline - time.monotonic()
+                    if remaining <= 0:
+                        raise Timeout(f"timed out after {timeout:g}s waiting for {what}")
+                    self._cond.wait(remaining)
+                if self._failure is not None:
+                    raise ClientClosed(f"{self.name} client failed: {self._failure}")
+                snap = self._snapshot
+            seen = snap.seqno
+            result = predicate(snap)
+            if result:
+                return result
+            if time.monotonic() >= deadline:
+                raise Timeout(f"timed out after {timeout:g}s waiting for {what}")
+
+    def wait_connected(self, timeout: float) -> Snapshot:
+        return self.wait_until(
+            lambda s: s if s.connected else None,
+            timeout=timeout,
+            what=f"{self.name} at {self.remote}",
+        )
+
+    # ----- writing -------------------------------------------------------------------------
+
+    def transact_async(self, ops: Sequence[Op], *, comment: str = "") -> Future[TxnResult]:
+        future: Future[TxnResult] = Future()
+        if not ops:
+            future.set_result(TxnResult())
+            return future
+        pending = _PendingTxn(tuple(ops), comment, future)
+        self._submit(lambda: self._pending.append(pending))
+        return future
+
+    def transact(self, ops: Sequence[Op], *, comment: str = "", timeout: float = 30.0) -> TxnResult:
+        """Commits ops atomically; raises TxnError on refusal, Timeout if no answer came."""
+        future = self.transact_async(ops, comment=comment)
+        try:
+            return future.result(timeout)
+        except TimeoutError:
+            raise Timeout(
+                f"{self.name}: no answer to a transaction ({ops_summary(ops)}) in {timeout:g}s"
+            ) from None
+
+    def set_condition(self, table: str, condition: Condition) -> None:
+        self._submit(lambda: self._idl.cond_change(table, condition))
+
+    def force_reconnect(self) -> None:
+        self._submit(self._idl.force_reconnect)
+
+    def close(self) -> None:
+        if self._stopping:
+            return
+        self._stopping = True
+        self._wake()
+        self._thread.join(timeout=10)
+        for fd in (self._wake_r, self._wake_w):
+            with contextlib.suppress(OSError):
+                os.close(fd)
+
+    def __enter__(self) -> OvsdbClient:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def _submit(self, command: Callable[[], None]) -> None:
+        if self._stopping or self._failure is not None:
+            raise ClientClosed(f"{self.name} client is closed")
+        self._commands.put(command)
+        self._wake()
+
+    def _wake(self) -> None:
+        with contextlib.suppress(OSError):
+            os.write(self._wake_w, b"x")
+
+    # ----- owner thread ----------------------------------------------------------------------
+
+    def _run(self) -> None:
+        try:
+            self._loop()
+        except BaseException as exc:
+            log.exception("%s: owner thread failed", self.name)
+            self._failure = exc
+            for pending in self._pending:
+                if not pending.future.done():
+                    pending.future.set_exception(ClientClosed(f"{self.name} client failed: {exc}"))
+            with self._cond:
+                self._cond.notify_all()
+        finally:
+            self._idl.close()
+            while not self._commands.empty():
+                self._commands.get_nowait()
+            for pending in self._pending:
+                if not pending.future.done():
+                    pending.future.set_exception(ClientClosed(f"{self.name} client closed"))
+
+    def _loop(self) -> None:
+        last_change = -1
+        last_lock = False
+        last_connected = False
+        while not self._stopping:
+            with contextlib.suppress(OSError):
+                while os.read(self._wake_r, 4096):
+                    pass
+            while not self._commands.empty():
+                self._commands.get_nowait()()
+            self._idl.run()
+            connected = (
+                self._idl.state == self._idl.IDL_S_MONITORING and self._idl._session.is_connected()
+            )
+            if (
+                self._idl.change_seqno != last_change
+                or self._idl.has_lock != last_lock
+                or connected != last_connected
+            ):
+                last_change = self._idl.change_seqno
+                last_lock = self._idl.has_lock
+                last_connected = connected
+                self._publish(connected)
+            self._advance_transactions()
+            poller = ovs.poller.Poller()
+            self._idl.wait(poller)
+            for pending in self._pending:
+                if pending.txn is not None:
+                    pending.txn.wait(poller)
+                elif pending.retry_at is not None:
+                    poller.timer_wait(max(0, int((pending.retry_at - time.monotonic()) * 1000)))
+                else:
+                    poller.immediate_wake()
+            poller.fd_wait(self._wake_r, ovs.poller.POLLIN)
+            poller.block()
+
+    def _publish(self, connected: bool) -> None:
+        gc_was_enabled = gc.isenabled()
+        gc.disable()  # building many small frozen rows; GC passes here only cost time
+        try:
+            touched = self._idl.touched
+            self._idl.touched = {}
+            changed: dict[str, frozenset[uuid.UUID]] = {}
+            reloaded = False
+            for name, table in self._idl.tables.items():
+                rows = table.rows
+                if self._rows_identity.get(name) != id(rows):
+                    # The IDL replaced its row map (initial fetch or reconnect): rebuild.
+                    self._rows_identity[name] = id(rows)
+                    cols = self._columns[name]
+                    self._tables[name] = {u: _convert(r, name, cols) for u, r in rows.items()}
+                    changed[name] = frozenset(self._tables[name]) | frozenset(touched.get(name, ()))
+                    reloaded = True
+                elif name in touched:
+                    cols = self._columns[name]
+                    new = dict(self._tables[name])
+                    for row_uuid in touched[name]:
+                        row = rows.get(row_uuid)
+                        if row is None:
+                            new.pop(row_uuid, None)
+                        else:
+                            new[row_uuid] = _convert(row, name, cols)
+                    self._tables[name] = new
+                    changed[name] = frozenset(touched[name])
+            snap = Snapshot(
+                self._snapshot.seqno + 1,
+                dict(self._tables),
+                connected=connected,
+                has_lock=bool(self._idl.has_lock),
+                cond_seqno=int(self._idl.cond_seqno),
+            )
+        finally:
+            if gc_was_enabled:
+                gc.enable()
+        with self._cond:
+            self._snapshot = snap
+            self._cond.notify_all()
+        change = Change(snapshot=snap, changed=changed, reloaded=reloaded)
+        for listener in list(self._listeners):
+            try:
+                listener(change)
+            except Exception:
+                log.exception("%s: listener failed", self.name)
+
+    def _advance_transactions(self) -> None:
+        still: list[_PendingTxn] = []
+        now = time.monotonic()
+        for pending in self._pending:
+            if pending.future.done():
+                continue
+            if pending.txn is None:
+                if pending.retry_at is not None and now < pending.retry_at:
+                    still.append(pending)
+                    continue
+                if not self._start(pending):
+                    continue
+            assert pending.txn is not None
+            status = pending.txn.commit()
+            if status == ovs.db.idl.Transaction.INCOMPLETE:
+                still.append(pending)
+                continue
+            txn, pending.txn = pending.txn, None
+            if status in (ovs.db.idl.Transaction.SUCCESS, ovs.db.idl.Transaction.UNCHANGED):
+                inserted = {name: txn.get_insert_uuid(u) for name, u in pending.inserted.items()}
+                pending.future.set_result(TxnResult(inserted=inserted, attempts=pending.attempts))
+            elif status == ovs.db.idl.Transaction.TRY_AGAIN and pending.attempts < MAX_TXN_ATTEMPTS:
+                # The database moved under us (or a Verify failed): replay the ops on fresh data.
+                pending.retry_at = now + 0.002 * (2**pending.attempts)
+                still.append(pending)
+            else:
+                text = ovs.db.idl.Transaction.status_to_string(status)
+                pending.future.set_exception(TxnError(text, txn.get_error() or ""))
+        self._pending = still
+
+    def _start(self, pending: _PendingTxn) -> bool:
+        """Builds the IDL transaction for pending; False if it failed before being sent."""
+        pending.attempts += 1
+        pending.retry_at = None
+        txn = ovs.db.idl.Transaction(self._idl)
+        if pending.comment:
+            txn.add_comment(pending.comment)
+        names: dict[str, Any] = {}
+        pending.inserted = {}
+        try:
+            for op in pending.ops:
+                self._apply(txn, op, names, pending.inserted)
+        except TxnError as exc:
+            txn.abort()
+            pending.future.set_exception(exc)
+            return False
+        pending.txn = txn
+        return True
+
+    def _row(self, table: str, row_uuid: uuid.UUID) -> Any:
+        try:
+            rows = self._idl.tables[table].rows
+        except KeyError:
+            raise TxnError("error", f"table {table} is not monitored") from None
+        row = rows.get(row_uuid)
+        if row is None:
+            raise TxnError("error", f"{table} row {row_uuid} does not exist (any more)")
+        return row
+
+    def _apply(
+        self, txn: Any, op: Op, names: dict[str, Any], inserted: dict[str, uuid.UUID]
+    ) -> None:
+        def resolve(value: Any) -> Any:
+            if isinstance(value, Ref):
+                if value.name not in names:
+                    raise TxnError("error", f"reference to unknown inserted row {value.name!r}")
+                return names[value.name]
+            if isinstance(value, (list, tuple, set, frozenset)):
+                return [resolve(v) for v in value]
+            if isinstance(value, Mapping):
+                return {k: resolve(v) for k, v in value.items()}
+            if value is None:
+                return []
+            return value
+
+        if isinstance(op, Insert):
+            row = txn.insert(self._idl.tables[op.table])
+            for column, value in op.values.items():
+                setattr(row, column, resolve(value))
+            if op.name is not None:
+                names[op.name] = row
+                inserted[op.name] = row.uuid
+        elif isinstance(op, Update):
+            row = self._row(op.table, op.uuid)
+            for column, value in op.values.items():
+                setattr(row, column, resolve(value))
+        elif isinstance(op, Delete):
+            self._row(op.table, op.uuid).delete()
+        elif isinstance(op, Mutate):
+            row = self._row(op.table, op.uuid)
+            if op.op == "add":
+                row.addvalue(op.column, resolve(op.key))
+            elif op.op == "remove":
+                row.delvalue(op.column, resolve(op.key))
+            elif op.op == "setkey":
+                row.setkey(op.column, op.key, resolve(op.value))
+            elif op.op == "delkey":
+                row.delkey(op.column, op.key)
+            else:
+                raise TxnError("error", f"unknown mutation {op.op!r}")
+        elif isinstance(op, Verify):
+            self._row(op.table, op.uuid).verify(op.column)
+
+
+class _PendingTxn:
+    __slots__ = ("attempts", "comment", "future", "inserted", "ops", "retry_at", "txn")
+
+    def __init__(self, ops: tuple[Op, ...], comment: str, future: Future[TxnResult]) -> None:
+        self.ops = ops
+        self.comment = comment
+        self.future = future
+        self.txn: Any = None
+        self.attempts = 0
+        self.retry_at: float | None = None
+        self.inserted: dict[str, uuid.UUID] = {}

@@ -1,0 +1,108 @@
+"""ovsdb-server processes: create a database file from a schema and serve it.
+
+A ServerSpec says where everything lives (all paths inside one directory). Standalone
+databases are created with `ovsdb-tool create`; clustered members (created with
+create-cluster / join-cluster) use the same spec with a cluster role, so callers do not care
+which they got.
+"""
+
+from __future__ import annotations
+
+import subprocess
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from liveport.model.errors import LiveportError
+from liveport.runtime.process import DaemonRef, spawn_ovs_daemon
+
+# Unix socket paths are limited to 108 bytes (sun_path); leave room for OVS's suffixes.
+MAX_SOCKET_PATH = 100
+
+
+class ServerError(LiveportError):
+    pass
+
+
+@dataclass(frozen=True)
+class ServerSpec:
+    """One ovsdb-server serving one database file, everything under `directory`."""
+
+    name: str  # short name used for files: nb, sb, conf ...
+    directory: Path
+    schema: Path
+    extra_remotes: tuple[str, ...] = ()
+    # Remotes read from the database itself, e.g. "db:Liveport_Southbound,SB_Global,connections".
+    db_remotes: tuple[str, ...] = ()
+    options: tuple[str, ...] = field(default=())
+
+    @property
+    def db_file(self) -> Path:
+        return self.directory / f"{self.name}.db"
+
+    @property
+    def socket(self) -> Path:
+        return self.directory / f"{self.name}.sock"
+
+    @property
+    def remote(self) -> str:
+        return f"unix:{self.socket}"
+
+    @property
+    def ctl(self) -> Path:
+        return self.directory / f"{self.name}.ctl"
+
+    @property
+    def pidfile(self) -> Path:
+        return self.directory / f"{self.name}.pid"
+
+    @property
+    def log_file(self) -> Path:
+        return self.directory / f"{self.name}.log"
+
+    def daemon(self, role: str, marker: str) -> DaemonRef:
+        return DaemonRef(role=role, pidfile=self.pidfile, marker=marker)
+
+
+def check_socket_path(path: Path) -> None:
+    if len(str(path)) > MAX_SOCKET_PATH:
+        raise ServerError(
+            f"socket path {path} is {len(str(path))} bytes; unix sockets allow at most "
+            f"{MAX_SOCKET_PATH} here (use a shorter directory)"
+        )
+
+
+def create_db(spec: ServerSpec) -> None:
+    spec.directory.mkdir(parents=True, exist_ok=True)
+    if spec.db_file.exists():
+        return
+    run_tool(["ovsdb-tool", "create", str(spec.db_file), str(spec.schema)])
+
+
+def run_tool(argv: Sequence[str]) -> str:
+    """Runs an OVS command-line tool; raises ServerError with its last stderr line."""
+    try:
+        result = subprocess.run(list(argv), capture_output=True, text=True, check=False)
+    except FileNotFoundError:
+        raise ServerError(f"{argv[0]} is not installed (install openvswitch-common)") from None
+    if result.returncode != 0:
+        lines = [line for line in result.stderr.strip().splitlines() if line.strip()]
+        raise ServerError(f"{' '.join(argv[:2])}: {lines[-1] if lines else 'failed'}")
+    return result.stdout
+
+
+def start(spec: ServerSpec) -> int:
+    """Starts ovsdb-server for spec (creating the database if needed); returns its PID."""
+    check_socket_path(spec.socket)
+    check_socket_path(spec.ctl)
+    create_db(spec)
+    argv = [
+        "ovsdb-server",
+        str(spec.db_file),
+        f"--remote=punix:{spec.socket}",
+        *(f"--remote={remote}" for remote in spec.extra_remotes),
+        *(f"--remote={remote}" for remote in spec.db_remotes),
+        f"--unixctl={spec.ctl}",
+        *spec.options,
+    ]
+    return spawn_ovs_daemon(argv, pidfile=spec.pidfile, log_file=spec.log_file)
