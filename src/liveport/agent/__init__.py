@@ -1,0 +1,1 @@
+"""liveport-agent: one per chassis; binds ports and programs br-int."""

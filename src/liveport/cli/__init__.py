@@ -1,0 +1,1 @@
+"""The command line: `liveport` and the daemon entry points."""

@@ -1,0 +1,295 @@
+"""The `liveport` command: argument parsing mapped onto library calls, nothing more.
+
+Every user mistake ends as one line on stderr and a non-zero exit; `--json` gives machines
+the same information people get as a table.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import signal
+import sys
+from collections.abc import Callable, Sequence
+from typing import Any, NoReturn
+
+from liveport.cli import _env  # noqa: F401  (keeps eventlet out; must come first)
+from liveport.lab import demo, lab, vms
+from liveport.model.errors import LiveportError
+
+Handler = Callable[[argparse.Namespace], int]
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse that reports a usage error in one line."""
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(2, f"{self.prog}: error: {message} (see --help)\n")
+
+
+def _print_json(doc: Any) -> None:
+    print(json.dumps(doc, indent=2, sort_keys=True, default=str))
+
+
+def _progress(text: str) -> None:
+    print(text, file=sys.stderr, flush=True)
+
+
+# ----- lab ------------------------------------------------------------------------------
+
+
+def cmd_lab_up(args: argparse.Namespace) -> int:
+    directory = lab.resolve(args.dir)
+    lab.up(
+        directory,
+        args.chassis,
+        agents=args.agents,
+        progress=_progress if not args.quiet else lambda _: None,
+    )
+    doc = lab.status(directory)
+    if args.json:
+        _print_json(doc)
+    else:
+        _print_lab_status(doc)
+    return 0
+
+
+def cmd_lab_status(args: argparse.Namespace) -> int:
+    doc = lab.status(lab.resolve(args.dir))
+    if args.json:
+        _print_json(doc)
+    else:
+        _print_lab_status(doc)
+    return 0
+
+
+def _print_lab_status(doc: dict[str, Any]) -> None:
+    def state(proc: dict[str, Any]) -> str:
+        return f"pid {proc['pid']}" if proc["running"] else "NOT RUNNING"
+
+    print(
+        f"lab {doc['directory']}: {doc['status']} "
+        f"({doc['processes']['running']}/{doc['processes']['registered']} processes running)"
+    )
+    print(f"  NB        {state(doc['nb']):<12} {doc['nb']['remote']}")
+    print(f"  SB        {state(doc['sb']):<12} {doc['sb']['remote']}")
+    if "northd" in doc:
+        print(f"  northd    {state(doc['northd'])}")
+    print(f"  underlay  {state(doc['underlay'])}")
+    for ch in doc["chassis"]:
+        agent = f"  agent {state(ch['agent'])}" if "agent" in ch else ""
+        print(
+            f"  {ch['name']:<9} ovsdb {state(ch['ovsdb'])}  vswitchd {state(ch['vswitchd'])}"
+            f"{agent}  encap {ch['encap_ip']}  db {ch['ovsdb']['remote']}"
+        )
+    for vm in doc["vms"]:
+        print(
+            f"  vm {vm['name']:<8} port {vm['port']:<10} {vm['mac']} {' '.join(vm['ips'])} "
+            f"on {','.join(vm['chassis']) or '-'}"
+        )
+
+
+def cmd_lab_down(args: argparse.Namespace) -> int:
+    directory = lab.resolve(args.dir)
+    stopped = lab.down(directory, progress=_progress if args.verbose else lambda _: None)
+    print(f"lab {directory} down: stopped {len(stopped)} processes")
+    return 0
+
+
+def cmd_lab_env(args: argparse.Namespace) -> int:
+    directory = lab.resolve(args.dir)
+    lab.status(directory)  # refuses a directory that is not a lab
+    for key, value in lab.client_env(directory).items():
+        print(f"export {key}={value}")
+    return 0
+
+
+def cmd_vm_add(args: argparse.Namespace) -> int:
+    directory = lab.resolve(args.dir)
+    vm = vms.add(
+        directory,
+        args.name,
+        chassis=args.chassis,
+        port=args.port,
+        mac=args.mac,
+        ips=args.ip or [],
+        bridge=args.bridge,
+    )
+    print(f"vm {vm.name}: port {vm.port} {vm.mac} {' '.join(vm.ips)} plugged on {args.chassis}")
+    return 0
+
+
+def cmd_vm_del(args: argparse.Namespace) -> int:
+    vm = vms.delete(lab.resolve(args.dir), args.name)
+    print(f"vm {vm.name} deleted")
+    return 0
+
+
+def cmd_vm_list(args: argparse.Namespace) -> int:
+    doc = lab.status(lab.resolve(args.dir))["vms"]
+    if args.json:
+        _print_json(doc)
+    else:
+        for vm in doc:
+            print(
+                f"{vm['name']:<10} {vm['port']:<10} {vm['mac']} {' '.join(vm['ips']):<24} "
+                f"{','.join(vm['chassis']) or '-'}"
+            )
+    return 0
+
+
+def cmd_send(args: argparse.Namespace) -> int:
+    spec = vms.SendSpec(
+        kind=args.kind,
+        to=args.to,
+        dst_mac=args.dst_mac,
+        dst_ip=args.dst_ip,
+        src_mac=args.src_mac,
+        src_ip=args.src_ip,
+        target_ip=args.target_ip,
+        seq=args.seq,
+        raw=args.raw,
+    )
+    n = vms.send(lab.resolve(args.dir), args.vm, spec, chassis=args.chassis, count=args.count)
+    print(f"sent {n} {args.kind} frame{'s' if n != 1 else ''} from {args.vm}")
+    return 0
+
+
+def cmd_capture(args: argparse.Namespace) -> int:
+    frames = vms.capture(
+        lab.resolve(args.dir), args.vm, chassis=args.chassis, received=not args.sent
+    )
+    if args.kind:
+        frames = [f for f in frames if str(f.info.kind) == args.kind]
+    if args.json:
+        _print_json([f.to_json() for f in frames])
+    else:
+        for f in frames:
+            print(f"{f.ts:.6f} {f.chassis:<5} {f.info.summary()}")
+    return 0
+
+
+def cmd_demo(args: argparse.Namespace) -> int:
+    demo.run(lambda line: print(line, flush=True), chassis=args.chassis)
+    return 0
+
+
+# ----- parser -----------------------------------------------------------------------------
+
+
+def _add_dir(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--dir", help=f"lab directory (default $LIVEPORT_LAB_DIR or {lab.DEFAULT_DIR})")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = _Parser(
+        prog="liveport",
+        description="liveport: a control plane for virtual networks whose VMs live-migrate",
+    )
+    sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
+
+    lab_p = sub.add_parser(
+        "lab", help="a simulated cloud on this machine (real OVS, dummy datapath)"
+    )
+    lab_sub = lab_p.add_subparsers(dest="lab_command", required=True, parser_class=_Parser)
+
+    p = lab_sub.add_parser("up", help="start a lab")
+    _add_dir(p)
+    p.add_argument("--chassis", type=int, default=3, help="number of chassis hv1..hvN (default 3)")
+    p.add_argument(
+        "--no-agents",
+        dest="agents",
+        action="store_false",
+        help="do not start northd and the agents (bare switches)",
+    )
+    p.add_argument("--json", action="store_true", help="print the lab status as JSON")
+    p.add_argument("--quiet", action="store_true", help="no progress lines")
+    p.set_defaults(func=cmd_lab_up, agents=False)
+
+    p = lab_sub.add_parser("status", help="describe a lab")
+    _add_dir(p)
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=cmd_lab_status)
+
+    p = lab_sub.add_parser("down", help="stop every process of a lab and remove it")
+    _add_dir(p)
+    p.add_argument("--verbose", action="store_true", help="list each process stopped")
+    p.set_defaults(func=cmd_lab_down)
+
+    p = lab_sub.add_parser("env", help="print export lines for ovn-nbctl against the lab")
+    _add_dir(p)
+    p.set_defaults(func=cmd_lab_env)
+
+    vm_p = lab_sub.add_parser("vm", help="simulated VMs")
+    vm_sub = vm_p.add_subparsers(dest="vm_command", required=True, parser_class=_Parser)
+    p = vm_sub.add_parser("add", help="plug a VM's VIF into a chassis")
+    _add_dir(p)
+    p.add_argument("name")
+    p.add_argument("--chassis", required=True)
+    p.add_argument("--port", required=True, help="logical switch port (iface-id)")
+    p.add_argument("--mac", required=True)
+    p.add_argument("--ip", action="append", help="an IP address of the VM (repeatable)")
+    p.add_argument("--bridge", default="br-int", help="bridge to plug into (default br-int)")
+    p.set_defaults(func=cmd_vm_add)
+    p = vm_sub.add_parser("del", help="unplug and forget a VM")
+    _add_dir(p)
+    p.add_argument("name")
+    p.set_defaults(func=cmd_vm_del)
+    p = vm_sub.add_parser("list", help="list VMs")
+    _add_dir(p)
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=cmd_vm_list)
+
+    p = lab_sub.add_parser("send", help="inject frames as if a VM sent them")
+    _add_dir(p)
+    p.add_argument("vm")
+    p.add_argument("--kind", required=True, choices=vms.SEND_KINDS)
+    p.add_argument("--to", help="destination VM (its MAC and IPv4)")
+    p.add_argument("--dst-mac")
+    p.add_argument("--dst-ip")
+    p.add_argument("--src-mac", help="send with this source MAC instead of the VM's")
+    p.add_argument("--src-ip")
+    p.add_argument("--target-ip", help="ARP target / ND target")
+    p.add_argument("--seq", type=int, default=0, help="first UDP sequence number")
+    p.add_argument("--count", type=int, default=1)
+    p.add_argument("--chassis", help="send from the VM's VIF on this chassis")
+    p.add_argument("--raw", help="hex bytes of a whole frame (--kind raw)")
+    p.set_defaults(func=cmd_send)
+
+    p = lab_sub.add_parser("capture", help="frames a VM received (from its VIFs' pcap)")
+    _add_dir(p)
+    p.add_argument("vm")
+    p.add_argument("--chassis", help="only the VIF on this chassis")
+    p.add_argument("--kind", help="only frames of this kind (udp, arp, garp, rarp, na, ...)")
+    p.add_argument("--sent", action="store_true", help="frames the VM sent instead")
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=cmd_capture)
+
+    p = sub.add_parser("demo", help="bring a lab up, show it working, tear it down")
+    p.add_argument("--chassis", type=int, default=3)
+    p.set_defaults(func=cmd_demo)
+
+    return parser
+
+
+def _terminate(signum: int, frame: object) -> NoReturn:
+    raise KeyboardInterrupt
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    signal.signal(signal.SIGTERM, _terminate)
+    try:
+        result: int = args.func(args)
+        return result
+    except LiveportError as exc:
+        print(f"liveport: error: {exc}", file=sys.stderr)
+        return exc.exit_code
+    except KeyboardInterrupt:
+        print("liveport: interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

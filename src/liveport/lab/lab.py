@@ -1,0 +1,355 @@
+"""Bringing a lab up, describing it, and tearing it down.
+
+A lab lives in one directory: lab.json (see state.py), NB and SB ovsdb-servers, a shared
+underlay switch, and chassis hv1..hvN, each with its own ovsdb-server and ovs-vswitchd, plus
+(once started) liveport-northd and one liveport-agent per chassis. Every daemon's pidfile is
+registered in lab.json before the daemon starts, so `down` finds everything even after an
+interrupted `up`, and it stops exactly those PIDs (checked against their command lines).
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import time
+from collections.abc import Callable, Iterable
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from liveport.lab import sim
+from liveport.lab.state import (
+    LOCK_FILE,
+    ChassisEntry,
+    DaemonEntry,
+    LabState,
+    NotALab,
+    editing,
+    is_lab,
+    load,
+    locked,
+    save,
+)
+from liveport.model.errors import Conflict, InvalidInput
+from liveport.ovsdb import schema
+from liveport.ovsdb.client import OvsdbClient
+from liveport.ovsdb.rows import Insert
+from liveport.ovsdb.server import ServerSpec
+from liveport.ovsdb.server import start as start_ovsdb
+from liveport.runtime.process import stop_daemons
+
+DEFAULT_DIR = Path(os.environ.get("LIVEPORT_LAB_DIR", "/tmp/liveport-lab"))
+MAX_CHASSIS = 64
+LATE_PIDFILE_GRACE = 1.0  # seconds a detaching daemon may take to write its pidfile
+
+Progress = Callable[[str], None]
+
+
+def _quiet(_: str) -> None:
+    pass
+
+
+@dataclass(frozen=True)
+class Layout:
+    """Where each part of a lab lives inside its directory."""
+
+    directory: Path
+
+    @property
+    def nb(self) -> ServerSpec:
+        return ServerSpec("nb", self.directory / "nb", schema.northbound_path())
+
+    @property
+    def sb(self) -> ServerSpec:
+        return ServerSpec(
+            "sb",
+            self.directory / "sb",
+            schema.southbound_path(),
+            db_remotes=(f"db:{schema.SB_NAME},SB_Global,connections",),
+        )
+
+    @property
+    def underlay(self) -> sim.SimHost:
+        return sim.SimHost("underlay", self.directory / "underlay")
+
+    def chassis(self, name: str) -> sim.SimHost:
+        return sim.SimHost(name, self.directory / name)
+
+    @property
+    def northd_dir(self) -> Path:
+        return self.directory / "northd"
+
+
+def chassis_names(count: int) -> list[str]:
+    return [f"hv{i}" for i in range(1, count + 1)]
+
+
+def resolve(directory: Path | str | None) -> Path:
+    return Path(directory).absolute() if directory is not None else DEFAULT_DIR.absolute()
+
+
+def running_daemons(state: LabState) -> list[tuple[str, int]]:
+    out = []
+    for ref in state.daemon_refs():
+        pid = ref.running_pid()
+        if pid is not None:
+            out.append((ref.role, pid))
+    return out
+
+
+def _prepare_directory(directory: Path) -> None:
+    """Refuses a directory that holds a running lab or something that is not a lab."""
+    if is_lab(directory):
+        state = load(directory)
+        alive = running_daemons(state)
+        if alive:
+            raise Conflict(
+                f"a lab is already running in {directory} ({len(alive)} processes); "
+                "run 'liveport lab down' first"
+            )
+        _remove_lab_files(directory)
+    elif _holds_foreign_files(directory):
+        raise Conflict(f"{directory} exists and is not a liveport lab; refusing to use it")
+
+
+def _holds_foreign_files(directory: Path) -> bool:
+    """True if directory has content and is not a lab (a leftover lock file does not count)."""
+    if not directory.exists() or is_lab(directory):
+        return False
+    return any(p.name != LOCK_FILE for p in directory.iterdir())
+
+
+def _remove_lab_files(directory: Path) -> None:
+    for child in directory.iterdir():
+        if child.is_dir() and not child.is_symlink():
+            shutil.rmtree(child)
+        else:
+            child.unlink()
+
+
+def up(
+    directory: Path,
+    chassis: int = 3,
+    *,
+    agents: bool = False,
+    progress: Progress = _quiet,
+) -> LabState:
+    """Starts a lab; on any failure or interruption, stops what it started and cleans up."""
+    if not 1 <= chassis <= MAX_CHASSIS:
+        raise InvalidInput(f"--chassis must be between 1 and {MAX_CHASSIS}, not {chassis}")
+    layout = Layout(directory)
+    # Resolve schemas before touching anything: a missing one is a clear error, not a mess.
+    layout.nb.schema  # noqa: B018
+    layout.sb.schema  # noqa: B018
+    sim.SimHost("check", directory).ovsdb.schema  # noqa: B018
+    started = time.monotonic()
+    if _holds_foreign_files(directory):
+        raise Conflict(f"{directory} exists and is not a liveport lab; refusing to use it")
+    with locked(directory):
+        _prepare_directory(directory)
+        state = LabState(
+            directory=str(directory),
+            status="starting",
+            created=time.time(),
+            options={"chassis": chassis, "agents": agents},
+        )
+        hosts = [layout.chassis(name) for name in chassis_names(chassis)]
+        marker = state.marker
+        state.daemons = [
+            DaemonEntry(ref.role, str(ref.pidfile))
+            for ref in [
+                layout.nb.daemon("nb", marker),
+                layout.sb.daemon("sb", marker),
+                *layout.underlay.daemons(marker),
+                *(ref for host in hosts for ref in host.daemons(marker)),
+            ]
+        ]
+        state.chassis = [
+            ChassisEntry(
+                name=host.name,
+                index=i,
+                encap_ip=str(sim.encap_ip(i)),
+                underlay_mac=sim.underlay_mac(i),
+                directory=str(host.directory),
+            )
+            for i, host in enumerate(hosts, start=1)
+        ]
+        save(state)
+    try:
+        _start_all(layout, state, hosts, progress)
+    except BaseException:
+        progress("start-up failed; stopping what was started")
+        _teardown(directory)
+        raise
+    with editing(directory) as current:
+        current.status = "up"
+        state = current
+    progress(f"lab up in {time.monotonic() - started:.2f}s")
+    return state
+
+
+def _start_all(
+    layout: Layout, state: LabState, hosts: list[sim.SimHost], progress: Progress
+) -> None:
+    t0 = time.monotonic()
+
+    def step(text: str) -> None:
+        progress(f"[{time.monotonic() - t0:6.3f}s] {text}")
+
+    with ThreadPoolExecutor(max_workers=min(8, len(hosts) + 3)) as pool:
+        databases = [pool.submit(start_ovsdb, layout.nb), pool.submit(start_ovsdb, layout.sb)]
+        underlay = pool.submit(sim.start_underlay, layout.underlay)
+        host_starts = [pool.submit(host.start) for host in hosts]
+        _wait_all(databases)
+        _init_databases(layout)
+        step("NB and SB databases up")
+        underlay.result()
+        step("underlay switch up")
+        _wait_all(host_starts)
+        step(f"{len(hosts)} chassis switches up")
+        _wait_all(
+            pool.submit(sim.attach_chassis, layout.underlay, host, entry.index, layout.sb.remote)
+            for host, entry in zip(hosts, state.chassis, strict=True)
+        )
+        step("chassis attached to the underlay")
+        _wait_all(
+            pool.submit(
+                sim.set_neighbours,
+                host,
+                [(c.encap_ip, c.underlay_mac) for c in state.chassis if c.name != host.name],
+            )
+            for host in hosts
+        )
+        step("tunnel neighbours set")
+
+
+def _wait_all(futures: Iterable[Future[Any]]) -> None:
+    """Waits for every future (so none is left running) and raises the first failure."""
+    failure: BaseException | None = None
+    for future in list(futures):
+        try:
+            future.result()
+        except BaseException as exc:  # noqa: BLE001 - re-raised below after the others finish
+            failure = failure or exc
+    if failure is not None:
+        raise failure
+
+
+def _init_databases(layout: Layout) -> None:
+    """Creates the NB_Global and SB_Global rows that clients (ovn-nbctl, northd) expect."""
+    for spec, db, table in (
+        (layout.nb, schema.NB_NAME, "NB_Global"),
+        (layout.sb, schema.SB_NAME, "SB_Global"),
+    ):
+        with OvsdbClient(spec.remote, db, {table: None}, schema=str(spec.schema)) as client:
+            snap = client.wait_connected(timeout=10)
+            if not snap.table(table):
+                client.transact([Insert(table, {})], comment="liveport lab: initial row")
+
+
+def down(directory: Path, *, progress: Progress = _quiet) -> list[tuple[str, int]]:
+    """Stops every process of the lab and removes its directory."""
+    if not is_lab(directory):
+        raise NotALab(
+            f"{directory} is not a liveport lab (no lab.json)"
+            if directory.exists()
+            else f"no lab at {directory}"
+        )
+    return _teardown(directory, progress)
+
+
+def _teardown(directory: Path, progress: Progress = _quiet) -> list[tuple[str, int]]:
+    with locked(directory):
+        state = load(directory)
+        interrupted = state.status == "starting"
+        state.status = "stopping"
+        save(state)
+        refs = list(reversed(state.daemon_refs()))
+        # Control plane first, then switches, databases last (reverse start order).
+        stopped = stop_daemons(refs)
+        if interrupted:
+            # An interrupted `up` may have left a daemon in the middle of detaching: it writes
+            # its pidfile within milliseconds. Look again until every registered daemon has
+            # either never started (no directory for it) or been stopped.
+            deadline = time.monotonic() + LATE_PIDFILE_GRACE
+            while time.monotonic() < deadline:
+                stopped += stop_daemons(refs)
+                if all(ref.pid() is not None or not ref.pidfile.parent.exists() for ref in refs):
+                    break
+                time.sleep(0.02)
+            stopped += stop_daemons(refs)
+        for role, pid in stopped:
+            progress(f"stopped {role} (pid {pid})")
+    shutil.rmtree(directory, ignore_errors=True)
+    return stopped
+
+
+def load_state(directory: Path) -> LabState:
+    return load(directory)
+
+
+def status(directory: Path) -> dict[str, Any]:
+    """A description of the lab: every daemon with its PID and sockets, every chassis, VM."""
+    state = load(directory)
+    layout = Layout(directory)
+    refs = {ref.role: ref for ref in state.daemon_refs()}
+
+    def proc(role: str, **extra: Any) -> dict[str, Any]:
+        ref = refs.get(role)
+        pid = ref.running_pid() if ref is not None else None
+        return {"pid": pid, "running": pid is not None, **extra}
+
+    chassis = []
+    for entry in state.chassis:
+        host = layout.chassis(entry.name)
+        chassis.append(
+            {
+                "name": entry.name,
+                "encap_ip": entry.encap_ip,
+                "ovsdb": proc(
+                    f"{entry.name}/ovsdb-server", socket=str(host.db_socket), remote=host.db_remote
+                ),
+                "vswitchd": proc(
+                    f"{entry.name}/ovs-vswitchd",
+                    ctl=str(host.vswitchd_ctl),
+                    mgmt=str(host.mgmt_socket()),
+                ),
+                **({"agent": proc(f"{entry.name}/agent")} if f"{entry.name}/agent" in refs else {}),
+            }
+        )
+    doc: dict[str, Any] = {
+        "directory": state.directory,
+        "status": state.status,
+        "engine": state.engine,
+        "created": state.created,
+        "nb": proc("nb", socket=str(layout.nb.socket), remote=layout.nb.remote),
+        "sb": proc("sb", socket=str(layout.sb.socket), remote=layout.sb.remote),
+        "underlay": proc("underlay/ovs-vswitchd", ctl=str(layout.underlay.vswitchd_ctl)),
+        "chassis": chassis,
+        "vms": [
+            {
+                "name": vm.name,
+                "port": vm.port,
+                "mac": vm.mac,
+                "ips": vm.ips,
+                "chassis": [vif.chassis for vif in vm.vifs],
+            }
+            for vm in state.vms.values()
+        ],
+    }
+    if "northd" in refs:
+        doc["northd"] = proc("northd")
+    alive = sum(1 for ref in refs.values() if ref.running_pid() is not None)
+    doc["processes"] = {"registered": len(refs), "running": alive}
+    return doc
+
+
+def client_env(directory: Path) -> dict[str, str]:
+    """Environment variables that point ovn-nbctl and liveport at a lab's databases."""
+    layout = Layout(directory)
+    return {
+        "OVN_NB_DB": layout.nb.remote,
+        "LIVEPORT_NB_DB": layout.nb.remote,
+        "LIVEPORT_SB_DB": layout.sb.remote,
+    }

@@ -1,0 +1,1 @@
+"""liveport-northd: OVN_Northbound -> Liveport_Southbound."""

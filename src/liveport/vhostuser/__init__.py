@@ -1,0 +1,1 @@
+"""liveport vhost-user backend and compatibility modes."""
