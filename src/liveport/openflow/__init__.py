@@ -1,0 +1,1 @@
+"""OpenFlow to a bridge: the os-ken codec over one asyncio connection."""
