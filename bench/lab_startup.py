@@ -15,9 +15,9 @@ import tempfile  # noqa: E402
 import time  # noqa: E402
 from pathlib import Path  # noqa: E402
 
-from common import Figure, min_med_max, print_table  # noqa: E402
-
 from liveport.lab import lab  # noqa: E402
+
+from common import Figure, min_med_max, print_table  # noqa: E402
 
 
 def measure(chassis: int, runs: int) -> tuple[list[float], list[float]]:

@@ -14,6 +14,7 @@ from liveport.lab import lab, vms
 from liveport.lab.sim import SimHost
 from liveport.model import packets
 from liveport.model.errors import Conflict, InvalidInput, NotFound
+
 from tests.conftest import LabFactory
 from tests.lab.helpers import (
     LIVEPORT,

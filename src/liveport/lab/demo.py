@@ -26,15 +26,32 @@ def run(say: Say, chassis: int = 3) -> None:
         for part in ("nb", "sb"):
             say(f"   {part.upper()}: pid {doc[part]['pid']} at {doc[part]['remote']}")
         for ch in doc["chassis"]:
-            say(f"   {ch['name']}: ovsdb pid {ch['ovsdb']['pid']}, vswitchd pid "
-                f"{ch['vswitchd']['pid']}, tunnel endpoint {ch['encap_ip']}")
+            say(
+                f"   {ch['name']}: ovsdb pid {ch['ovsdb']['pid']}, vswitchd pid "
+                f"{ch['vswitchd']['pid']}, tunnel endpoint {ch['encap_ip']}"
+            )
         say("== two VMs on a plain bridge of hv1; a sends 5 UDP datagrams to b")
         SimHost("hv1", directory / "hv1").vsctl(
-            "add-br", "demo0", "--", "set", "bridge", "demo0", "fail-mode=standalone")
-        vms.add(directory, "a", chassis="hv1", port="a", mac="00:00:00:00:00:0a",
-                ips=["10.0.0.10"], bridge="demo0")
-        vms.add(directory, "b", chassis="hv1", port="b", mac="00:00:00:00:00:0b",
-                ips=["10.0.0.11"], bridge="demo0")
+            "add-br", "demo0", "--", "set", "bridge", "demo0", "fail-mode=standalone"
+        )
+        vms.add(
+            directory,
+            "a",
+            chassis="hv1",
+            port="a",
+            mac="00:00:00:00:00:0a",
+            ips=["10.0.0.10"],
+            bridge="demo0",
+        )
+        vms.add(
+            directory,
+            "b",
+            chassis="hv1",
+            port="b",
+            mac="00:00:00:00:00:0b",
+            ips=["10.0.0.11"],
+            bridge="demo0",
+        )
         vms.send(directory, "a", vms.SendSpec(kind="udp", to="b", seq=1), count=5)
         for frame in vms.capture(directory, "b"):
             delay_us = (frame.ts * 1e9 - (frame.info.sent_ns or 0)) / 1e3
