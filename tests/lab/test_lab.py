@@ -89,14 +89,14 @@ def test_injected_frame_reaches_another_vif_of_a_plain_bridge(lab_factory: LabFa
         bridge="test0",
     )
     vms.send(directory, "a", vms.SendSpec(kind="udp", to="b", seq=41), count=3)
-    got = vms.capture(directory, "b")
+    got = vms.wait_capture(directory, "b", lambda frames: len(frames) >= 3)
     assert [(f.info.kind, f.info.seq) for f in got] == [
         (packets.Kind.UDP, 41 + i) for i in range(3)
     ]
     assert all(f.chassis == "hv1" and str(f.info.src) == "00:00:00:00:00:0a" for f in got)
     assert got[0].ts <= got[1].ts <= got[2].ts
     assert vms.capture(directory, "a") == []  # a learned nothing back; NORMAL did not hairpin
-    sent = vms.capture(directory, "a", received=False)
+    sent = vms.wait_capture(directory, "a", lambda frames: len(frames) >= 3, received=False)
     assert [f.info.seq for f in sent] == [41, 42, 43]
 
 
@@ -286,9 +286,9 @@ def test_two_labs_side_by_side_do_not_interfere(lab_factory: LabFactory) -> None
                 directory, name, chassis="hv1", port=name, mac=mac, ips=["10.0.0.1"], bridge="test0"
             )
     vms.send(first, "x", vms.SendSpec(kind="udp", to="y", dst_ip="10.0.0.2", seq=1))
-    assert [f.info.seq for f in vms.capture(first, "y")] == [1]
+    assert [f.info.seq for f in vms.wait_capture(first, "y", bool)] == [1]
     assert vms.capture(second, "y") == []
     lab.down(first)
     assert lab.status(second)["processes"] == {"registered": 6, "running": 6}
     vms.send(second, "x", vms.SendSpec(kind="udp", to="y", dst_ip="10.0.0.2", seq=2))
-    assert [f.info.seq for f in vms.capture(second, "y")] == [2]
+    assert [f.info.seq for f in vms.wait_capture(second, "y", bool)] == [2]

@@ -156,11 +156,23 @@ def cmd_send(args: argparse.Namespace) -> int:
 
 
 def cmd_capture(args: argparse.Namespace) -> int:
-    frames = vms.capture(
-        lab.resolve(args.dir), args.vm, chassis=args.chassis, received=not args.sent
-    )
-    if args.kind:
-        frames = [f for f in frames if str(f.info.kind) == args.kind]
+    def selected(frames: list[vms.Captured]) -> list[vms.Captured]:
+        return [f for f in frames if not args.kind or str(f.info.kind) == args.kind]
+
+    directory = lab.resolve(args.dir)
+    if args.expect:
+        frames = vms.wait_capture(
+            directory,
+            args.vm,
+            lambda got: len(selected(got)) >= args.expect,
+            timeout=args.timeout,
+            chassis=args.chassis,
+            received=not args.sent,
+            what=f"{args.expect} {args.kind or 'matching'} frames",
+        )
+    else:
+        frames = vms.capture(directory, args.vm, chassis=args.chassis, received=not args.sent)
+    frames = selected(frames)
     if args.json:
         _print_json([f.to_json() for f in frames])
     else:
@@ -262,6 +274,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--chassis", help="only the VIF on this chassis")
     p.add_argument("--kind", help="only frames of this kind (udp, arp, garp, rarp, na, ...)")
     p.add_argument("--sent", action="store_true", help="frames the VM sent instead")
+    p.add_argument(
+        "--expect", type=int, default=0, help="wait until at least this many matching frames"
+    )
+    p.add_argument("--timeout", type=float, default=5.0, help="seconds to wait with --expect")
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=cmd_capture)
 

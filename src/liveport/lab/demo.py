@@ -53,7 +53,7 @@ def run(say: Say, chassis: int = 3) -> None:
             bridge="demo0",
         )
         vms.send(directory, "a", vms.SendSpec(kind="udp", to="b", seq=1), count=5)
-        for frame in vms.capture(directory, "b"):
+        for frame in vms.wait_capture(directory, "b", lambda got: len(got) >= 5):
             delay_us = (frame.ts * 1e9 - (frame.info.sent_ns or 0)) / 1e3
             say(f"   b received {frame.info.summary()} ({delay_us:.0f} us after sending)")
     finally:

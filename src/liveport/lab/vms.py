@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import re
 import time
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from ipaddress import IPv4Address, IPv6Address
 from pathlib import Path
@@ -21,7 +21,7 @@ from liveport.lab.lab import Layout
 from liveport.lab.state import LabState, VifEntry, VmEntry, editing, load
 from liveport.model import packets
 from liveport.model.addr import Mac, parse_ip
-from liveport.model.errors import Conflict, InvalidInput, NotFound
+from liveport.model.errors import Conflict, InvalidInput, NotFound, Timeout
 from liveport.runtime.unixctl import UnixctlClient
 
 _NAME_RE = re.compile(r"^[A-Za-z][A-Za-z0-9_.-]{0,14}$")
@@ -300,3 +300,32 @@ def capture(
             out.append(Captured(ts=record.ts, chassis=vif.chassis, info=info))
     out.sort(key=lambda c: c.ts)
     return out
+
+
+def wait_capture(
+    directory: Path,
+    vm_name: str,
+    predicate: Callable[[list[Captured]], bool],
+    *,
+    timeout: float = 5.0,
+    chassis: str | None = None,
+    received: bool = True,
+    what: str = "the expected frames",
+) -> list[Captured]:
+    """Re-reads the VM's captures until predicate(frames) holds; raises Timeout otherwise.
+
+    Injection returns before the datapath has delivered the frame, so anything that checks
+    what a VM received must wait for it (the pcap file is the state; it is re-read every
+    few milliseconds, and OVS flushes each record).
+    """
+    deadline = time.monotonic() + timeout
+    while True:
+        frames = capture(directory, vm_name, chassis=chassis, received=received)
+        if predicate(frames):
+            return frames
+        if time.monotonic() >= deadline:
+            raise Timeout(
+                f"{vm_name} did not receive {what} within {timeout:g}s "
+                f"({len(frames)} frames so far)"
+            )
+        time.sleep(0.002)
