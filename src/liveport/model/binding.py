@@ -1,0 +1,256 @@
+"""Who owns a port, decided in one place, and what each chassis does about it.
+
+`arbitrate` is northd's decision: from what the NB named (requested chassis, migration
+destination), what the chassis report (which have the VIF, hypervisor migration status,
+announcements seen) and which chassis are alive, it returns the port's owner, its
+migration state, the conflicts, and which chassis may hold a claim on it. Only northd
+writes the owner, so two chassis can never fight over a port (M1): the owner changes only
+when this function says so, and it says so only when
+
+- the migration destination saw the VM's announcement (M3), or
+- the owner lost the right to the port (no longer named, VIF gone), or
+- the owner was declared dead and another eligible chassis has the VIF.
+
+`decide_binding` is an agent's local decision: given the arbitrated port and its own VIF,
+is it the owner, a pending or activated destination, a standby, or not involved.
+Both are pure; the tables in tests state the exact outcome of every situation.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from enum import StrEnum
+
+MAIN = "main"
+DESTINATION = "destination"
+INCOMING = "incoming"
+OUTGOING = "outgoing"
+PENDING = "pending"
+ACTIVATED = "activated"
+
+
+@dataclass(frozen=True)
+class VifReport:
+    """A chassis has a VIF for the port (SB Chassis_VIF)."""
+
+    chassis: str
+    migration_status: str | None = None  # incoming | outgoing (hypervisor-driven form, M6)
+
+
+@dataclass(frozen=True)
+class ClaimReport:
+    """The state a named chassis reported for the port (SB Port_Claim)."""
+
+    chassis: str
+    role: str  # main | destination
+    installed: str | None = None  # owner | pending | standby, after an OpenFlow barrier
+    activated: int | None = None  # when the chassis saw the VM's announcement (ms)
+
+
+@dataclass(frozen=True)
+class Arbitration:
+    owner: str | None
+    destination: str | None
+    migration_state: str | None  # pending | activated | None
+    source: str | None = None  # where the VM is migrating from
+    conflicts: frozenset[str] = frozenset()
+    claims: Mapping[str, str] = field(default_factory=dict)  # chassis -> role it may claim
+    reason: str = ""  # why the port is unbound, or why a VIF is ignored
+
+
+def arbitrate(
+    *,
+    requested: str | None,
+    destination: str | None,
+    current_owner: str | None,
+    vifs: Mapping[str, VifReport],
+    claims: Mapping[str, ClaimReport],
+    alive: frozenset[str],
+    registered: frozenset[str],
+    current_source: str | None = None,
+) -> Arbitration:
+    named = requested is not None
+    dest = destination
+    if dest is None and not named:
+        dest = _hypervisor_destination(current_owner, vifs, claims, registered)
+    if dest is not None and dest == current_owner and not _announced(dest, claims):
+        dest = None  # the port already lives on its "destination": nothing to migrate
+    source = None
+    if dest is not None:
+        if named:
+            source = requested
+        elif current_source is not None and current_source != dest:
+            source = current_source
+        elif current_owner != dest:
+            source = current_owner
+
+    def authorized(chassis: str) -> bool:
+        return not named or chassis in (requested, dest)
+
+    def eligible(chassis: str) -> bool:
+        return chassis in vifs and chassis in registered and authorized(chassis)
+
+    owner = current_owner
+    if dest is not None and _announced(dest, claims) and dest in vifs and eligible(dest):
+        owner = dest  # M3: the VM announced itself on the destination
+    elif (
+        owner is None
+        or not eligible(owner)
+        or (owner not in alive and _pick(requested, dest, vifs, alive, eligible, alive_only=True))
+    ):
+        owner = _pick(requested, dest, vifs, alive, eligible, alive_only=False)
+
+    state = None
+    if dest is not None:
+        state = ACTIVATED if owner == dest else PENDING
+    conflicts = frozenset(c for c in vifs if c not in (owner, dest, source))
+
+    wanted: dict[str, str] = {}
+    main = requested if named else (source or owner)
+    if main is not None and main != dest:
+        wanted[main] = MAIN
+    if dest is not None:
+        wanted[dest] = DESTINATION
+
+    return Arbitration(
+        owner=owner,
+        destination=dest,
+        migration_state=state,
+        source=source,
+        conflicts=conflicts,
+        claims=wanted,
+        reason=_reason(owner, requested, dest, vifs, registered, conflicts),
+    )
+
+
+def _announced(dest: str, claims: Mapping[str, ClaimReport]) -> bool:
+    """The destination's claim records the VM's announcement."""
+    claim = claims.get(dest)
+    return claim is not None and claim.role == DESTINATION and claim.activated is not None
+
+
+def _hypervisor_destination(
+    owner: str | None,
+    vifs: Mapping[str, VifReport],
+    claims: Mapping[str, ClaimReport],
+    registered: frozenset[str],
+) -> str | None:
+    """M6: on an unnamed port, a chassis whose VIF says migration-status=incoming is the
+    destination (a named port's destination must be named in the NB)."""
+    for chassis in sorted(vifs):
+        if (
+            vifs[chassis].migration_status == INCOMING
+            and chassis in registered
+            and (chassis != owner or _announced(chassis, claims))
+        ):
+            return chassis
+    return None
+
+
+def _pick(
+    requested: str | None,
+    dest: str | None,
+    vifs: Mapping[str, VifReport],
+    alive: frozenset[str],
+    eligible: Callable[[str], bool],
+    *,
+    alive_only: bool,
+) -> str | None:
+    """A new owner: the requested chassis first, then live holders of the VIF by name;
+    never a destination that has not been activated, never a chassis whose hypervisor says
+    the VM is leaving it (outgoing, M6)."""
+    candidates = [
+        c
+        for c in sorted(vifs)
+        if eligible(c) and c != dest and vifs[c].migration_status != OUTGOING
+    ]
+    if requested in candidates:
+        candidates.remove(requested)
+        candidates.insert(0, requested)
+    live = [c for c in candidates if c in alive]
+    if live:
+        return live[0]
+    if alive_only or not candidates:
+        return None
+    return candidates[0]
+
+
+def _reason(
+    owner: str | None,
+    requested: str | None,
+    dest: str | None,
+    vifs: Mapping[str, VifReport],
+    registered: frozenset[str],
+    conflicts: frozenset[str],
+) -> str:
+    parts = []
+    if owner is None:
+        if requested is not None and requested not in registered:
+            parts.append(f"requested chassis {requested} is not registered")
+        elif requested is not None and requested not in vifs:
+            parts.append(f"requested chassis {requested} has no VIF for it")
+        elif not vifs:
+            parts.append("no chassis has a VIF for it")
+        else:
+            parts.append("no eligible chassis has a VIF for it")
+    for chassis in sorted(conflicts):
+        if requested is not None and chassis != requested:
+            parts.append(f"VIF on {chassis} ignored: not the requested chassis {requested}")
+        elif chassis not in registered:
+            parts.append(f"VIF on {chassis} ignored: chassis not registered")
+        elif vifs[chassis].migration_status == OUTGOING:
+            parts.append(f"VIF on {chassis} ignored: its hypervisor says the VM is leaving")
+        elif owner is not None:
+            parts.append(f"VIF on {chassis} ignored: {owner} holds the port")
+    if dest is not None and dest not in registered:
+        parts.append(f"migration destination {dest} is not registered")
+    return "; ".join(parts)
+
+
+class LocalRole(StrEnum):
+    NONE = "none"  # no VIF here
+    OWNER = "owner"  # deliver to the VIF, accept from it
+    PENDING = "pending"  # destination before the announcement: block all but announcements
+    ACTIVATED = "activated"  # destination that saw the announcement: acts as owner
+    STANDBY = "standby"  # a VIF here, but the port is someone else's: drop both ways
+
+
+@dataclass(frozen=True)
+class PortState:
+    """The arbitrated part of a Port_Binding that an agent acts on."""
+
+    owner: str | None
+    destination: str | None = None
+    migration_state: str | None = None
+
+
+def decide_binding(
+    *,
+    me: str,
+    port: PortState,
+    has_vif: bool,
+    claim: ClaimReport | None,
+    locally_activated: bool,
+) -> LocalRole:
+    if not has_vif:
+        return LocalRole.NONE
+    if port.owner == me:
+        return LocalRole.OWNER
+    if port.destination == me:
+        if locally_activated or (
+            claim is not None and claim.role == DESTINATION and claim.activated is not None
+        ):
+            return LocalRole.ACTIVATED
+        return LocalRole.PENDING
+    return LocalRole.STANDBY
+
+
+def installed_state(role: LocalRole) -> str | None:
+    """What an agent reports in its claim once the flows for role are installed (M9)."""
+    return {
+        LocalRole.OWNER: "owner",
+        LocalRole.ACTIVATED: "owner",
+        LocalRole.PENDING: "pending",
+        LocalRole.STANDBY: "standby",
+    }.get(role)

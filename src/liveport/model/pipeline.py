@@ -1,0 +1,584 @@
+"""The OpenFlow pipeline of br-int, compiled from a chassis' view of the network.
+
+`compile_flows(view) -> FlowSet` is pure. Tables (each declares the match fields its flows
+may use, and every compiled flow is checked against that declaration):
+
+  0  CLASSIFY     a packet from a local VIF gets its datapath (metadata) and logical inport
+                  (reg14); a packet from a tunnel gets the datapath from its Geneve VNI and
+                  reg10[0] = "came from a tunnel". A pending destination's VIF also has the
+                  activation flows here (announcements of the port's MAC / IPs).
+  5  GATE         holds only flows learned at activation: they set reg9[0] = gate open.
+  10 PORT_SEC     source MAC (and IP where the port says so) of traffic from a VIF; a
+                  pending port's traffic also needs the gate open.
+  30 L2_LOOKUP    destination MAC -> logical outport (reg15); broadcast, multicast and
+                  unknown unicast are flooded to the datapath's local ports and other chassis.
+  40 OUTPUT       per logical outport: deliver to the local VIF, or tunnel to the chassis
+                  that own the port (the owner, and the destination during a migration) --
+                  only for traffic that did not come from a tunnel (split horizon). A pending
+                  port's delivery is blocked here until a learned flow overrides it.
+  45 FLOOD_REMOTE a datapath's flood to every other chassis that hosts its ports.
+
+Tunnels carry only the datapath key (Geneve VNI, 24 bits); the receiving chassis does its
+own L2 lookup. A flooded frame is never delivered back to the port that owns its source
+MAC (hairpin), which matters while a VM has a VIF on two chassis.
+
+Every flow carries a cookie: 0x4C50 ("LP") in the top 16 bits, the kind of flow in the next
+8, and the object (datapath << 16 | port key) in the low 40. Learned flows get their own
+kind so they can be deleted per port.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import struct
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from enum import IntEnum
+
+from liveport.model.addr import BROADCAST, Mac
+from liveport.model.binding import ClaimReport, LocalRole, PortState, decide_binding
+from liveport.model.flows import (
+    ETH_ARP,
+    ETH_IPV4,
+    ETH_IPV6,
+    ETH_RARP,
+    IPPROTO_ICMPV6,
+    Action,
+    Controller,
+    Flow,
+    FlowError,
+    FlowSet,
+    Learn,
+    LearnLoadValue,
+    LearnMatchValue,
+    LearnOutputField,
+    Load,
+    Output,
+    Resubmit,
+    SetField,
+    match,
+)
+from liveport.model.logical import PortNetwork, Strategy, parse_network
+
+
+class Table(IntEnum):
+    CLASSIFY = 0
+    GATE = 5
+    PORT_SEC = 10
+    L2_LOOKUP = 30
+    OUTPUT = 40
+    FLOOD_REMOTE = 45
+
+
+_ARP_FIELDS = {"arp_op", "arp_spa", "arp_tpa", "arp_sha", "arp_tha"}
+TABLE_FIELDS: Mapping[Table, frozenset[str]] = {
+    Table.CLASSIFY: frozenset(
+        {
+            "in_port",
+            "tunnel_id",
+            "eth_src",
+            "eth_type",
+            "ip_proto",
+            "icmpv6_type",
+            "icmpv6_code",
+            "ipv6_nd_target",
+            *_ARP_FIELDS,
+        }
+    ),
+    Table.GATE: frozenset({"metadata", "reg14"}),
+    Table.PORT_SEC: frozenset(
+        {"metadata", "reg14", "reg9", "eth_src", "eth_type", "ipv4_src", "ipv6_src", *_ARP_FIELDS}
+    ),
+    Table.L2_LOOKUP: frozenset({"metadata", "eth_dst"}),
+    Table.OUTPUT: frozenset({"metadata", "reg15", "reg10", "eth_src"}),
+    Table.FLOOD_REMOTE: frozenset({"metadata", "reg10"}),
+}
+
+# Registers.
+R_INPORT = "reg14"
+R_OUTPORT = "reg15"
+R_FLAGS = "reg10"  # bit 0: the packet came from a tunnel
+R_GATE = "reg9"  # bit 0: a pending port's gate is open (set by a learned flow)
+FLAG_FROM_TUNNEL = 1
+
+# Cookies.
+COOKIE_MAGIC = 0x4C50 << 48
+COOKIE_MAGIC_MASK = 0xFFFF << 48
+COOKIE_KIND_MASK = 0xFFFFFF << 40  # magic + kind
+
+
+class Kind(IntEnum):
+    PIPELINE = 1
+    DATAPATH = 2
+    PORT = 3
+    ACTIVATION = 4  # a pending destination's blocking and activation flows
+    LEARNED = 5  # installed by the switch itself at activation
+
+
+def cookie(kind: Kind, dp_key: int = 0, port_key: int = 0) -> int:
+    return COOKIE_MAGIC | (int(kind) << 40) | (dp_key << 16) | port_key
+
+
+def cookie_kind(value: int) -> Kind | None:
+    if value & COOKIE_MAGIC_MASK != COOKIE_MAGIC:
+        return None
+    try:
+        return Kind((value >> 40) & 0xFF)
+    except ValueError:
+        return None
+
+
+LEARNED_MASK = COOKIE_KIND_MASK | 0xFFFFFFFFFF  # one port's learned flows
+ALL_LEARNED = cookie(Kind.LEARNED)  # with COOKIE_KIND_MASK: every learned flow
+
+# Activation userdata: b"LPA" + version, then strategy, datapath key, port key.
+ACTIVATION_USERDATA = struct.Struct("!3sBBIH")
+USERDATA_MAGIC = b"LPA"
+_STRATEGY_CODE = {Strategy.RARP: 1, Strategy.GARP: 2, Strategy.NA: 3}
+_CODE_STRATEGY = {v: k for k, v in _STRATEGY_CODE.items()}
+
+
+@dataclass(frozen=True)
+class Activation:
+    strategy: Strategy
+    dp_key: int
+    port_key: int
+
+
+def activation_userdata(strategy: Strategy, dp_key: int, port_key: int) -> bytes:
+    return ACTIVATION_USERDATA.pack(USERDATA_MAGIC, 1, _STRATEGY_CODE[strategy], dp_key, port_key)
+
+
+def parse_activation_userdata(data: bytes) -> Activation | None:
+    if len(data) < ACTIVATION_USERDATA.size:
+        return None
+    magic, version, code, dp_key, port_key = ACTIVATION_USERDATA.unpack_from(data)
+    if magic != USERDATA_MAGIC or version != 1 or code not in _CODE_STRATEGY:
+        return None
+    return Activation(_CODE_STRATEGY[code], dp_key, port_key)
+
+
+# ----- the view a chassis compiles from -------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class LocalVif:
+    iface_id: str
+    ofport: int
+    migration_status: str | None = None
+
+
+@dataclass(frozen=True)
+class PortView:
+    """One Port_Binding of a datapath that has a port on this chassis."""
+
+    name: str
+    dp_key: int
+    key: int
+    addresses: tuple[str, ...] = ()
+    port_security: tuple[str, ...] = ()
+    owner: str | None = None
+    destination: str | None = None
+    migration_state: str | None = None
+    strategy: frozenset[Strategy] = frozenset(Strategy)
+
+    @property
+    def state(self) -> PortState:
+        return PortState(self.owner, self.destination, self.migration_state)
+
+
+@dataclass(frozen=True)
+class ChassisView:
+    chassis: str
+    vifs: Mapping[str, LocalVif] = field(default_factory=dict)  # by iface-id
+    tunnels: Mapping[str, int] = field(default_factory=dict)  # remote chassis -> ofport
+    ports: Mapping[str, PortView] = field(default_factory=dict)  # by logical port name
+    claims: Mapping[str, ClaimReport] = field(default_factory=dict)  # my claims, by port
+    activated: frozenset[str] = frozenset()  # ports this chassis saw announce themselves
+
+    def role(self, port: PortView) -> LocalRole:
+        return decide_binding(
+            me=self.chassis,
+            port=port.state,
+            has_vif=port.name in self.vifs,
+            claim=self.claims.get(port.name),
+            locally_activated=port.name in self.activated,
+        )
+
+
+# ----- compilation --------------------------------------------------------------------------
+
+
+def check_flow(flow: Flow) -> Flow:
+    """Asserts a flow uses only the match fields its table declared (STYLE.md 4)."""
+    allowed = TABLE_FIELDS[Table(flow.table)]
+    extra = flow.match.names() - allowed
+    if extra:
+        raise FlowError(f"table {Table(flow.table).name} does not match on {sorted(extra)}: {flow}")
+    return flow
+
+
+def _mac_winners(ports: Iterable[PortView]) -> dict[tuple[int, int], str]:
+    """(datapath, MAC) -> the port that owns the MAC in L2 lookup (lowest key wins)."""
+    winners: dict[tuple[int, int], str] = {}
+    for port in sorted(ports, key=lambda p: (p.dp_key, p.key)):
+        for mac in parse_network(port.addresses, ()).macs:
+            winners.setdefault((port.dp_key, mac), port.name)
+    return winners
+
+
+def duplicate_macs(ports: Iterable[PortView]) -> dict[str, str]:
+    """port name -> a problem text, for ports whose MAC another port of the switch has."""
+    seen: dict[tuple[int, int], str] = {}
+    problems: dict[str, str] = {}
+    for port in sorted(ports, key=lambda p: (p.dp_key, p.key)):
+        for mac in parse_network(port.addresses, ()).macs:
+            first = seen.setdefault((port.dp_key, mac), port.name)
+            if first != port.name:
+                problems[port.name] = (
+                    f"MAC {Mac(mac)} is already used by port {first} of the switch"
+                )
+    return problems
+
+
+class Compiler:
+    """compile_flows with a per-port cache: a port's flows depend only on the values passed
+    to _port_flows, so unchanged ports are not recompiled. Results equal compile_flows."""
+
+    def __init__(self) -> None:
+        self._cache: dict[tuple[object, ...], tuple[Flow, ...]] = {}
+
+    def compile(self, view: ChassisView) -> FlowSet:
+        flows: list[Flow] = []
+        local_dps = _local_datapaths(view)
+        winners = _mac_winners(p for p in view.ports.values() if p.dp_key in local_dps)
+        by_dp: dict[int, list[PortView]] = {}
+        for port in view.ports.values():
+            if port.dp_key in local_dps:
+                by_dp.setdefault(port.dp_key, []).append(port)
+        cache: dict[tuple[object, ...], tuple[Flow, ...]] = {}
+        for dp_key, ports in sorted(by_dp.items()):
+            for port in ports:
+                role = view.role(port)
+                vif = view.vifs.get(port.name) if role is not LocalRole.NONE else None
+                remotes = _remote_targets(view, port, role)
+                macs = tuple(
+                    mac
+                    for mac in parse_network(port.addresses, ()).macs
+                    if winners.get((dp_key, mac)) == port.name
+                )
+                key = (port, role, vif, remotes, macs)
+                port_flows = self._cache.get(key)
+                if port_flows is None:
+                    port_flows = tuple(_port_flows(port, role, vif, remotes, macs))
+                cache[key] = port_flows
+                flows.extend(port_flows)
+            flows.extend(_datapath_flows(view, dp_key, ports))
+        self._cache = cache
+        return FlowSet.of(check_flow(f) for f in flows)
+
+
+def compile_flows(view: ChassisView) -> FlowSet:
+    return Compiler().compile(view)
+
+
+def _local_datapaths(view: ChassisView) -> set[int]:
+    """Datapaths with a port whose VIF is on this chassis."""
+    return {p.dp_key for p in view.ports.values() if p.name in view.vifs}
+
+
+def _remote_targets(view: ChassisView, port: PortView, role: LocalRole) -> tuple[int, ...]:
+    """Tunnel ofports to send the port's traffic to: its owner and, during a migration, its
+    destination -- minus this chassis. An activated destination no longer sends to the
+    source: the VM runs here."""
+    targets: list[str | None]
+    if role in (LocalRole.OWNER, LocalRole.ACTIVATED):
+        targets = [port.destination] if role is LocalRole.OWNER else []
+    else:
+        targets = [port.owner, port.destination]
+    out = []
+    for chassis in targets:
+        if chassis and chassis != view.chassis and chassis in view.tunnels:
+            out.append(view.tunnels[chassis])
+    return tuple(sorted(set(out)))
+
+
+def _tunnel_actions(dp_key: int, tunnel_ports: Iterable[int]) -> list[Action]:
+    ports = list(tunnel_ports)
+    if not ports:
+        return []
+    return [SetField("tunnel_id", dp_key), *(Output(p) for p in ports)]
+
+
+def _port_flows(
+    port: PortView,
+    role: LocalRole,
+    vif: LocalVif | None,
+    remotes: tuple[int, ...],
+    macs: tuple[int, ...],
+) -> list[Flow]:
+    dp, key = port.dp_key, port.key
+    c_port = cookie(Kind.PORT, dp, key)
+    c_act = cookie(Kind.ACTIVATION, dp, key)
+    out: list[Flow] = []
+    # L2 lookup: the port's MACs lead to its logical outport.
+    for mac in macs:
+        out.append(
+            Flow(
+                Table.L2_LOOKUP,
+                100,
+                match(metadata=dp, eth_dst=mac),
+                (Load(R_OUTPORT, key), Resubmit(Table.OUTPUT)),
+                c_port,
+            )
+        )
+    local_origin = (0, FLAG_FROM_TUNNEL)
+    from_tunnel = (FLAG_FROM_TUNNEL, FLAG_FROM_TUNNEL)
+    to_remote = _tunnel_actions(dp, remotes)
+
+    if vif is None or role is LocalRole.STANDBY:
+        if vif is not None:
+            # A VIF that is not the port's here: nothing in, nothing out.
+            out.append(Flow(Table.CLASSIFY, 100, match(in_port=vif.ofport), (), c_port))
+        if to_remote:
+            out.append(
+                Flow(
+                    Table.OUTPUT,
+                    100,
+                    match(metadata=dp, reg15=key, reg10=local_origin),
+                    tuple(to_remote),
+                    c_port,
+                )
+            )
+        return out
+
+    ingress: tuple[Action, ...] = (Load("metadata", dp), Load(R_INPORT, key))
+    network = parse_network(port.addresses, port.port_security)
+    if role is LocalRole.PENDING:
+        out.extend(_activation_flows(port, vif, network, c_act))
+        out.append(
+            Flow(
+                Table.CLASSIFY,
+                100,
+                match(in_port=vif.ofport),
+                (*ingress, Resubmit(Table.GATE), Resubmit(Table.PORT_SEC)),
+                c_act,
+            )
+        )
+        out.extend(_port_security_flows(port, network, gated=True, cookie_value=c_act))
+        # Delivery is blocked; local traffic still reaches the source. A learned flow at
+        # priority 1020 replaces both at activation.
+        out.append(
+            Flow(
+                Table.OUTPUT,
+                100,
+                match(metadata=dp, reg15=key, reg10=local_origin),
+                tuple(to_remote),
+                c_act,
+            )
+        )
+        out.append(
+            Flow(Table.OUTPUT, 100, match(metadata=dp, reg15=key, reg10=from_tunnel), (), c_act)
+        )
+        return out
+
+    # Owner (or activated destination): deliver, and during a migration copy local traffic
+    # to the destination so it can deliver the instant it activates.
+    out.append(
+        Flow(
+            Table.CLASSIFY,
+            100,
+            match(in_port=vif.ofport),
+            (*ingress, Resubmit(Table.PORT_SEC)),
+            c_port,
+        )
+    )
+    out.extend(_port_security_flows(port, network, gated=False, cookie_value=c_port))
+    deliver = Output(vif.ofport)
+    if to_remote:
+        out.append(
+            Flow(
+                Table.OUTPUT,
+                100,
+                match(metadata=dp, reg15=key, reg10=local_origin),
+                (deliver, *to_remote),
+                c_port,
+            )
+        )
+        out.append(
+            Flow(
+                Table.OUTPUT,
+                100,
+                match(metadata=dp, reg15=key, reg10=from_tunnel),
+                (deliver,),
+                c_port,
+            )
+        )
+    else:
+        out.append(Flow(Table.OUTPUT, 100, match(metadata=dp, reg15=key), (deliver,), c_port))
+    for mac in network.macs:
+        # Never deliver a port its own frames coming back through a tunnel (hairpin).
+        out.append(Flow(Table.OUTPUT, 110, match(metadata=dp, reg15=key, eth_src=mac), (), c_port))
+    return out
+
+
+def _port_security_flows(
+    port: PortView, network: PortNetwork, *, gated: bool, cookie_value: int
+) -> list[Flow]:
+    dp, key = port.dp_key, port.key
+    base: dict[str, int | tuple[int, int]] = {"metadata": dp, R_INPORT: key}
+    if gated:
+        base[R_GATE] = (1, 1)
+    accept = (Resubmit(Table.L2_LOOKUP),)
+    out: list[Flow] = []
+
+    def allow(**fields: int | tuple[int, int]) -> None:
+        out.append(Flow(Table.PORT_SEC, 100, match(**base, **fields), accept, cookie_value))
+
+    if network.open:
+        allow()
+        return out
+    for entry in network.security:
+        mac = entry.mac.value
+        if not entry.networks:
+            allow(eth_src=mac)
+            continue
+        allow(eth_src=mac, eth_type=ETH_RARP, arp_sha=mac)
+        v6 = [n for n in entry.networks if isinstance(n, ipaddress.IPv6Network)]
+        for net in entry.networks:
+            if isinstance(net, ipaddress.IPv4Network):
+                prefix = (int(net.network_address), int(net.netmask))
+                allow(eth_src=mac, eth_type=ETH_ARP, arp_sha=mac, arp_spa=prefix)
+                allow(eth_src=mac, eth_type=ETH_IPV4, ipv4_src=prefix)
+        for net in v6:
+            allow(
+                eth_src=mac,
+                eth_type=ETH_IPV6,
+                ipv6_src=(int(net.network_address), int(net.netmask)),
+            )
+        # Link-local and unspecified sources are what neighbour discovery uses.
+        link_local = ipaddress.IPv6Network("fe80::/10")
+        allow(
+            eth_src=mac,
+            eth_type=ETH_IPV6,
+            ipv6_src=(int(link_local.network_address), int(link_local.netmask)),
+        )
+        allow(eth_src=mac, eth_type=ETH_IPV6, ipv6_src=0)
+    return out
+
+
+def _activation_flows(
+    port: PortView, vif: LocalVif, network: PortNetwork, cookie_value: int
+) -> list[Flow]:
+    """Announcements of the port's own MAC (and, for GARP, one of its IPs; for NA, one of
+    its IPv6 addresses or its link-local address) open the port inside the datapath:
+    `learn` installs the gate and delivery flows, the agent is told, and the announcement
+    itself goes on through the pipeline with the gate open."""
+    dp, key = port.dp_key, port.key
+    learned = cookie(Kind.LEARNED, dp, key)
+    gate = Learn(
+        Table.GATE,
+        1020,
+        learned,
+        (
+            LearnMatchValue("metadata", dp),
+            LearnMatchValue(R_INPORT, key),
+            LearnLoadValue(R_GATE, 1),
+        ),
+    )
+    deliver = Learn(
+        Table.OUTPUT,
+        1020,
+        learned,
+        (
+            LearnMatchValue("metadata", dp),
+            LearnMatchValue(R_OUTPORT, key),
+            LearnOutputField("in_port"),
+        ),
+    )
+    out: list[Flow] = []
+    for address in network.addresses:
+        mac = address.mac.value
+
+        def activate(strategy: Strategy, mac: int = mac, **fields: int) -> None:
+            actions: tuple[Action, ...] = (
+                gate,
+                deliver,
+                Controller(activation_userdata(strategy, dp, key)),
+                Load("metadata", dp),
+                Load(R_INPORT, key),
+                Load(R_GATE, 1),
+                Resubmit(Table.PORT_SEC),
+            )
+            out.append(
+                Flow(
+                    Table.CLASSIFY,
+                    1010,
+                    match(in_port=vif.ofport, eth_src=mac, **fields),
+                    actions,
+                    cookie_value,
+                )
+            )
+
+        if Strategy.RARP in port.strategy:
+            activate(Strategy.RARP, eth_type=ETH_RARP, arp_op=3, arp_sha=mac)
+        if Strategy.GARP in port.strategy:
+            for ip in address.ipv4:
+                activate(
+                    Strategy.GARP, eth_type=ETH_ARP, arp_sha=mac, arp_spa=int(ip), arp_tpa=int(ip)
+                )
+        if Strategy.NA in port.strategy:
+            targets = {*address.ipv6, address.mac.ipv6_link_local()}
+            for target in sorted(targets):
+                activate(
+                    Strategy.NA,
+                    eth_type=ETH_IPV6,
+                    ip_proto=IPPROTO_ICMPV6,
+                    icmpv6_type=136,
+                    icmpv6_code=0,
+                    ipv6_nd_target=int(target),
+                )
+    return out
+
+
+def _datapath_flows(view: ChassisView, dp_key: int, ports: list[PortView]) -> list[Flow]:
+    c_dp = cookie(Kind.DATAPATH, dp_key)
+    out: list[Flow] = []
+    # From a tunnel: the VNI names the datapath.
+    out.append(
+        Flow(
+            Table.CLASSIFY,
+            50,
+            match(tunnel_id=dp_key),
+            (Load("metadata", dp_key), Load(R_FLAGS, FLAG_FROM_TUNNEL), Resubmit(Table.L2_LOOKUP)),
+            c_dp,
+        )
+    )
+    # Flood: every local port that may receive (delivery flows decide per port), then the
+    # other chassis.
+    flood: list[Action] = []
+    for port in sorted(ports, key=lambda p: p.key):
+        if view.role(port) in (LocalRole.OWNER, LocalRole.ACTIVATED, LocalRole.PENDING):
+            flood += [Load(R_OUTPORT, port.key), Resubmit(Table.OUTPUT)]
+    flood.append(Resubmit(Table.FLOOD_REMOTE))
+    multicast = (BROADCAST.value & (1 << 40), 1 << 40)
+    out.append(
+        Flow(Table.L2_LOOKUP, 50, match(metadata=dp_key, eth_dst=multicast), tuple(flood), c_dp)
+    )
+    out.append(Flow(Table.L2_LOOKUP, 10, match(metadata=dp_key), tuple(flood), c_dp))
+    remote = set()
+    for port in ports:
+        for chassis in (port.owner, port.destination):
+            if chassis and chassis != view.chassis and chassis in view.tunnels:
+                remote.add(view.tunnels[chassis])
+    if remote:
+        out.append(
+            Flow(
+                Table.FLOOD_REMOTE,
+                100,
+                match(metadata=dp_key, reg10=(0, FLAG_FROM_TUNNEL)),
+                tuple(_tunnel_actions(dp_key, sorted(remote))),
+                c_dp,
+            )
+        )
+    return out
