@@ -1,1 +1,18 @@
-"""OpenFlow to a bridge: the os-ken codec over one asyncio connection."""
+"""The OpenFlow layer: liveport's flow model on the wire and one connection per bridge.
+
+- encode: model Flow/Match/actions <-> os-ken OpenFlow 1.3 objects (pure).
+- packetin: NXT_PACKET_IN2 messages -> frozen PacketIn values (pure).
+- errors: OpenFlowError (the switch refused something), ConnectionLost.
+- conn: OpenFlowConnection, asyncio, over a bridge's unix management socket: atomic bundles
+  of flow changes, flow dumps, barriers, packet-out, packet-ins.
+
+Only os-ken's message codec is used (no app manager, no eventlet). Imports only
+liveport.model and liveport.runtime.
+"""
+
+from liveport.openflow.conn import OpenFlowConnection
+from liveport.openflow.encode import CodecError
+from liveport.openflow.errors import ConnectionLost, OpenFlowError
+from liveport.openflow.packetin import PacketIn
+
+__all__ = ["CodecError", "ConnectionLost", "OpenFlowConnection", "OpenFlowError", "PacketIn"]
