@@ -54,21 +54,22 @@ def test_up_status_and_down_leave_nothing_behind(short_tmp: Path) -> None:
             check=True,
         ).stdout.split()
         assert "br-int" in out and "br-phys" in out
+    assert doc["northd"]["running"] and all(ch["agent"]["running"] for ch in doc["chassis"])
     status = json.loads(run_cli("lab", "status", "--dir", str(directory), "--json").stdout)
-    assert status["processes"] == {"registered": 10, "running": 10}
+    assert status["processes"] == {"registered": 14, "running": 14}
     assert processes_mentioning(str(directory) + "/")
     assert kernel_links() == links_before  # the dummy datapath creates no kernel interface
 
     down = run_cli("lab", "down", "--dir", str(directory))
     assert down.returncode == 0, down.stderr
-    assert "stopped 10 processes" in down.stdout
+    assert "stopped 14 processes" in down.stdout
     assert processes_mentioning(str(directory) + "/") == []
     assert unix_sockets_under(directory) == []
     assert not directory.exists()
 
 
 def test_injected_frame_reaches_another_vif_of_a_plain_bridge(lab_factory: LabFactory) -> None:
-    directory = lab_factory(chassis=1)
+    directory = lab_factory(chassis=1, agents=False)
     _add_test_bridge(directory, "hv1")
     vms.add(
         directory,
@@ -103,7 +104,7 @@ def test_injected_frame_reaches_another_vif_of_a_plain_bridge(lab_factory: LabFa
 def test_vm_errors_are_one_clear_line(
     lab_factory: LabFactory, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    directory = lab_factory(chassis=2)
+    directory = lab_factory(chassis=2, agents=False)
     d = ["--dir", str(directory)]
     assert (
         main(
@@ -235,7 +236,9 @@ def test_up_refuses_a_directory_that_is_not_a_lab(short_tmp: Path) -> None:
         lab.up(short_tmp / "x", 0)
 
 
-@pytest.mark.parametrize("kill_after", ["nb/nb.pid", "underlay/vswitchd.pid", "hv3/vswitchd.pid"])
+@pytest.mark.parametrize(
+    "kill_after", ["nb/nb.pid", "underlay/vswitchd.pid", "hv3/vswitchd.pid", "hv2/agent.pid"]
+)
 def test_killing_up_midway_leaves_nothing_down_cannot_find(
     short_tmp: Path, kill_after: str
 ) -> None:
@@ -277,8 +280,8 @@ def test_sigterm_during_up_rolls_back(short_tmp: Path) -> None:
 
 
 def test_two_labs_side_by_side_do_not_interfere(lab_factory: LabFactory) -> None:
-    first = lab_factory(chassis=1, name="a")
-    second = lab_factory(chassis=1, name="b")
+    first = lab_factory(chassis=1, name="a", agents=False)
+    second = lab_factory(chassis=1, name="b", agents=False)
     for directory in (first, second):
         _add_test_bridge(directory, "hv1")
         for name, mac in (("x", "00:00:00:00:00:01"), ("y", "00:00:00:00:00:02")):

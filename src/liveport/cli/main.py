@@ -8,12 +8,14 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import signal
 import sys
 from collections.abc import Callable, Sequence
 from typing import Any, NoReturn
 
-from liveport.cli import _env  # noqa: F401  (keeps eventlet out; must come first)
+from liveport.cli import daemons
+from liveport.cms import status
 from liveport.lab import demo, lab, vms
 from liveport.model.errors import LiveportError
 
@@ -181,6 +183,38 @@ def cmd_capture(args: argparse.Namespace) -> int:
     return 0
 
 
+def _remotes(args: argparse.Namespace) -> tuple[str, str]:
+    """NB and SB remotes: explicit options first, then the lab's (--dir, or the default lab
+    when the environment names no databases), then the environment."""
+    nb = args.nb_db or os.environ.get("LIVEPORT_NB_DB") or os.environ.get("OVN_NB_DB")
+    sb = args.sb_db or os.environ.get("LIVEPORT_SB_DB")
+    if args.dir is not None or not (nb and sb):
+        directory = lab.resolve(args.dir)
+        lab.load_state(directory)  # refuses a directory that is not a lab
+        env = lab.client_env(directory)
+        nb = args.nb_db or env["LIVEPORT_NB_DB"]
+        sb = args.sb_db or env["LIVEPORT_SB_DB"]
+    return str(nb), str(sb)
+
+
+def cmd_status(args: argparse.Namespace) -> int:
+    nb_remote, sb_remote = _remotes(args)
+    with status.snapshots(nb_remote, sb_remote, timeout=args.timeout) as (nb, sb):
+        doc = status.collect(nb, sb)
+    if args.json:
+        _print_json(doc)
+    else:
+        print("\n".join(status.render(doc)))
+    return 0
+
+
+def _add_remotes(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--nb-db", help="NB remote (default: the lab's, or $LIVEPORT_NB_DB/$OVN_NB_DB)")
+    p.add_argument("--sb-db", help="SB remote (default: the lab's, or $LIVEPORT_SB_DB)")
+    p.add_argument("--dir", help="take the remotes from this lab")
+    p.add_argument("--timeout", type=float, default=10.0, help="seconds to wait for the databases")
+
+
 def cmd_demo(args: argparse.Namespace) -> int:
     demo.run(lambda line: print(line, flush=True), chassis=args.chassis)
     return 0
@@ -216,7 +250,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--json", action="store_true", help="print the lab status as JSON")
     p.add_argument("--quiet", action="store_true", help="no progress lines")
-    p.set_defaults(func=cmd_lab_up, agents=False)
+    p.set_defaults(func=cmd_lab_up)
 
     p = lab_sub.add_parser("status", help="describe a lab")
     _add_dir(p)
@@ -280,6 +314,19 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--timeout", type=float, default=5.0, help="seconds to wait with --expect")
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=cmd_capture)
+
+    p = sub.add_parser("status", help="switches, ports, bindings, conflicts, chassis")
+    _add_remotes(p)
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=cmd_status)
+
+    p = sub.add_parser("northd", help="run liveport-northd (NB -> SB)")
+    daemons.add_northd_options(p)
+    p.set_defaults(func=daemons.run_northd)
+
+    p = sub.add_parser("agent", help="run liveport-agent for this chassis")
+    daemons.add_agent_options(p)
+    p.set_defaults(func=daemons.run_agent)
 
     p = sub.add_parser("demo", help="bring a lab up, show it working, tear it down")
     p.add_argument("--chassis", type=int, default=3)

@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from liveport.lab import sim
+from liveport.lab import control, sim
 from liveport.lab.state import (
     LOCK_FILE,
     ChassisEntry,
@@ -132,7 +132,9 @@ def up(
     directory: Path,
     chassis: int = 3,
     *,
-    agents: bool = False,
+    agents: bool = True,
+    heartbeat: float = 2.0,
+    dead_after: float = 10.0,
     progress: Progress = _quiet,
 ) -> LabState:
     """Starts a lab; on any failure or interruption, stops what it started and cleans up."""
@@ -152,7 +154,12 @@ def up(
             directory=str(directory),
             status="starting",
             created=time.time(),
-            options={"chassis": chassis, "agents": agents},
+            options={
+                "chassis": chassis,
+                "agents": agents,
+                "heartbeat": heartbeat,
+                "dead_after": dead_after,
+            },
         )
         hosts = [layout.chassis(name) for name in chassis_names(chassis)]
         marker = state.marker
@@ -178,6 +185,17 @@ def up(
         save(state)
     try:
         _start_all(layout, state, hosts, progress)
+        if agents:
+            control.start(
+                directory,
+                layout.nb,
+                layout.sb,
+                hosts,
+                state,
+                progress,
+                heartbeat=heartbeat,
+                dead_after=dead_after,
+            )
     except BaseException:
         progress("start-up failed; stopping what was started")
         _teardown(directory)

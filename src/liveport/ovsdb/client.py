@@ -48,6 +48,7 @@ from liveport.ovsdb.rows import (
     TxnResult,
     Update,
     Verify,
+    index_keys,
     ops_summary,
 )
 
@@ -187,6 +188,7 @@ class OvsdbClient:
         leader_only: bool = True,
         probe_interval_ms: int | None = None,
         lock: str | None = None,
+        indexes: Mapping[str, Sequence[str]] | None = None,
         name: str = "",
     ) -> None:
         self.remote = remote
@@ -214,6 +216,9 @@ class OvsdbClient:
         if lock:
             self._idl.set_lock(lock)
         self._tables: dict[str, TableRows] = {name: {} for name in self._idl.tables}
+        self._indexes: dict[tuple[str, str], dict[Any, frozenset[uuid.UUID]]] = {
+            (table, column): {} for table, columns in (indexes or {}).items() for column in columns
+        }
         self._rows_identity: dict[str, int] = {}
         self._snapshot = Snapshot(0, dict(self._tables), connected=False)
         self._cond = threading.Condition()
@@ -295,6 +300,13 @@ class OvsdbClient:
             ) from None
 
     def set_condition(self, table: str, condition: Condition) -> None:
+        """Changes what rows of table are monitored (OVSDB conditions, OR-ed; [] = none).
+
+        Trust the table's contents again once snapshot.condition_applied(table, condition):
+        the server sends the rows a new condition selects before acknowledging it.
+        (python-ovs's predicted condition sequence numbers over-count when changes
+        coalesce, so they are not used.)
+        """
         self._submit(lambda: self._idl.cond_change(table, condition))
 
     def force_reconnect(self) -> None:
@@ -351,6 +363,7 @@ class OvsdbClient:
         last_change = -1
         last_lock = False
         last_connected = False
+        last_cond = -1
         while not self._stopping:
             with contextlib.suppress(OSError):
                 while os.read(self._wake_r, 4096):
@@ -365,10 +378,12 @@ class OvsdbClient:
                 self._idl.change_seqno != last_change
                 or self._idl.has_lock != last_lock
                 or connected != last_connected
+                or self._idl.cond_seqno != last_cond
             ):
                 last_change = self._idl.change_seqno
                 last_lock = self._idl.has_lock
                 last_connected = connected
+                last_cond = self._idl.cond_seqno
                 self._publish(connected)
             self._advance_transactions()
             poller = ovs.poller.Poller()
@@ -398,11 +413,13 @@ class OvsdbClient:
                     self._rows_identity[name] = id(rows)
                     cols = self._columns[name]
                     self._tables[name] = {u: _convert(r, name, cols) for u, r in rows.items()}
+                    self._reindex(name, None, self._tables[name])
                     changed[name] = frozenset(self._tables[name]) | frozenset(touched.get(name, ()))
                     reloaded = True
                 elif name in touched:
                     cols = self._columns[name]
-                    new = dict(self._tables[name])
+                    old = self._tables[name]
+                    new = dict(old)
                     for row_uuid in touched[name]:
                         row = rows.get(row_uuid)
                         if row is None:
@@ -410,6 +427,7 @@ class OvsdbClient:
                         else:
                             new[row_uuid] = _convert(row, name, cols)
                     self._tables[name] = new
+                    self._reindex(name, old, new, touched[name])
                     changed[name] = frozenset(touched[name])
             snap = Snapshot(
                 self._snapshot.seqno + 1,
@@ -417,6 +435,10 @@ class OvsdbClient:
                 connected=connected,
                 has_lock=bool(self._idl.has_lock),
                 cond_seqno=int(self._idl.cond_seqno),
+                indexes=dict(self._indexes),
+                acked_conditions={
+                    name: table.condition_state.acked for name, table in self._idl.tables.items()
+                },
             )
         finally:
             if gc_was_enabled:
@@ -430,6 +452,37 @@ class OvsdbClient:
                 listener(change)
             except Exception:
                 log.exception("%s: listener failed", self.name)
+
+    def _reindex(
+        self,
+        table: str,
+        old: TableRows | None,
+        new: TableRows,
+        touched: set[uuid.UUID] | None = None,
+    ) -> None:
+        """Updates the indexes of table (copy-on-write: published snapshots keep theirs)."""
+        for (itable, column), current in list(self._indexes.items()):
+            if itable != table:
+                continue
+            if old is None or touched is None:
+                fresh: dict[Any, set[uuid.UUID]] = {}
+                for row_uuid, row in new.items():
+                    for key in index_keys(row.data.get(column)):
+                        fresh.setdefault(key, set()).add(row_uuid)
+                self._indexes[(itable, column)] = {k: frozenset(v) for k, v in fresh.items()}
+                continue
+            index = dict(current)
+            for row_uuid in touched:
+                before, after = old.get(row_uuid), new.get(row_uuid)
+                for key in index_keys(before.data.get(column)) if before else ():
+                    remaining = index.get(key, frozenset()) - {row_uuid}
+                    if remaining:
+                        index[key] = remaining
+                    else:
+                        index.pop(key, None)
+                for key in index_keys(after.data.get(column)) if after else ():
+                    index[key] = index.get(key, frozenset()) | {row_uuid}
+            self._indexes[(itable, column)] = index
 
     def _advance_transactions(self) -> None:
         still: list[_PendingTxn] = []

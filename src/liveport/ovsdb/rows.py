@@ -35,7 +35,7 @@ TableRows = Mapping[uuid.UUID, Row]
 class Snapshot:
     """A consistent, immutable view of the monitored tables at one point."""
 
-    __slots__ = ("_tables", "cond_seqno", "connected", "has_lock", "seqno")
+    __slots__ = ("_acked", "_indexes", "_tables", "cond_seqno", "connected", "has_lock", "seqno")
 
     def __init__(
         self,
@@ -45,12 +45,30 @@ class Snapshot:
         connected: bool,
         has_lock: bool = False,
         cond_seqno: int = 0,
+        indexes: Mapping[tuple[str, str], Index] | None = None,
+        acked_conditions: Mapping[str, Any] | None = None,
     ) -> None:
         self.seqno = seqno
         self._tables = tables
         self.connected = connected
         self.has_lock = has_lock
         self.cond_seqno = cond_seqno
+        self._indexes = indexes or {}
+        self._acked = acked_conditions or {}
+
+    def condition_applied(self, table: str, condition: Any) -> bool:
+        """True if the server has applied `condition` to table, so the snapshot holds exactly
+        the rows it selects ([] means none, as for OvsdbClient.set_condition)."""
+        return self._acked.get(table) == (condition or [False])
+
+    def lookup(self, table: str, column: str, value: Any) -> list[Row]:
+        """Rows whose column equals value (or, for a set column, contains it). Uses an index
+        when the client maintains one for (table, column); scans otherwise."""
+        index = self._indexes.get((table, column))
+        rows = self.table(table)
+        if index is not None:
+            return [rows[u] for u in index.get(value, ()) if u in rows]
+        return [r for r in rows.values() if _holds(r.data.get(column), value)]
 
     def table(self, name: str) -> TableRows:
         return self._tables.get(name, {})
@@ -76,6 +94,22 @@ class Snapshot:
         # Deliberately not __len__: an empty snapshot must still be truthy when returned
         # from a wait_until predicate.
         return sum(len(rows) for rows in self._tables.values())
+
+
+Index = Mapping[Any, frozenset[uuid.UUID]]
+
+
+def index_keys(value: Any) -> tuple[Any, ...]:
+    """The index entries of a column value: each element of a set, else the value itself."""
+    if value is None:
+        return ()
+    if isinstance(value, frozenset):
+        return tuple(value)
+    return (value,)
+
+
+def _holds(value: Any, wanted: Any) -> bool:
+    return wanted in value if isinstance(value, frozenset) else value == wanted
 
 
 def _matches(row: Row, equals: Mapping[str, Any]) -> bool:

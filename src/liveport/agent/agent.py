@@ -1,0 +1,429 @@
+"""liveport-agent: one per chassis. Binds ports and programs the integration bridge.
+
+Concurrency model: one asyncio event loop owns the single OpenFlow connection to the
+bridge and all decisions. Two OvsdbClients (the local Open_vSwitch database and the SB)
+run their own owner threads; their listeners only set an asyncio Event. A reconcile pass
+reads fresh snapshots of both, and:
+
+1. converges the bridge's tunnel ports on the SB's chassis list;
+2. registers this chassis and reports its VIFs (Chassis, Chassis_Private, Chassis_VIF);
+3. adjusts what Port_Bindings it monitors (its VIFs' ports and their datapaths) and waits
+   until the server has acknowledged the condition before trusting the view;
+4. compiles the whole flow table with the pure compiler (cached per port) and applies only
+   the difference to what it installed, in one bundle, followed by a barrier;
+5. only then reports what is installed: each claim's state (M9) and nb_cfg (hv_cfg).
+
+An announcement packet-in (the VM arrived, M3) is handled at once: the datapath has
+already opened the port; the agent records the activation in its claim, then the next
+pass installs the port's normal flows and deletes the blocking and learned ones together.
+
+On start it dumps the flows it owns from the switch and diffs against them, so a restart
+changes nothing that is still right (traffic keeps flowing, same flows, same cookies);
+learned activation flows found there count as announcements seen.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import signal
+import time
+from dataclasses import dataclass
+
+from liveport.agent import localswitch, southbound
+from liveport.agent.localswitch import Identity, LocalState
+from liveport.model.binding import LocalRole
+from liveport.model.clock import Clock, SystemClock
+from liveport.model.errors import LiveportError
+from liveport.model.flows import FlowSet, diff
+from liveport.model.pipeline import (
+    COOKIE_KIND_MASK,
+    COOKIE_MAGIC,
+    COOKIE_MAGIC_MASK,
+    LEARNED_MASK,
+    ChassisView,
+    Compiler,
+    Kind,
+    cookie,
+    cookie_kind,
+    parse_activation_userdata,
+)
+from liveport.openflow.conn import OpenFlowConnection
+from liveport.openflow.errors import ConnectionLost, OpenFlowError
+from liveport.openflow.packetin import PacketIn
+from liveport.ovsdb import schema
+from liveport.ovsdb.client import ClientClosed, OvsdbClient, TxnError, json_parser
+from liveport.ovsdb.rows import Op, Snapshot, Update
+
+log = logging.getLogger("liveport.agent")
+
+
+class AgentError(LiveportError):
+    pass
+
+
+@dataclass(frozen=True)
+class AgentConfig:
+    ovs_remote: str  # this chassis' Open_vSwitch database
+    sb_remote: str | None = None  # default: Open_vSwitch external_ids:liveport-remote
+    chassis: str | None = None  # default: external_ids:system-id
+    mgmt_socket: str | None = None  # default: /var/run/openvswitch/<bridge>.mgmt
+    heartbeat_interval: float = 2.0
+
+
+def _now_ms(clock: Clock) -> int:
+    return int(clock.wall() * 1000)
+
+
+class Agent:
+    def __init__(self, config: AgentConfig, clock: Clock | None = None) -> None:
+        self.config = config
+        self.clock = clock or SystemClock()
+        self.compiler = Compiler()
+        self.identity: Identity | None = None
+        self.ovs: OvsdbClient | None = None
+        self.sb: OvsdbClient | None = None
+        self.of: OpenFlowConnection | None = None
+        self._kick = asyncio.Event()
+        self._installed = FlowSet()
+        self._learned: set[tuple[int, int]] = set()  # (dp, port) that may have learned flows
+        self._activated: set[str] = set()  # ports whose announcement this chassis saw
+        self._activations: dict[str, dict[str, str]] = {}
+        self._pb_condition: list[object] | None = None
+        self._roles: dict[str, LocalRole] = {}
+        self._view: ChassisView | None = None
+        self._heartbeat = 0
+        self._packet_task: asyncio.Task[None] | None = None
+        self.passes = 0
+
+    # ----- life cycle ----------------------------------------------------------------------
+
+    async def run(self, stop: asyncio.Event) -> None:
+        loop = asyncio.get_running_loop()
+
+        def kick(_: object) -> None:
+            loop.call_soon_threadsafe(self._kick.set)
+
+        self.ovs = await asyncio.to_thread(
+            OvsdbClient,
+            self.config.ovs_remote,
+            schema.VSWITCH_NAME,
+            localswitch.OVS_TABLES,
+            name="ovs",
+        )
+        self.ovs.add_listener(kick)
+        ovs_snap = await asyncio.to_thread(self.ovs.wait_connected, 60.0)
+        self.identity = localswitch.read_identity(ovs_snap, self.config.chassis)
+        me = self.identity.chassis
+        if not me:
+            raise AgentError("Open_vSwitch external_ids:system-id is not set (the chassis name)")
+        sb_remote = self.config.sb_remote or self.identity.sb_remote
+        if not sb_remote:
+            raise AgentError("no SB remote: pass --sb-db or set external_ids:liveport-remote")
+        log.info(
+            "agent %s: SB %s, bridge %s, JSON parser %s",
+            me,
+            sb_remote,
+            self.identity.bridge,
+            json_parser(),
+        )
+        self.sb = await asyncio.to_thread(
+            OvsdbClient,
+            sb_remote,
+            schema.SB_NAME,
+            southbound.SB_TABLES,
+            conditions=southbound.own_conditions(me),
+            indexes={"Port_Binding": ["logical_port", "datapath"]},
+            name="sb",
+        )
+        self.sb.add_listener(kick)
+        tasks = [
+            asyncio.create_task(self._reconcile_loop(stop), name="reconcile"),
+            asyncio.create_task(self._heartbeat_loop(stop), name="heartbeat"),
+        ]
+        try:
+            await stop.wait()
+        finally:
+            for task in tasks:
+                task.cancel()
+            await asyncio.gather(*tasks, return_exceptions=True)
+            if self.of is not None:
+                self.of.close()
+            for client in (self.sb, self.ovs):
+                if client is not None:
+                    await asyncio.to_thread(client.close)
+
+    @property
+    def mgmt_socket(self) -> str:
+        assert self.identity is not None
+        return self.config.mgmt_socket or f"/var/run/openvswitch/{self.identity.bridge}.mgmt"
+
+    async def _connect(self) -> OpenFlowConnection:
+        """Opens the OpenFlow connection and learns what liveport has installed."""
+        backoff = 0.05
+        while True:
+            try:
+                conn = await OpenFlowConnection.open(self.mgmt_socket, timeout=5.0)
+                break
+            except (LiveportError, OSError) as exc:
+                log.info("agent: bridge not reachable at %s (%s); retrying", self.mgmt_socket, exc)
+                await asyncio.sleep(backoff)
+                backoff = min(2.0, backoff * 2)
+        installed = await conn.dump_flows(COOKIE_MAGIC, COOKIE_MAGIC_MASK)
+        learned = installed.with_cookie(cookie(Kind.LEARNED), COOKIE_KIND_MASK)
+        self._installed = FlowSet(
+            {k: f for k, f in installed.flows.items() if cookie_kind(f.cookie) is not Kind.LEARNED}
+        )
+        self._learned = {((f.cookie >> 16) & 0xFFFFFF, f.cookie & 0xFFFF) for f in learned}
+        log.info(
+            "agent: connected to %s; %d flows installed (%d learned)",
+            self.mgmt_socket,
+            len(self._installed),
+            len(learned),
+        )
+        self._packet_task = asyncio.create_task(self._packet_in_loop(conn), name="packet-in")
+        return conn
+
+    # ----- reconcile -----------------------------------------------------------------------
+
+    async def _reconcile_loop(self, stop: asyncio.Event) -> None:
+        backoff = 0.0
+        self._kick.set()
+        while not stop.is_set():
+            if backoff:
+                await asyncio.sleep(backoff)
+            await self._kick.wait()
+            self._kick.clear()
+            try:
+                if self.of is None or self.of.closed:
+                    self.of = await self._connect()
+                await self._reconcile()
+                backoff = 0.0
+            except ConnectionLost as exc:
+                log.warning("agent: OpenFlow connection lost (%s); reconnecting", exc)
+                self.of = None
+                self._kick.set()
+                backoff = 0.05
+            except (TxnError, OpenFlowError, ClientClosed) as exc:
+                log.warning("agent: reconcile failed (%s); retrying", exc)
+                if isinstance(exc, OpenFlowError) and self.of is not None:
+                    # Resynchronise with what the switch really holds.
+                    self.of.close()
+                    self.of = None
+                backoff = min(1.0, (backoff or 0.02) * 2)
+                self._kick.set()
+            except Exception:
+                # A bug must not leave the chassis unmanaged in silence: say it, try again.
+                log.exception("agent: reconcile pass failed unexpectedly; retrying")
+                backoff = min(5.0, (backoff or 0.1) * 2)
+                self._kick.set()
+
+    async def _transact(self, client: OvsdbClient, ops: list[Op], why: str) -> None:
+        if ops:
+            await asyncio.wrap_future(client.transact_async(ops, comment=f"liveport-agent: {why}"))
+
+    async def _reconcile(self) -> None:
+        assert self.ovs is not None and self.sb is not None and self.identity is not None
+        assert self.of is not None
+        self.passes += 1
+        ovs, sb = self.ovs.snapshot(), self.sb.snapshot()
+        if not ovs.connected:
+            return
+        local = localswitch.read_local(ovs, self.identity)
+        if local.bridge_uuid is None:
+            raise AgentError(f"bridge {self.identity.bridge} does not exist")
+        if not sb.connected:
+            return  # keep the installed flows; never act on a stale view
+        me = self.identity.chassis
+        assert me is not None
+        wanted = {
+            c["name"]: c["encap_ip"]
+            for c in sb.rows("Chassis")
+            if c["name"] != me and c["encap_ip"]
+        }
+        await self._transact(
+            self.ovs, localswitch.tunnel_ops(local, wanted, self.identity.encap_type), "tunnels"
+        )
+        now = _now_ms(self.clock)
+        await self._transact(
+            self.sb,
+            southbound.registration_ops(sb, self.identity, now)
+            + southbound.vif_ops(sb, me, local.vifs),
+            "chassis and VIFs",
+        )
+        if local.duplicates:
+            log.warning(
+                "agent: iface-id plugged twice on this chassis: %s", ", ".join(local.duplicates)
+            )
+        if not await self._monitoring_complete(sb, local):
+            return
+        await self._install(sb, local)
+
+    async def _monitoring_complete(self, sb: Snapshot, local: LocalState) -> bool:
+        """Monitors the Port_Bindings of local VIFs and of their datapaths; True once the
+        server has applied the current condition (before that the view may be partial, and
+        a partial view would delete flows that are still right)."""
+        assert self.sb is not None
+        names = set(local.vifs)
+        condition = southbound.port_binding_condition(names, southbound.local_datapaths(sb, names))
+        if condition != self._pb_condition:
+            self._pb_condition = condition
+            self.sb.set_condition("Port_Binding", condition)
+        return sb.condition_applied("Port_Binding", condition)
+
+    async def _install(self, sb: Snapshot, local: LocalState) -> None:
+        assert self.sb is not None and self.of is not None
+        view = southbound.build_view(sb, local, frozenset())
+        # An announcement counts only while this chassis is still the port's destination.
+        self._activated = {
+            n
+            for n in self._activated
+            if (p := view.ports.get(n)) is not None and p.destination == view.chassis
+        }
+        for dp, key in self._learned:
+            for port in view.ports.values():
+                if (port.dp_key, port.key) == (dp, key) and port.destination == view.chassis:
+                    self._activated.add(port.name)
+        view = southbound.build_view(sb, local, frozenset(self._activated))
+        self._view = view
+        desired = self.compiler.compile(view)
+        roles = {name: view.role(port) for name, port in view.ports.items()}
+        pending = {
+            (p.dp_key, p.key) for p in view.ports.values() if roles[p.name] is LocalRole.PENDING
+        }
+        stale = self._learned - pending
+        change = diff(self._installed, desired)
+        if change or stale:
+            started = time.monotonic()
+            await self.of.apply(
+                change,
+                delete_cookies=[
+                    (cookie(Kind.LEARNED, dp, key), LEARNED_MASK) for dp, key in sorted(stale)
+                ],
+            )
+            await self.of.barrier()
+            self._installed = desired
+            self._learned -= stale
+            log.info(
+                "agent: installed %d flow changes (%d deletes, %d adds, %d modifies, %d "
+                "learned sets removed) in %.1f ms",
+                len(change),
+                len(change.deletes),
+                len(change.adds),
+                len(change.modifies),
+                len(stale),
+                (time.monotonic() - started) * 1000,
+            )
+        self._learned |= pending
+        self._log_roles(roles)
+        nb_cfg = next((r["nb_cfg"] for r in sb.rows("SB_Global")), None)
+        await self._transact(
+            self.sb,
+            southbound.report_ops(sb, view, nb_cfg, _now_ms(self.clock), self._activations),
+            "installed state",
+        )
+        for name in list(self._activations):
+            if name not in self._activated:
+                del self._activations[name]
+
+    def _log_roles(self, roles: dict[str, LocalRole]) -> None:
+        for name in sorted(set(roles) | set(self._roles)):
+            old, new = self._roles.get(name, LocalRole.NONE), roles.get(name, LocalRole.NONE)
+            if old is not new:
+                log.info("agent: port %s: %s -> %s (flows installed)", name, old, new)
+        self._roles = {n: r for n, r in roles.items() if r is not LocalRole.NONE}
+
+    # ----- announcements -------------------------------------------------------------------
+
+    async def _packet_in_loop(self, conn: OpenFlowConnection) -> None:
+        while True:
+            try:
+                packet = await conn.next_packet_in()
+            except ConnectionLost:
+                return
+            self._on_packet_in(packet)
+
+    def _on_packet_in(self, packet: PacketIn) -> None:
+        activation = parse_activation_userdata(packet.userdata)
+        view = self._view
+        if activation is None or view is None or self.sb is None:
+            return
+        port = next(
+            (
+                p
+                for p in view.ports.values()
+                if (p.dp_key, p.key) == (activation.dp_key, activation.port_key)
+            ),
+            None,
+        )
+        vif = view.vifs.get(port.name) if port is not None else None
+        if port is None or vif is None or vif.ofport != packet.in_port:
+            log.info(
+                "agent: announcement for unknown port %s/%s ignored",
+                activation.dp_key,
+                activation.port_key,
+            )
+            return
+        if view.role(port) is not LocalRole.PENDING or port.name in self._activated:
+            return  # already activated (QEMU announces several times)
+        now = _now_ms(self.clock)
+        self._activated.add(port.name)
+        self._activations[port.name] = {"kind": str(activation.strategy), "at": str(now)}
+        log.info(
+            "agent: port %s: %s announcement on ofport %d: activated in the datapath",
+            port.name,
+            activation.strategy,
+            packet.in_port,
+        )
+        # Record it at once (the SB binding follows from it); flows follow in the next pass.
+        claim = next(
+            (
+                r
+                for r in self.sb.snapshot().rows("Port_Claim")
+                if r["logical_port"] == port.name and r["chassis"] == view.chassis
+            ),
+            None,
+        )
+        if claim is not None and claim["activated"] is None:
+            self.sb.transact_async(
+                [
+                    Update(
+                        "Port_Claim",
+                        claim.uuid,
+                        {"activated": now, "activation": self._activations[port.name]},
+                    )
+                ],
+                comment="liveport-agent: announcement",
+            )
+        self._kick.set()
+
+    # ----- heartbeat -----------------------------------------------------------------------
+
+    async def _heartbeat_loop(self, stop: asyncio.Event) -> None:
+        assert self.sb is not None and self.identity is not None and self.identity.chassis
+        me = self.identity.chassis
+        while not stop.is_set():
+            snap = self.sb.snapshot()
+            row = snap.one("Chassis_Private", name=me)
+            if row is not None:
+                self._heartbeat = max(self._heartbeat, row["heartbeat"]) + 1
+                try:
+                    await self._transact(
+                        self.sb, southbound.heartbeat_op(snap, me, self._heartbeat), "heartbeat"
+                    )
+                except (TxnError, ClientClosed) as exc:
+                    log.debug("agent: heartbeat not written (%s)", exc)
+            await asyncio.sleep(self.config.heartbeat_interval)
+
+
+def run(config: AgentConfig) -> None:
+    """Runs an agent until SIGTERM/SIGINT."""
+
+    async def main() -> None:
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, stop.set)
+        await Agent(config).run(stop)
+
+    asyncio.run(main())

@@ -1,0 +1,189 @@
+"""What an agent reads from and writes to the SB, as pure functions of snapshots.
+
+An agent writes only rows that name its own chassis: its Chassis and Chassis_Private rows,
+one Chassis_VIF row per local VIF, and the state columns of the Port_Claim rows northd
+created for it. It never writes Port_Binding.
+
+It monitors conditionally: its own rows, every Chassis (for tunnels), every datapath, and
+the Port_Bindings of its VIFs plus those of the datapaths they are in (two steps: the
+ports tell which datapaths).
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Iterable, Mapping
+from typing import Any
+
+from liveport.agent.localswitch import Identity, LocalState
+from liveport.model.binding import ClaimReport, LocalRole, installed_state
+from liveport.model.logical import DEFAULT_STRATEGY, Strategy
+from liveport.model.pipeline import ChassisView, PortView
+from liveport.ovsdb.client import Condition
+from liveport.ovsdb.rows import Delete, Insert, Op, Snapshot, Update
+
+SB_TABLES: dict[str, list[str] | None] = {
+    "SB_Global": ["nb_cfg"],
+    "Chassis": ["name", "hostname", "encap_type", "encap_ip", "vhost_modes", "other_config"],
+    "Chassis_Private": None,
+    "Datapath_Binding": ["tunnel_key", "name"],
+    "Port_Binding": None,
+    "Port_Claim": None,
+    "Chassis_VIF": None,
+}
+
+
+def own_conditions(me: str) -> dict[str, Condition]:
+    return {
+        "Chassis_Private": [["name", "==", me]],
+        "Chassis_VIF": [["chassis", "==", me]],
+        "Port_Claim": [["chassis", "==", me]],
+        "Port_Binding": [],
+    }
+
+
+def port_binding_condition(names: Iterable[str], datapaths: Iterable[uuid.UUID]) -> Condition:
+    cond: Condition = [["logical_port", "==", n] for n in sorted(set(names))]
+    cond += [["datapath", "==", ["uuid", str(u)]] for u in sorted(set(datapaths), key=str)]
+    return cond
+
+
+def local_datapaths(sb: Snapshot, vif_ids: Iterable[str]) -> set[uuid.UUID]:
+    out = set()
+    for name in vif_ids:
+        for pb in sb.lookup("Port_Binding", "logical_port", name):
+            out.add(pb["datapath"])
+    return out
+
+
+def registration_ops(sb: Snapshot, identity: Identity, now_ms: int) -> list[Op]:
+    me = identity.chassis
+    assert me is not None
+    ops: list[Op] = []
+    chassis = sb.one("Chassis", name=me)
+    wanted = {
+        "hostname": identity.hostname or me,
+        "encap_type": identity.encap_type,
+        "encap_ip": identity.encap_ip or "",
+    }
+    if chassis is None:
+        ops.append(Insert("Chassis", {"name": me, **wanted}))
+    else:
+        changed = {k: v for k, v in wanted.items() if chassis[k] != v}
+        if changed:
+            ops.append(Update("Chassis", chassis.uuid, changed))
+    if sb.one("Chassis_Private", name=me) is None:
+        ops.append(
+            Insert(
+                "Chassis_Private",
+                {"name": me, "nb_cfg": 0, "heartbeat": 0, "started": now_ms, "nb_cfg_timestamp": 0},
+            )
+        )
+    return ops
+
+
+def vif_ops(sb: Snapshot, me: str, vifs: Mapping[str, Any]) -> list[Op]:
+    """Chassis_VIF rows for exactly the local VIFs, with their migration status."""
+    ops: list[Op] = []
+    have = {}
+    for row in sb.rows("Chassis_VIF"):
+        if row["chassis"] != me:
+            continue
+        if row["iface_id"] in have or row["iface_id"] not in vifs:
+            ops.append(Delete("Chassis_VIF", row.uuid))
+            continue
+        have[row["iface_id"]] = row
+        status = vifs[row["iface_id"]].migration_status
+        if row["migration_status"] != status:
+            ops.append(Update("Chassis_VIF", row.uuid, {"migration_status": status}))
+    for iface_id, vif in sorted(vifs.items()):
+        if iface_id not in have:
+            ops.append(
+                Insert(
+                    "Chassis_VIF",
+                    {"chassis": me, "iface_id": iface_id, "migration_status": vif.migration_status},
+                )
+            )
+    return ops
+
+
+def _strategy(values: Iterable[str]) -> frozenset[Strategy]:
+    known = {str(s) for s in Strategy}
+    chosen = frozenset(Strategy(v) for v in values if v in known)
+    return chosen or DEFAULT_STRATEGY
+
+
+def build_view(sb: Snapshot, local: LocalState, activated: frozenset[str]) -> ChassisView:
+    me = local.identity.chassis
+    assert me is not None
+    ports: dict[str, PortView] = {}
+    for pb in sb.rows("Port_Binding"):
+        dp = sb.get("Datapath_Binding", pb["datapath"])
+        if dp is None:
+            continue
+        ports[pb["logical_port"]] = PortView(
+            name=pb["logical_port"],
+            dp_key=dp["tunnel_key"],
+            key=pb["tunnel_key"],
+            addresses=tuple(sorted(pb["addresses"])),
+            port_security=tuple(sorted(pb["port_security"])),
+            owner=pb["chassis"],
+            destination=pb["migration_destination"],
+            migration_state=pb["migration_state"],
+            strategy=_strategy(pb["activation_strategy"]),
+        )
+    claims = {
+        row["logical_port"]: ClaimReport(
+            row["chassis"], row["role"], row["installed"], row["activated"]
+        )
+        for row in sb.rows("Port_Claim")
+        if row["chassis"] == me
+    }
+    return ChassisView(
+        chassis=me,
+        vifs=dict(local.vifs),
+        tunnels=local.tunnel_ofports,
+        ports=ports,
+        claims=claims,
+        activated=activated,
+    )
+
+
+def report_ops(
+    sb: Snapshot,
+    view: ChassisView,
+    nb_cfg: int | None,
+    now_ms: int,
+    activations: Mapping[str, Mapping[str, str]],
+) -> list[Op]:
+    """After a barrier: what each of my claims has installed, announcements seen, and the
+    nb_cfg whose flows are now in the switch."""
+    ops: list[Op] = []
+    for row in sb.rows("Port_Claim"):
+        if row["chassis"] != view.chassis:
+            continue
+        port = view.ports.get(row["logical_port"])
+        role = view.role(port) if port is not None else LocalRole.NONE
+        values: dict[str, Any] = {}
+        installed = installed_state(role)
+        if row["installed"] != installed:
+            values["installed"] = installed
+        seen = activations.get(row["logical_port"])
+        if seen is not None and row["role"] == "destination" and row["activated"] is None:
+            values["activated"] = int(seen.get("at", now_ms))
+            values["activation"] = dict(seen)
+        if values:
+            ops.append(Update("Port_Claim", row.uuid, values))
+    private = sb.one("Chassis_Private", name=view.chassis)
+    if private is not None and nb_cfg is not None and private["nb_cfg"] != nb_cfg:
+        ops.append(
+            Update("Chassis_Private", private.uuid, {"nb_cfg": nb_cfg, "nb_cfg_timestamp": now_ms})
+        )
+    return ops
+
+
+def heartbeat_op(sb: Snapshot, me: str, beat: int) -> list[Op]:
+    private = sb.one("Chassis_Private", name=me)
+    if private is None:
+        return []
+    return [Update("Chassis_Private", private.uuid, {"heartbeat": beat})]

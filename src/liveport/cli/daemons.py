@@ -1,0 +1,123 @@
+"""Entry points of the daemons: `liveport northd` / `liveport-northd` and
+`liveport agent` / `liveport-agent`. They log to a file (or stderr), write a pidfile, and
+stop cleanly on SIGTERM or SIGINT."""
+
+from __future__ import annotations
+
+import argparse
+import os
+import signal
+import sys
+import threading
+from collections.abc import Callable, Sequence
+from pathlib import Path
+
+from liveport.agent import agent as agentlib
+from liveport.model.errors import LiveportError
+from liveport.northd.northd import Northd, NorthdConfig
+from liveport.runtime import logs
+from liveport.runtime.process import write_pidfile
+
+
+def add_daemon_options(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--pidfile", type=Path, help="write the PID here")
+    p.add_argument("--log-file", type=Path, help="log here instead of stderr")
+    p.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"])
+
+
+def add_northd_options(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--nb-db",
+        default=os.environ.get("LIVEPORT_NB_DB", os.environ.get("OVN_NB_DB")),
+        help="NB remote(s), comma-separated (default $LIVEPORT_NB_DB or $OVN_NB_DB)",
+    )
+    p.add_argument(
+        "--sb-db",
+        default=os.environ.get("LIVEPORT_SB_DB"),
+        help="SB remote(s), comma-separated (default $LIVEPORT_SB_DB)",
+    )
+    p.add_argument(
+        "--dead-after",
+        type=float,
+        default=10.0,
+        help="seconds without a heartbeat before a chassis is declared dead",
+    )
+    add_daemon_options(p)
+
+
+def add_agent_options(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--ovs-db",
+        default="unix:/var/run/openvswitch/db.sock",
+        help="this chassis' Open_vSwitch database",
+    )
+    p.add_argument(
+        "--sb-db", help="SB remote(s) (default: Open_vSwitch external_ids:liveport-remote)"
+    )
+    p.add_argument("--chassis", help="chassis name (default: external_ids:system-id)")
+    p.add_argument("--mgmt-socket", help="the bridge's OpenFlow management socket")
+    p.add_argument("--heartbeat", type=float, default=2.0, help="seconds between heartbeats")
+    add_daemon_options(p)
+
+
+def _start(args: argparse.Namespace) -> None:
+    logs.configure(args.log_level, args.log_file)
+    if args.pidfile is not None:
+        write_pidfile(args.pidfile)
+
+
+def run_northd(args: argparse.Namespace) -> int:
+    if not args.nb_db or not args.sb_db:
+        raise LiveportError("northd needs --nb-db and --sb-db (or $LIVEPORT_NB_DB/$LIVEPORT_SB_DB)")
+    _start(args)
+    stop = threading.Event()
+    northd = Northd(NorthdConfig(args.nb_db, args.sb_db, dead_after=args.dead_after))
+
+    def on_signal(signum: int, frame: object) -> None:
+        stop.set()
+        northd.wake()
+
+    signal.signal(signal.SIGTERM, on_signal)
+    signal.signal(signal.SIGINT, on_signal)
+    try:
+        northd.run(stop)
+    finally:
+        northd.close()
+    return 0
+
+
+def run_agent(args: argparse.Namespace) -> int:
+    _start(args)
+    agentlib.run(
+        agentlib.AgentConfig(
+            ovs_remote=args.ovs_db,
+            sb_remote=args.sb_db,
+            chassis=args.chassis,
+            mgmt_socket=args.mgmt_socket,
+            heartbeat_interval=args.heartbeat,
+        )
+    )
+    return 0
+
+
+Adder = Callable[[argparse.ArgumentParser], None]
+Runner = Callable[[argparse.Namespace], int]
+
+
+def _main(argv: Sequence[str] | None, prog: str, add: Adder, run: Runner) -> int:
+    parser = argparse.ArgumentParser(prog=prog)
+    add(parser)
+    args = parser.parse_args(argv)
+    try:
+        return run(args)
+    except LiveportError as exc:
+        print(f"{prog}: error: {exc}", file=sys.stderr)
+        return exc.exit_code
+
+
+def northd_main(argv: Sequence[str] | None = None) -> int:
+    return _main(argv, "liveport-northd", add_northd_options, run_northd)
+
+
+def agent_main(argv: Sequence[str] | None = None) -> int:
+    return _main(argv, "liveport-agent", add_agent_options, run_agent)

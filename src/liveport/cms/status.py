@@ -1,0 +1,146 @@
+"""`liveport status`: switches, ports, where each is bound, up/installed, conflicts and
+problems, chassis liveness -- read from the NB and SB, as a document for --json and as a
+table for people."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import Any
+
+from liveport.ovsdb import schema
+from liveport.ovsdb.client import OvsdbClient, fetch_schema
+from liveport.ovsdb.rows import Snapshot
+
+NB_STATUS_TABLES: dict[str, list[str] | None] = {
+    "NB_Global": ["nb_cfg", "sb_cfg", "hv_cfg"],
+    "Logical_Switch": ["name", "ports"],
+    "Logical_Switch_Port": ["name", "up", "addresses", "options"],
+}
+SB_STATUS_TABLES: dict[str, list[str] | None] = {
+    "SB_Global": ["nb_cfg", "options"],
+    "Chassis": ["name", "hostname", "encap_ip", "vhost_modes"],
+    "Chassis_Private": ["name", "nb_cfg", "heartbeat", "alive"],
+    "Datapath_Binding": ["name", "tunnel_key", "external_ids"],
+    "Port_Binding": None,
+    "Port_Claim": None,
+    "Chassis_VIF": ["chassis", "iface_id", "migration_status"],
+}
+
+
+@contextmanager
+def snapshots(
+    nb_remote: str, sb_remote: str, timeout: float = 10.0
+) -> Iterator[tuple[Snapshot, Snapshot]]:
+    """One consistent snapshot of each database (read-only clients, closed afterwards)."""
+    nb_helper = fetch_schema(nb_remote, schema.NB_NAME, timeout)
+    with (
+        OvsdbClient(nb_remote, schema.NB_NAME, NB_STATUS_TABLES, schema=nb_helper, name="nb") as nb,
+        OvsdbClient(sb_remote, schema.SB_NAME, SB_STATUS_TABLES, name="sb") as sb,
+    ):
+        yield nb.wait_connected(timeout), sb.wait_connected(timeout)
+
+
+def collect(nb: Snapshot, sb: Snapshot) -> dict[str, Any]:
+    dps = {r.uuid: r for r in sb.rows("Datapath_Binding")}
+    vifs: dict[str, list[dict[str, Any]]] = {}
+    for row in sb.rows("Chassis_VIF"):
+        vifs.setdefault(row["iface_id"], []).append(
+            {"chassis": row["chassis"], "migration_status": row["migration_status"]}
+        )
+    claims: dict[str, dict[str, dict[str, Any]]] = {}
+    for row in sb.rows("Port_Claim"):
+        claims.setdefault(row["logical_port"], {})[row["chassis"]] = {
+            "role": row["role"],
+            "installed": row["installed"],
+            "activated": row["activated"],
+        }
+    ports = []
+    for pb in sorted(sb.rows("Port_Binding"), key=lambda r: r["logical_port"]):
+        dp = dps.get(pb["datapath"])
+        owner = pb["chassis"]
+        port_claims = claims.get(pb["logical_port"], {})
+        ports.append(
+            {
+                "name": pb["logical_port"],
+                "switch": dp["name"] if dp is not None else None,
+                "tunnel_key": pb["tunnel_key"],
+                "chassis": owner,
+                "up": bool(pb["up"]),
+                "installed": port_claims.get(owner, {}).get("installed") if owner else None,
+                "requested_chassis": pb["requested_chassis"],
+                "migration_destination": pb["migration_destination"],
+                "migration_source": pb["migration_source"],
+                "migration_state": pb["migration_state"],
+                "activation_strategy": sorted(pb["activation_strategy"]),
+                "conflicts": sorted(pb["conflicts"]),
+                "vifs": sorted(vifs.get(pb["logical_port"], []), key=lambda v: v["chassis"]),
+                "claims": port_claims,
+                "status": dict(pb["status"]),
+            }
+        )
+    switches = []
+    for ls in sorted(nb.rows("Logical_Switch"), key=lambda r: r["name"]):
+        dp = next(
+            (d for d in dps.values() if d["external_ids"].get("nb-uuid") == str(ls.uuid)), None
+        )
+        names = sorted(p["name"] for u in ls["ports"] if (p := nb.get("Logical_Switch_Port", u)))
+        switches.append(
+            {"name": ls["name"], "tunnel_key": dp["tunnel_key"] if dp else None, "ports": names}
+        )
+    chassis = []
+    private = {r["name"]: r for r in sb.rows("Chassis_Private")}
+    for ch in sorted(sb.rows("Chassis"), key=lambda r: r["name"]):
+        p = private.get(ch["name"])
+        chassis.append(
+            {
+                "name": ch["name"],
+                "hostname": ch["hostname"],
+                "encap_ip": ch["encap_ip"],
+                "alive": bool(p["alive"]) if p is not None else False,
+                "nb_cfg": p["nb_cfg"] if p is not None else None,
+                "heartbeat": p["heartbeat"] if p is not None else None,
+                "vhost_modes": [
+                    m for m, _ in sorted(ch["vhost_modes"].items(), key=lambda kv: kv[1])
+                ],
+            }
+        )
+    nb_global = next(nb.rows("NB_Global"), None)
+    sb_global = next(sb.rows("SB_Global"), None)
+    return {
+        "switches": switches,
+        "ports": ports,
+        "chassis": chassis,
+        "nb_cfg": nb_global["nb_cfg"] if nb_global else None,
+        "sb_cfg": nb_global["sb_cfg"] if nb_global else None,
+        "hv_cfg": nb_global["hv_cfg"] if nb_global else None,
+        "unsupported": sb_global["options"].get("unsupported", "") if sb_global else "",
+    }
+
+
+def render(doc: dict[str, Any]) -> list[str]:
+    lines = []
+    for ch in doc["chassis"]:
+        lines.append(
+            f"chassis {ch['name']:<8} {'alive' if ch['alive'] else 'DEAD':<6} "
+            f"encap {ch['encap_ip']:<15} nb_cfg {ch['nb_cfg']}"
+        )
+    for sw in doc["switches"]:
+        lines.append(f"switch {sw['name']} (key {sw['tunnel_key']}): {len(sw['ports'])} ports")
+    for p in doc["ports"]:
+        where = p["chassis"] or "unbound"
+        flags = ["up" if p["up"] else "down"]
+        if p["migration_state"]:
+            flags.append(
+                f"{p['migration_state']} {p['migration_source'] or '?'}"
+                f"->{p['migration_destination']}"
+            )
+        if p["conflicts"]:
+            flags.append("conflict: " + ",".join(p["conflicts"]))
+        lines.append(f"  port {p['name']:<12} {p['switch'] or '-':<8} {where:<8} {' '.join(flags)}")
+        for key, text in sorted(p["status"].items()):
+            lines.append(f"      {key}: {text}")
+    if doc["unsupported"]:
+        lines.append(f"not implemented by liveport (ignored): {doc['unsupported']}")
+    lines.append(f"cfg: nb {doc['nb_cfg']} sb {doc['sb_cfg']} hv {doc['hv_cfg']}")
+    return lines

@@ -1,0 +1,643 @@
+"""liveport-northd: OVN_Northbound -> Liveport_Southbound, incrementally.
+
+Concurrency model: two OvsdbClients (NB and SB), each with its own owner thread, whose
+listeners only enqueue their Change. One northd thread drains the queue, turns changed
+rows into dirty keys (a logical switch, a logical port, the global state), recomputes just
+those keys from the latest snapshots with pure functions (model.logical, model.binding),
+and writes the differences in one SB transaction and one NB transaction per batch.
+
+What it maintains:
+- Datapath_Binding per Logical_Switch, with a 24-bit tunnel key that never changes.
+- Port_Binding per Logical_Switch_Port: addresses, port security, requested chassis,
+  migration destination/source, activation strategy, and -- decided here and nowhere else
+  -- the owner (`chassis`), the migration state, conflicts, `up`, and a status map with
+  every problem found in the NB (named by port).
+- Port_Claim rows for exactly the chassis the NB named for a port (or, for an unnamed
+  port, the chassis that holds it and its migration destination).
+- nb_cfg -> SB_Global.nb_cfg -> NB_Global.sb_cfg, and NB_Global.hv_cfg = the lowest
+  Chassis_Private.nb_cfg of the live chassis, so `ovn-nbctl --wait=hv` works.
+- Chassis liveness (heartbeats judged on northd's clock) in Chassis_Private.alive.
+- A report of NB content liveport does not implement (SB_Global options:unsupported).
+"""
+
+from __future__ import annotations
+
+import logging
+import queue
+import threading
+import uuid
+from dataclasses import dataclass, field
+from typing import Any
+
+from liveport.model.binding import Arbitration, ClaimReport, VifReport, arbitrate
+from liveport.model.clock import Clock, SystemClock
+from liveport.model.frozen import FrozenMap
+from liveport.model.logical import parse_network, parse_options
+from liveport.model.pipeline import PortView, duplicate_macs
+from liveport.northd.liveness import Liveness
+from liveport.ovsdb import schema
+from liveport.ovsdb.client import OvsdbClient, TxnError, fetch_schema
+from liveport.ovsdb.rows import Change, Delete, Insert, Op, Ref, Row, Snapshot, Update
+
+log = logging.getLogger("liveport.northd")
+
+# NB tables and columns liveport reads; the rest of OVN_Northbound is only counted.
+NB_TABLES: dict[str, list[str] | None] = {
+    "NB_Global": ["nb_cfg", "sb_cfg", "hv_cfg", "hv_cfg_timestamp", "sb_cfg_timestamp"],
+    "Logical_Switch": ["name", "ports", "acls", "load_balancer", "qos_rules", "dns_records"],
+    "Logical_Switch_Port": [
+        "name",
+        "type",
+        "addresses",
+        "port_security",
+        "options",
+        "up",
+        "enabled",
+        "dhcpv4_options",
+        "dhcpv6_options",
+        "parent_name",
+        "ha_chassis_group",
+    ],
+}
+UNSUPPORTED_TABLES = (
+    "ACL",
+    "BFD",
+    "Copp",
+    "DHCP_Options",
+    "DNS",
+    "Forwarding_Group",
+    "Gateway_Chassis",
+    "HA_Chassis_Group",
+    "Load_Balancer",
+    "Load_Balancer_Group",
+    "Logical_Router",
+    "Logical_Router_Policy",
+    "Logical_Router_Port",
+    "Logical_Router_Static_Route",
+    "Meter",
+    "Mirror",
+    "NAT",
+    "Port_Group",
+    "QoS",
+    "Static_MAC_Binding",
+)
+SB_TABLES: dict[str, list[str] | None] = {
+    "SB_Global": None,
+    "Chassis": ["name", "encap_ip", "hostname"],
+    "Chassis_Private": ["name", "nb_cfg", "heartbeat", "alive"],
+    "Datapath_Binding": None,
+    "Port_Binding": None,
+    "Port_Claim": None,
+    "Chassis_VIF": None,
+}
+SB_INDEXES = {
+    "Port_Binding": [
+        "logical_port",
+        "datapath",
+        "chassis",
+        "requested_chassis",
+        "migration_destination",
+    ],
+    "Port_Claim": ["logical_port", "chassis"],
+    "Chassis_VIF": ["iface_id", "chassis"],
+    "Chassis": ["name"],
+}
+NB_INDEXES = {"Logical_Switch_Port": ["name"], "Logical_Switch": ["ports"]}
+
+GLOBAL = ("global",)
+FULL = ("full",)
+Key = tuple[str, ...]
+MAX_DP_KEY = (1 << 24) - 1
+MAX_PORT_KEY = (1 << 15) - 1
+
+
+@dataclass(frozen=True)
+class NorthdConfig:
+    nb_remote: str
+    sb_remote: str
+    dead_after: float = 10.0  # seconds without a heartbeat before a chassis is dead
+
+
+def _nb_tables(nb_schema: Any) -> dict[str, list[str] | None]:
+    tables = dict(NB_TABLES)
+    for name in UNSUPPORTED_TABLES:
+        if name in nb_schema.schema_json["tables"]:
+            tables[name] = []
+    return tables
+
+
+class Northd:
+    def __init__(self, config: NorthdConfig, clock: Clock | None = None) -> None:
+        self.config = config
+        self.clock = clock or SystemClock()
+        self.liveness = Liveness(self.clock, config.dead_after)
+        nb_helper = fetch_schema(config.nb_remote, schema.NB_NAME)
+        self.nb = OvsdbClient(
+            config.nb_remote,
+            schema.NB_NAME,
+            _nb_tables(nb_helper),
+            schema=nb_helper,
+            indexes=NB_INDEXES,
+            name="nb",
+        )
+        self.sb = OvsdbClient(
+            config.sb_remote, schema.SB_NAME, SB_TABLES, indexes=SB_INDEXES, name="sb"
+        )
+        self._changes: queue.SimpleQueue[tuple[str, Change]] = queue.SimpleQueue()
+        self._wake = threading.Event()
+        self.nb.add_listener(lambda change: self._enqueue("nb", change))
+        self.sb.add_listener(lambda change: self._enqueue("sb", change))
+        self._prev: dict[str, Snapshot] = {}
+        self._dirty: set[Key] = {FULL}
+        self._alive: frozenset[str] = frozenset()
+        self._unsupported = ""
+        self.batches = 0
+
+    def _enqueue(self, db: str, change: Change) -> None:
+        self._changes.put((db, change))
+        self._wake.set()
+
+    def wake(self) -> None:
+        self._wake.set()
+
+    def close(self) -> None:
+        self.nb.close()
+        self.sb.close()
+
+    # ----- main loop -----------------------------------------------------------------------
+
+    def run(self, stop: threading.Event) -> None:
+        log.info("northd: NB %s, SB %s", self.config.nb_remote, self.config.sb_remote)
+        backoff = 0.0
+        while not stop.is_set():
+            timeout = self.liveness.next_change()
+            wait_for = backoff if backoff else (timeout + 0.01 if timeout is not None else 1.0)
+            self._wake.wait(wait_for)
+            self._wake.clear()
+            try:
+                self.step()
+                backoff = 0.0
+            except TxnError as exc:
+                backoff = min(1.0, (backoff or 0.025) * 2)
+                log.warning(
+                    "northd: transaction failed (%s); retrying in %.0f ms", exc, backoff * 1000
+                )
+
+    def step(self) -> bool:
+        """Processes everything that changed; returns True if it wrote something."""
+        while not self._changes.empty():
+            db, change = self._changes.get_nowait()
+            self._dirty |= self._keys(db, change)
+        nb, sb = self.nb.snapshot(), self.sb.snapshot()
+        if not (nb.connected and sb.connected):
+            return False  # never act on a snapshot we know to be stale
+        self.liveness.observe(
+            {
+                r["name"]: r["heartbeat"]
+                for r in sb.rows("Chassis_Private")
+                if sb.lookup("Chassis", "name", r["name"])
+            }
+        )
+        alive = self.liveness.alive()
+        if alive != self._alive:
+            for name in alive ^ self._alive:
+                log.info("northd: chassis %s is %s", name, "alive" if name in alive else "DEAD")
+                self._dirty |= self._chassis_keys(sb, name)
+            self._dirty.add(GLOBAL)
+            self._alive = alive
+        if not self._dirty:
+            return False
+        keys, self._dirty = self._dirty, set()
+        try:
+            return self._reconcile(keys, nb, sb)
+        except BaseException:
+            self._dirty |= keys
+            raise
+
+    # ----- which keys a change touches ------------------------------------------------------
+
+    def _keys(self, db: str, change: Change) -> set[Key]:
+        snap = change.snapshot
+        prev = self._prev.get(db, snap)
+        self._prev[db] = snap
+        if change.reloaded:
+            return {FULL}
+        keys: set[Key] = set()
+        for table, uuids in change.changed.items():
+            for row_uuid in uuids:
+                rows = [r for r in (prev.get(table, row_uuid), snap.get(table, row_uuid)) if r]
+                keys |= self._row_keys(db, table, rows, snap)
+        return keys
+
+    def _row_keys(self, db: str, table: str, rows: list[Row], snap: Snapshot) -> set[Key]:
+        keys: set[Key] = set()
+        if db == "nb":
+            if table == "Logical_Switch":
+                for row in rows:
+                    keys.add(("ls", str(row.uuid)))
+                    for port_uuid in row["ports"]:
+                        lsp = snap.get("Logical_Switch_Port", port_uuid)
+                        if lsp is not None:
+                            keys.add(("port", lsp["name"]))
+            elif table == "Logical_Switch_Port":
+                keys |= {("port", row["name"]) for row in rows}
+            else:
+                keys.add(GLOBAL)
+            return keys
+        if table in ("Port_Binding", "Port_Claim"):
+            keys |= {("port", row["logical_port"]) for row in rows}
+        elif table == "Chassis_VIF":
+            keys |= {("port", row["iface_id"]) for row in rows}
+        elif table == "Datapath_Binding":
+            keys |= {("ls", row["external_ids"].get("nb-uuid", "")) for row in rows}
+        elif table == "Chassis":
+            for row in rows:
+                keys |= self._chassis_keys(snap, row["name"])
+            keys.add(GLOBAL)
+        else:  # SB_Global, Chassis_Private (nb_cfg for hv_cfg; heartbeats via liveness)
+            keys.add(GLOBAL)
+        return keys
+
+    def _chassis_keys(self, sb: Snapshot, name: str) -> set[Key]:
+        """Ports whose arbitration depends on chassis `name`."""
+        keys: set[Key] = set()
+        for column in ("chassis", "requested_chassis", "migration_destination"):
+            keys |= {("port", r["logical_port"]) for r in sb.lookup("Port_Binding", column, name)}
+        keys |= {("port", r["logical_port"]) for r in sb.lookup("Port_Claim", "chassis", name)}
+        keys |= {("port", r["iface_id"]) for r in sb.lookup("Chassis_VIF", "chassis", name)}
+        return keys
+
+    # ----- reconciliation ------------------------------------------------------------------
+
+    def _reconcile(self, keys: set[Key], nb: Snapshot, sb: Snapshot) -> bool:
+        if FULL in keys:
+            keys = self._all_keys(nb, sb)
+        batch = _Batch(nb, sb, self._alive)
+        for key in sorted(k for k in keys if k[0] == "ls"):
+            batch.datapath(key[1])
+        for key in sorted(k for k in keys if k[0] == "port"):
+            batch.port(key[1])
+        batch.drop_orphan_datapaths()
+        if GLOBAL in keys:
+            self._global(batch)
+        wrote = False
+        if batch.sb_ops:
+            self.sb.transact(batch.sb_ops, comment="liveport-northd")
+            wrote = True
+        if batch.nb_ops:
+            try:
+                self.nb.transact(batch.nb_ops, comment="liveport-northd")
+            except TxnError as exc:
+                # A CMS may have deleted a port in the meantime: recompute those next time.
+                log.info("northd: NB update deferred (%s)", exc)
+                self._dirty |= {("port", name) for name in batch.nb_ports} | {GLOBAL}
+            wrote = True
+        for line in batch.events:
+            log.info("northd: %s", line)
+        self.batches += 1
+        return wrote
+
+    def _all_keys(self, nb: Snapshot, sb: Snapshot) -> set[Key]:
+        keys: set[Key] = {GLOBAL}
+        keys |= {("ls", str(r.uuid)) for r in nb.rows("Logical_Switch")}
+        keys |= {("ls", r["external_ids"].get("nb-uuid", "")) for r in sb.rows("Datapath_Binding")}
+        keys |= {("port", r["name"]) for r in nb.rows("Logical_Switch_Port")}
+        keys |= {("port", r["logical_port"]) for r in sb.rows("Port_Binding")}
+        keys |= {("port", r["logical_port"]) for r in sb.rows("Port_Claim")}
+        return keys
+
+    def _global(self, batch: _Batch) -> None:
+        nb, sb = batch.nb, batch.sb
+        nb_global = next(nb.rows("NB_Global"), None)
+        sb_global = next(sb.rows("SB_Global"), None)
+        nb_cfg = nb_global["nb_cfg"] if nb_global is not None else 0
+        unsupported = self._unsupported_report(nb)
+        if unsupported != self._unsupported:
+            if unsupported:
+                log.warning(
+                    "northd: the NB holds content liveport does not implement: %s", unsupported
+                )
+            self._unsupported = unsupported
+        if sb_global is None:
+            batch.sb_ops.append(
+                Insert("SB_Global", {"nb_cfg": nb_cfg, "options": {"unsupported": unsupported}})
+            )
+        else:
+            options = dict(sb_global["options"])
+            if unsupported:
+                options["unsupported"] = unsupported
+            else:
+                options.pop("unsupported", None)
+            values: dict[str, Any] = {}
+            if sb_global["nb_cfg"] != nb_cfg:
+                values["nb_cfg"] = nb_cfg
+            if options != dict(sb_global["options"]):
+                values["options"] = options
+            if values:
+                batch.sb_ops.append(Update("SB_Global", sb_global.uuid, values))
+        # Liveness as judged here, for everybody to read.
+        for row in sb.rows("Chassis_Private"):
+            alive = row["name"] in self._alive
+            if row["alive"] != alive:
+                batch.sb_ops.append(Update("Chassis_Private", row.uuid, {"alive": alive}))
+        if nb_global is None:
+            return
+        sb_cfg = sb_global["nb_cfg"] if sb_global is not None else 0
+        registered = {r["name"] for r in sb.rows("Chassis")}
+        reported = [
+            r["nb_cfg"]
+            for r in sb.rows("Chassis_Private")
+            if r["name"] in self._alive and r["name"] in registered
+        ]
+        hv_cfg = min([sb_cfg, *reported])
+        values = {}
+        if nb_global["sb_cfg"] != sb_cfg:
+            values["sb_cfg"] = sb_cfg
+            values["sb_cfg_timestamp"] = int(self.clock.wall() * 1000)
+        if nb_global["hv_cfg"] != hv_cfg:
+            values["hv_cfg"] = hv_cfg
+            values["hv_cfg_timestamp"] = int(self.clock.wall() * 1000)
+        if values:
+            batch.nb_ops.append(Update("NB_Global", nb_global.uuid, values))
+
+    def _unsupported_report(self, nb: Snapshot) -> str:
+        counts = {t: len(nb.table(t)) for t in UNSUPPORTED_TABLES if nb.table(t)}
+        return ", ".join(f"{t}: {n}" for t, n in sorted(counts.items()))
+
+
+@dataclass
+class _Batch:
+    """The SB and NB operations of one reconciliation, with in-batch key allocation."""
+
+    nb: Snapshot
+    sb: Snapshot
+    alive: frozenset[str]
+    sb_ops: list[Op] = field(default_factory=list)
+    nb_ops: list[Op] = field(default_factory=list)
+    nb_ports: set[str] = field(default_factory=set)
+    events: list[str] = field(default_factory=list)
+    _dp_for_ls: dict[str, tuple[uuid.UUID | Ref, int]] = field(default_factory=dict)
+    _dp_keys: set[int] | None = None
+    _port_keys: dict[int, set[int]] = field(default_factory=dict)
+    _deleted_pbs: set[uuid.UUID] = field(default_factory=set)
+    _moved_pbs: set[uuid.UUID] = field(default_factory=set)
+    _deleted_dps: set[uuid.UUID] = field(default_factory=set)
+    _dup_cache: dict[int, dict[str, str]] = field(default_factory=dict)
+
+    @property
+    def registered(self) -> frozenset[str]:
+        return frozenset(r["name"] for r in self.sb.rows("Chassis"))
+
+    # ----- datapaths ---------------------------------------------------------------------
+
+    def _sb_datapath(self, ls_uuid: str) -> Row | None:
+        for row in self.sb.rows("Datapath_Binding"):
+            if row["external_ids"].get("nb-uuid") == ls_uuid:
+                return row
+        return None
+
+    def _free_dp_key(self) -> int:
+        if self._dp_keys is None:
+            self._dp_keys = {r["tunnel_key"] for r in self.sb.rows("Datapath_Binding")}
+        key = next(k for k in range(1, MAX_DP_KEY + 1) if k not in self._dp_keys)
+        self._dp_keys.add(key)
+        return key
+
+    def datapath(self, ls_uuid: str) -> tuple[uuid.UUID | Ref, int] | None:
+        """Ensures the SB datapath of NB switch ls_uuid (or deletes it); returns its ref."""
+        if ls_uuid in self._dp_for_ls:
+            return self._dp_for_ls[ls_uuid]
+        try:
+            ls = self.nb.get("Logical_Switch", uuid.UUID(ls_uuid))
+        except ValueError:
+            ls = None
+        dp = self._sb_datapath(ls_uuid)
+        if ls is None:
+            if dp is not None:
+                self._deleted_dps.add(dp.uuid)
+            return None
+        name = ls["name"] or ls_uuid
+        if dp is None:
+            key = self._free_dp_key()
+            ref = Ref(f"dp-{ls_uuid}")
+            self.sb_ops.append(
+                Insert(
+                    "Datapath_Binding",
+                    {"tunnel_key": key, "name": name, "external_ids": {"nb-uuid": ls_uuid}},
+                    name=ref.name,
+                )
+            )
+            self.events.append(f"switch {name}: datapath with tunnel key {key}")
+            result: tuple[uuid.UUID | Ref, int] = (ref, key)
+        else:
+            if dp["name"] != name:
+                self.sb_ops.append(Update("Datapath_Binding", dp.uuid, {"name": name}))
+            result = (dp.uuid, dp["tunnel_key"])
+        self._dp_for_ls[ls_uuid] = result
+        return result
+
+    def drop_orphan_datapaths(self) -> None:
+        for dp_uuid in self._deleted_dps:
+            for pb in self.sb.lookup("Port_Binding", "datapath", dp_uuid):
+                if pb.uuid not in self._deleted_pbs and pb.uuid not in self._moved_pbs:
+                    self._delete_port(pb)
+            self.sb_ops.append(Delete("Datapath_Binding", dp_uuid))
+
+    def _free_port_key(self, dp: uuid.UUID | Ref, dp_key: int) -> int:
+        used = self._port_keys.get(dp_key)
+        if used is None:
+            used = set()
+            if isinstance(dp, uuid.UUID):
+                used = {r["tunnel_key"] for r in self.sb.lookup("Port_Binding", "datapath", dp)}
+            self._port_keys[dp_key] = used
+        key = next(k for k in range(1, MAX_PORT_KEY + 1) if k not in used)
+        used.add(key)
+        return key
+
+    # ----- ports -----------------------------------------------------------------------------
+
+    def _delete_port(self, pb: Row) -> None:
+        self._deleted_pbs.add(pb.uuid)
+        self.sb_ops.append(Delete("Port_Binding", pb.uuid))
+
+    def port(self, name: str) -> None:
+        sb, nb = self.sb, self.nb
+        pbs = sb.lookup("Port_Binding", "logical_port", name)
+        claims = sb.lookup("Port_Claim", "logical_port", name)
+        lsps = nb.lookup("Logical_Switch_Port", "name", name)
+        lss = nb.lookup("Logical_Switch", "ports", lsps[0].uuid) if lsps else []
+        dp = self.datapath(str(lss[0].uuid)) if lss else None
+        for extra in pbs[1:]:
+            self._delete_port(extra)
+        pb = pbs[0] if pbs else None
+        if not lsps or dp is None:
+            self._remove_port(name, pb, claims)
+            return
+        lsp, ls = lsps[0], lss[0]
+        dp_ref, dp_key = dp
+        options = parse_options(lsp["options"])
+        network = parse_network(lsp["addresses"], lsp["port_security"])
+        problems = [*options.problems, *network.problems, *_unsupported_port_features(lsp)]
+        if len(lsps) > 1:
+            problems.append(f"{len(lsps)} logical switch ports are named {name}")
+        duplicate = self._duplicates(ls, dp_key).get(name)
+        if duplicate:
+            problems.append(duplicate)
+
+        same_dp = pb is not None and pb["datapath"] == dp_ref
+        if pb is not None and same_dp:
+            tunnel_key = pb["tunnel_key"]
+        else:
+            tunnel_key = self._free_port_key(dp_ref, dp_key)
+            if pb is not None:
+                self._moved_pbs.add(pb.uuid)
+        reports = {
+            c["chassis"]: ClaimReport(c["chassis"], c["role"], c["installed"], c["activated"])
+            for c in claims
+        }
+        result = arbitrate(
+            requested=options.requested,
+            destination=options.destination,
+            current_owner=pb["chassis"] if pb is not None else None,
+            current_source=pb["migration_source"] if pb is not None else None,
+            vifs={
+                r["chassis"]: VifReport(r["chassis"], r["migration_status"])
+                for r in sb.lookup("Chassis_VIF", "iface_id", name)
+            },
+            claims=reports,
+            alive=self.alive,
+            registered=self.registered,
+        )
+        owner_claim = reports.get(result.owner) if result.owner else None
+        up = owner_claim is not None and owner_claim.installed == "owner"
+        status = {}
+        if problems:
+            status["error"] = "; ".join(problems)
+        if result.reason:
+            status["binding"] = result.reason
+        self._write_binding(
+            name,
+            pb,
+            {
+                "logical_port": name,
+                "datapath": dp_ref,
+                "tunnel_key": tunnel_key,
+                "type": lsp["type"],
+                "addresses": frozenset(lsp["addresses"]),
+                "port_security": frozenset(lsp["port_security"]),
+                "requested_chassis": options.requested,
+                "migration_destination": result.destination,
+                "migration_source": result.source,
+                "activation_strategy": frozenset(str(s) for s in options.effective_strategy),
+                "chassis": result.owner,
+                "migration_state": result.migration_state,
+                "conflicts": result.conflicts,
+                "up": up,
+                "status": FrozenMap(status),
+            },
+            result,
+        )
+        self._sync_claims(name, claims, result)
+        if lsp["up"] != up:
+            self.nb_ops.append(Update("Logical_Switch_Port", lsp.uuid, {"up": up}))
+            self.nb_ports.add(name)
+
+    def _remove_port(self, name: str, pb: Row | None, claims: list[Row]) -> None:
+        if pb is not None:
+            self._delete_port(pb)
+            self.events.append(f"port {name}: removed")
+        for claim in claims:
+            self.sb_ops.append(Delete("Port_Claim", claim.uuid))
+
+    def _write_binding(
+        self, name: str, pb: Row | None, desired: dict[str, Any], result: Arbitration
+    ) -> None:
+        if pb is None:
+            self.sb_ops.append(Insert("Port_Binding", _plain(desired)))
+            self.events.append(f"port {name}: created with tunnel key {desired['tunnel_key']}")
+        else:
+            changed = {k: v for k, v in desired.items() if pb.get(k) != v}
+            if changed:
+                self.sb_ops.append(Update("Port_Binding", pb.uuid, _plain(changed)))
+        old_owner = pb["chassis"] if pb is not None else None
+        if old_owner != result.owner:
+            why = result.reason or (
+                "announcement on the destination" if result.owner == result.destination else "bound"
+            )
+            self.events.append(
+                f"port {name}: owner {old_owner or '-'} -> {result.owner or '-'} ({why})"
+            )
+
+    def _sync_claims(self, name: str, claims: list[Row], result: Arbitration) -> None:
+        """Exactly the chassis arbitrate() named hold a claim row, each with its role."""
+        have = {c["chassis"] for c in claims}
+        for claim in claims:
+            role = result.claims.get(claim["chassis"])
+            if role is None:
+                self.sb_ops.append(Delete("Port_Claim", claim.uuid))
+            elif role != claim["role"]:
+                # A new role starts clean: an old announcement must not count twice.
+                self.sb_ops.append(
+                    Update(
+                        "Port_Claim",
+                        claim.uuid,
+                        {"role": role, "activated": None, "activation": {}, "installed": None},
+                    )
+                )
+        for chassis, role in result.claims.items():
+            if chassis not in have:
+                self.sb_ops.append(
+                    Insert("Port_Claim", {"logical_port": name, "chassis": chassis, "role": role})
+                )
+
+    def _duplicates(self, ls: Row, dp_key: int) -> dict[str, str]:
+        found = self._dup_cache.get(dp_key)
+        if found is None:
+            views = []
+            for port_uuid in ls["ports"]:
+                lsp = self.nb.get("Logical_Switch_Port", port_uuid)
+                if lsp is None:
+                    continue
+                pb = next(iter(self.sb.lookup("Port_Binding", "logical_port", lsp["name"])), None)
+                key = pb["tunnel_key"] if pb is not None else 1 << 20
+                views.append(PortView(lsp["name"], dp_key, key, tuple(sorted(lsp["addresses"]))))
+            found = duplicate_macs(views)
+            self._dup_cache[dp_key] = found
+        return found
+
+
+def _unsupported_port_features(lsp: Row) -> list[str]:
+    out = []
+    if lsp["type"]:
+        out.append(f"port type {lsp['type']!r} is not implemented by liveport")
+    if lsp["parent_name"]:
+        out.append("container ports (parent_name/tag) are not implemented by liveport")
+    if lsp["dhcpv4_options"] or lsp["dhcpv6_options"]:
+        out.append("DHCP options are not implemented by liveport")
+    if lsp["ha_chassis_group"]:
+        out.append("HA chassis groups are not implemented by liveport")
+    if lsp["enabled"] is False:
+        out.append("enabled=false is not implemented by liveport (the port stays enabled)")
+    return out
+
+
+def _plain(values: dict[str, Any]) -> dict[str, Any]:
+    """Converts frozen values into what a transaction takes."""
+    out: dict[str, Any] = {}
+    for key, value in values.items():
+        if isinstance(value, frozenset):
+            out[key] = sorted(value)
+        elif isinstance(value, FrozenMap):
+            out[key] = dict(value)
+        else:
+            out[key] = value
+    return out
+
+
+def run_forever(config: NorthdConfig, stop: threading.Event | None = None) -> None:
+    stop = stop or threading.Event()
+    northd = Northd(config)
+    try:
+        northd.run(stop)
+    finally:
+        northd.close()
