@@ -8,7 +8,7 @@ import sys
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
-BENCHMARKS = ["lab_startup.py"]
+BENCHMARKS = ["lab_startup.py", "bind.py"]
 
 
 def main() -> int:

@@ -52,3 +52,35 @@ def run_cli(*args: str, env: dict[str, str] | None = None) -> subprocess.Complet
         check=False,
         env={**os.environ, **(env or {})},
     )
+
+
+def nbctl(directory: Path, *args: str, timeout: float = 20.0) -> str:
+    """ovn-nbctl against the lab's NB; fails the test on error."""
+    result = subprocess.run(
+        ["ovn-nbctl", f"--db=unix:{directory}/nb/nb.sock", f"--timeout={int(timeout)}", *args],
+        capture_output=True,
+        text=True,
+        check=False,
+        timeout=timeout + 5,
+    )
+    if result.returncode != 0:
+        raise AssertionError(f"ovn-nbctl {' '.join(args)}: {result.stderr.strip()}")
+    return result.stdout.strip()
+
+
+def dump_flows(directory: Path, chassis: str) -> list[str]:
+    """br-int flows without statistics, sorted (OVN's strip_duration/strip_stats idea)."""
+    out = subprocess.run(
+        [
+            "ovs-ofctl",
+            "-O",
+            "OpenFlow13",
+            "--no-stats",
+            "dump-flows",
+            f"unix:{directory}/{chassis}/br-int.mgmt",
+        ],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout
+    return sorted(line.strip() for line in out.splitlines() if "cookie=" in line)
