@@ -154,3 +154,53 @@ def test_client_recovers_when_the_server_restarts(
     assert snap.one("Datapath_Binding", name="keep") is not None
     client.transact([Insert("Datapath_Binding", {"tunnel_key": 10, "name": "after"})])
     client.wait_until(lambda s: s.one("Datapath_Binding", name="after"), timeout=5)
+
+
+def test_a_transaction_larger_than_the_socket_buffer(client: OvsdbClient) -> None:
+    ops = [
+        Insert("Datapath_Binding", {"tunnel_key": i, "name": f"dp{i}" * 20}) for i in range(1, 3001)
+    ]
+    result = client.transact(ops, timeout=30)
+    assert result.attempts == 1
+    snap = client.wait_until(lambda s: len(s.table("Datapath_Binding")) == 3000 and s, timeout=30)
+    assert snap.lookup("Datapath_Binding", "tunnel_key", 2999)[0]["name"] == "dp2999" * 20
+
+
+def test_indexes_follow_inserts_updates_and_deletes(sb: server.ServerSpec) -> None:
+    with OvsdbClient(
+        sb.remote,
+        schema.SB_NAME,
+        TABLES,
+        schema=str(sb.schema),
+        indexes={"Port_Binding": ["chassis", "addresses"]},
+    ) as c:
+        c.wait_connected(10)
+        r = c.transact(
+            [
+                Insert("Datapath_Binding", {"tunnel_key": 1, "name": "ls"}, name="dp"),
+                Insert(
+                    "Port_Binding",
+                    {
+                        "logical_port": "a",
+                        "datapath": Ref("dp"),
+                        "tunnel_key": 1,
+                        "chassis": "hv1",
+                        "addresses": ["m1", "m2"],
+                    },
+                    name="a",
+                ),
+            ]
+        )
+        a = r.inserted["a"]
+        c.wait_until(lambda s: s.lookup("Port_Binding", "chassis", "hv1"), timeout=5)
+        assert [x.uuid for x in c.snapshot().lookup("Port_Binding", "addresses", "m2")] == [a]
+        c.transact([Update("Port_Binding", a, {"chassis": "hv2", "addresses": ["m3"]})])
+        snap = c.wait_until(lambda s: s.lookup("Port_Binding", "chassis", "hv2") and s, timeout=5)
+        assert snap.lookup("Port_Binding", "chassis", "hv1") == []
+        assert snap.lookup("Port_Binding", "addresses", "m1") == []
+        assert [x.uuid for x in snap.lookup("Port_Binding", "addresses", "m3")] == [a]
+        c.transact([Delete("Port_Binding", a)])
+        snap = c.wait_until(
+            lambda s: not s.lookup("Port_Binding", "chassis", "hv2") and s, timeout=5
+        )
+        assert snap.lookup("Port_Binding", "addresses", "m3") == []

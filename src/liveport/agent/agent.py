@@ -35,7 +35,7 @@ from liveport.agent.localswitch import Identity, LocalState
 from liveport.model.binding import LocalRole
 from liveport.model.clock import Clock, SystemClock
 from liveport.model.errors import LiveportError
-from liveport.model.flows import FlowSet, diff
+from liveport.model.flows import FlowDiff, FlowSet, diff
 from liveport.model.pipeline import (
     COOKIE_KIND_MASK,
     COOKIE_MAGIC,
@@ -56,6 +56,7 @@ from liveport.ovsdb.client import ClientClosed, OvsdbClient, TxnError, json_pars
 from liveport.ovsdb.rows import Op, Snapshot, Update
 
 log = logging.getLogger("liveport.agent")
+SLOW_PASS = 0.1  # seconds: passes slower than this are logged
 
 
 class AgentError(LiveportError):
@@ -69,6 +70,32 @@ class AgentConfig:
     chassis: str | None = None  # default: external_ids:system-id
     mgmt_socket: str | None = None  # default: /var/run/openvswitch/<bridge>.mgmt
     heartbeat_interval: float = 2.0
+
+
+ALL_COOKIE_BITS = (1 << 64) - 1
+
+
+def _group_deletes(installed: FlowSet, change: FlowDiff) -> tuple[FlowDiff, list[int]]:
+    """Replaces the deletes of every installed flow of one cookie (a port or datapath that
+    went away) by one delete-by-cookie; returns the slimmer diff and those cookies."""
+    doomed: dict[int, int] = {}
+    for flow in change.deletes:
+        doomed[flow.cookie] = doomed.get(flow.cookie, 0) + 1
+    if not doomed:
+        return change, []
+    total: dict[int, int] = {}
+    for flow in installed:
+        if flow.cookie in doomed:
+            total[flow.cookie] = total.get(flow.cookie, 0) + 1
+    survivors = {f.cookie for f in (*change.adds, *change.modifies)}
+    whole = sorted(
+        c for c, n in doomed.items() if total.get(c) == n and n > 1 and c not in survivors
+    )
+    if not whole:
+        return change, []
+    gone = set(whole)
+    rest = tuple(f for f in change.deletes if f.cookie not in gone)
+    return FlowDiff(deletes=rest, adds=change.adds, modifies=change.modifies), whole
 
 
 def _now_ms(clock: Clock) -> int:
@@ -205,7 +232,12 @@ class Agent:
                 self._kick.set()
                 backoff = 0.05
             except (TxnError, OpenFlowError, ClientClosed) as exc:
-                log.warning("agent: reconcile failed (%s); retrying", exc)
+                if isinstance(exc, TxnError) and "does not exist" in exc.detail:
+                    # northd deleted a row this pass reported on: normal, the next pass
+                    # works from a snapshot without it.
+                    log.info("agent: %s; retrying", exc)
+                else:
+                    log.warning("agent: reconcile failed (%s); retrying", exc)
                 if isinstance(exc, OpenFlowError) and self.of is not None:
                     # Resynchronise with what the switch really holds.
                     self.of.close()
@@ -223,6 +255,13 @@ class Agent:
             await asyncio.wrap_future(client.transact_async(ops, comment=f"liveport-agent: {why}"))
 
     async def _reconcile(self) -> None:
+        started = time.monotonic()
+        await self._reconcile_pass()
+        elapsed = time.monotonic() - started
+        if elapsed > SLOW_PASS:
+            log.info("agent: reconcile pass took %.0f ms", elapsed * 1000)
+
+    async def _reconcile_pass(self) -> None:
         assert self.ovs is not None and self.sb is not None and self.identity is not None
         assert self.of is not None
         self.passes += 1
@@ -295,11 +334,11 @@ class Agent:
         change = diff(self._installed, desired)
         if change or stale:
             started = time.monotonic()
+            change, whole = _group_deletes(self._installed, change)
             await self.of.apply(
                 change,
-                delete_cookies=[
-                    (cookie(Kind.LEARNED, dp, key), LEARNED_MASK) for dp, key in sorted(stale)
-                ],
+                delete_cookies=[(c, ALL_COOKIE_BITS) for c in whole]
+                + [(cookie(Kind.LEARNED, dp, key), LEARNED_MASK) for dp, key in sorted(stale)],
             )
             await self.of.barrier()
             self._installed = desired

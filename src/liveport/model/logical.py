@@ -5,6 +5,7 @@ so one bad port never stops northd or an agent -- it is reported with its name.
 
 from __future__ import annotations
 
+import functools
 import ipaddress
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
@@ -59,7 +60,13 @@ def parse_strategy(text: str) -> tuple[frozenset[Strategy], tuple[str, ...]]:
 
 def parse_options(options: Mapping[str, str]) -> PortOptions:
     """requested-chassis=S or S,D (OVN's list form), migration-destination=D (the seed's
-    form), activation-strategy=rarp,garp,na."""
+    form), activation-strategy=rarp,garp,na. Memoised: ports are parsed on every pass."""
+    return _parse_options(tuple(sorted(options.items())))
+
+
+@functools.lru_cache(maxsize=65536)
+def _parse_options(items: tuple[tuple[str, str], ...]) -> PortOptions:
+    options = dict(items)
     problems: list[str] = []
     requested = None
     list_destination = None
@@ -108,6 +115,12 @@ class PortNetwork:
 
 
 def parse_network(addresses: Iterable[str], port_security: Iterable[str]) -> PortNetwork:
+    """Memoised front of _parse_network (ports are parsed on every pass)."""
+    return _parse_network(tuple(sorted(addresses)), tuple(sorted(port_security)))
+
+
+@functools.lru_cache(maxsize=65536)
+def _parse_network(addresses: tuple[str, ...], port_security: tuple[str, ...]) -> PortNetwork:
     """Port security is port_security if set; otherwise liveport enforces what `addresses`
     says (its MAC, and its IPs when listed) -- stricter than OVN, which enforces nothing
     without port_security. Ports whose addresses are only unknown/dynamic/router are open."""

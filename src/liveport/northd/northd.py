@@ -25,6 +25,7 @@ from __future__ import annotations
 import logging
 import queue
 import threading
+import time
 import uuid
 from dataclasses import dataclass, field
 from typing import Any
@@ -109,6 +110,7 @@ FULL = ("full",)
 Key = tuple[str, ...]
 MAX_DP_KEY = (1 << 24) - 1
 MAX_PORT_KEY = (1 << 15) - 1
+SLOW_BATCH = 0.1  # seconds: batches slower than this are logged with their size
 
 
 @dataclass(frozen=True)
@@ -151,6 +153,7 @@ class Northd:
         self._dirty: set[Key] = {FULL}
         self._alive: frozenset[str] = frozenset()
         self._unsupported = ""
+        self._written: dict[str, dict[str, Any]] = {}  # port -> what northd last wrote
         self.batches = 0
 
     def _enqueue(self, db: str, change: Change) -> None:
@@ -244,7 +247,15 @@ class Northd:
             else:
                 keys.add(GLOBAL)
             return keys
-        if table in ("Port_Binding", "Port_Claim"):
+        if table == "Port_Binding":
+            # Port_Binding is written by northd alone: a row that now holds exactly what
+            # northd last wrote is its own write coming back, with nothing to recompute.
+            current = rows[-1] if rows and snap.get(table, rows[-1].uuid) else None
+            for row in rows:
+                name = row["logical_port"]
+                if current is None or current["logical_port"] != name or not self._is_own(current):
+                    keys.add(("port", name))
+        elif table == "Port_Claim":
             keys |= {("port", row["logical_port"]) for row in rows}
         elif table == "Chassis_VIF":
             keys |= {("port", row["iface_id"]) for row in rows}
@@ -258,6 +269,10 @@ class Northd:
             keys.add(GLOBAL)
         return keys
 
+    def _is_own(self, row: Row) -> bool:
+        written = self._written.get(row["logical_port"])
+        return written is not None and all(row.get(k) == v for k, v in written.items())
+
     def _chassis_keys(self, sb: Snapshot, name: str) -> set[Key]:
         """Ports whose arbitration depends on chassis `name`."""
         keys: set[Key] = set()
@@ -270,6 +285,7 @@ class Northd:
     # ----- reconciliation ------------------------------------------------------------------
 
     def _reconcile(self, keys: set[Key], nb: Snapshot, sb: Snapshot) -> bool:
+        started = time.monotonic()
         if FULL in keys:
             keys = self._all_keys(nb, sb)
         batch = _Batch(nb, sb, self._alive)
@@ -280,10 +296,16 @@ class Northd:
         batch.drop_orphan_datapaths()
         if GLOBAL in keys:
             self._global(batch)
+        computed = time.monotonic()
         wrote = False
         if batch.sb_ops:
             self.sb.transact(batch.sb_ops, comment="liveport-northd")
             wrote = True
+        for name, desired in batch.written.items():
+            if desired is None:
+                self._written.pop(name, None)
+            else:
+                self._written[name] = desired
         if batch.nb_ops:
             try:
                 self.nb.transact(batch.nb_ops, comment="liveport-northd")
@@ -295,6 +317,17 @@ class Northd:
         for line in batch.events:
             log.info("northd: %s", line)
         self.batches += 1
+        elapsed = time.monotonic() - started
+        if elapsed > SLOW_BATCH:
+            log.info(
+                "northd: batch of %d keys: %d SB and %d NB operations in %.0f ms "
+                "(%.0f ms computing)",
+                len(keys),
+                len(batch.sb_ops),
+                len(batch.nb_ops),
+                elapsed * 1000,
+                (computed - started) * 1000,
+            )
         return wrote
 
     def _all_keys(self, nb: Snapshot, sb: Snapshot) -> set[Key]:
@@ -383,6 +416,9 @@ class _Batch:
     _moved_pbs: set[uuid.UUID] = field(default_factory=set)
     _deleted_dps: set[uuid.UUID] = field(default_factory=set)
     _dup_cache: dict[int, dict[str, str]] = field(default_factory=dict)
+    # port -> the Port_Binding values computed (None: deleted), except the datapath, which
+    # may be a reference to a row inserted in this batch.
+    written: dict[str, dict[str, Any] | None] = field(default_factory=dict)
 
     @property
     def registered(self) -> frozenset[str]:
@@ -543,6 +579,7 @@ class _Batch:
             self.nb_ports.add(name)
 
     def _remove_port(self, name: str, pb: Row | None, claims: list[Row]) -> None:
+        self.written[name] = None
         if pb is not None:
             self._delete_port(pb)
             self.events.append(f"port {name}: removed")
@@ -552,6 +589,7 @@ class _Batch:
     def _write_binding(
         self, name: str, pb: Row | None, desired: dict[str, Any], result: Arbitration
     ) -> None:
+        self.written[name] = {k: v for k, v in desired.items() if k != "datapath"}
         if pb is None:
             self.sb_ops.append(Insert("Port_Binding", _plain(desired)))
             self.events.append(f"port {name}: created with tunnel key {desired['tunnel_key']}")

@@ -55,10 +55,29 @@ from liveport.ovsdb.rows import (
 log = logging.getLogger(__name__)
 T = TypeVar("T")
 
-# python-ovs emulates poll() with select(), which fails beyond 1024 descriptors; real poll()
-# is safe unless eventlet has monkey-patched select.
-if not ovs.poller._using_eventlet_green_select():
-    ovs.poller.SelectPoll = select.poll
+
+class _Poll:
+    """poll(2) for python-ovs's Poller. python-ovs emulates poll() with select(), which
+    fails beyond 1024 descriptors. select.poll alone will not do either: its register()
+    replaces a descriptor's event mask, while python-ovs registers POLLIN and POLLOUT for
+    one socket separately -- a large message would then never be sent on (seen: a
+    1000-row transaction hung). This keeps the union, as the emulation does."""
+
+    def __init__(self) -> None:
+        self._poll = select.poll()
+        self._events: dict[int, int] = {}
+
+    def register(self, fd: Any, events: int) -> None:
+        number = fd if isinstance(fd, int) else fd.fileno()
+        self._events[number] = self._events.get(number, 0) | events
+        self._poll.register(number, self._events[number])
+
+    def poll(self, timeout: int) -> list[tuple[int, int]]:
+        return self._poll.poll(timeout)
+
+
+if not ovs.poller._using_eventlet_green_select():  # eventlet patches select(): keep theirs
+    ovs.poller.SelectPoll = _Poll
 
 Condition = list[Any]
 Listener = Callable[[Change], None]
