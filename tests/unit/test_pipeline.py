@@ -15,17 +15,20 @@ from liveport.model.flows import Flow, FlowError, FlowSet, apply_diff, diff, mat
 from liveport.model.flowsim import Switch, packet_fields
 from liveport.model.logical import Strategy
 from liveport.model.pipeline import (
+    FLOOD_CHUNK,
     ChassisView,
     Compiler,
     Kind,
     LocalVif,
     PortView,
+    Table,
     check_flow,
     compile_flows,
     cookie_kind,
     duplicate_macs,
     parse_activation_userdata,
 )
+from liveport.openflow.encode import flow_mod
 
 M = {n: Mac.parse(f"00:00:00:00:00:{n:02x}") for n in range(1, 32)}
 IP = {n: ipaddress.IPv4Address(f"10.0.0.{n}") for n in range(1, 32)}
@@ -298,3 +301,26 @@ def test_compile_is_deterministic_and_the_cache_is_invisible(
     first = compiler.compile(v)
     assert compiler.compile(v) == first == compile_flows(v)
     assert isinstance(first, FlowSet)
+
+
+def test_a_large_flood_is_chained_in_chunks_that_fit_in_openflow_messages() -> None:
+    n = 2500  # more local ports than one flow's actions (and OVS's 4096 resubmits) allow
+    ports = [
+        PortView(
+            f"p{i}",
+            1,
+            i,
+            (f"0a:00:00:00:{i >> 8:02x}:{i & 0xFF:02x} 10.1.{i >> 8}.{i & 255}",),
+            owner="hv1",
+        )
+        for i in range(1, n + 1)
+    ]
+    flows = compile_flows(view("hv1", ports, {f"p{i}": 1000 + i for i in range(1, n + 1)}))
+    assert len(flows.table(Table.FLOOD_LOCAL)) == -(-n // FLOOD_CHUNK)
+    for flow in flows:
+        message = flow_mod(flow)
+        message.serialize()
+        assert len(message.buf) < 65535, flow.key
+    frame = packets.garp(Mac.parse("0a:00:00:00:00:01"), ipaddress.IPv4Address("10.1.0.1"))
+    res, _ = Switch(flows).process(packet_fields(frame, in_port=1001))
+    assert sorted(res.outputs) == [*range(1002, 1001 + n)]  # no other chassis hosts a port

@@ -303,8 +303,7 @@ class Agent:
         server has applied the current condition (before that the view may be partial, and
         a partial view would delete flows that are still right)."""
         assert self.sb is not None
-        names = set(local.vifs)
-        condition = southbound.port_binding_condition(names, southbound.local_datapaths(sb, names))
+        condition = southbound.port_binding_condition(sb, local.vifs)
         if condition != self._pb_condition:
             self._pb_condition = condition
             self.sb.set_condition("Port_Binding", condition)

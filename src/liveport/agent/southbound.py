@@ -42,18 +42,21 @@ def own_conditions(me: str) -> dict[str, Condition]:
     }
 
 
-def port_binding_condition(names: Iterable[str], datapaths: Iterable[uuid.UUID]) -> Condition:
-    cond: Condition = [["logical_port", "==", n] for n in sorted(set(names))]
-    cond += [["datapath", "==", ["uuid", str(u)]] for u in sorted(set(datapaths), key=str)]
-    return cond
-
-
-def local_datapaths(sb: Snapshot, vif_ids: Iterable[str]) -> set[uuid.UUID]:
-    out = set()
+def port_binding_condition(sb: Snapshot, vif_ids: Iterable[str]) -> Condition:
+    """Port_Bindings of the local VIFs' datapaths, plus, by name, the VIFs whose datapath is
+    not known yet. (Naming every port as well would make the server evaluate thousands of
+    clauses per row.)"""
+    datapaths: set[uuid.UUID] = set()
+    unknown: set[str] = set()
     for name in vif_ids:
-        for pb in sb.lookup("Port_Binding", "logical_port", name):
-            out.add(pb["datapath"])
-    return out
+        rows = sb.lookup("Port_Binding", "logical_port", name)
+        if rows:
+            datapaths |= {row["datapath"] for row in rows}
+        else:
+            unknown.add(name)
+    cond: Condition = [["datapath", "==", ["uuid", str(u)]] for u in sorted(datapaths, key=str)]
+    cond += [["logical_port", "==", n] for n in sorted(unknown)]
+    return cond
 
 
 def registration_ops(sb: Snapshot, identity: Identity, now_ms: int) -> list[Op]:

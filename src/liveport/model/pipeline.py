@@ -16,7 +16,13 @@ may use, and every compiled flow is checked against that declaration):
                   that own the port (the owner, and the destination during a migration) --
                   only for traffic that did not come from a tunnel (split horizon). A pending
                   port's delivery is blocked here until a learned flow overrides it.
+  41 FLOOD_LOCAL  a large datapath's local flood, in chunks chained by reg13 (an OpenFlow
+                  message holds at most 64 KB of actions).
   45 FLOOD_REMOTE a datapath's flood to every other chassis that hosts its ports.
+
+A flood outputs straight to the VIFs of ports this chassis owns outside any migration, and
+goes through OUTPUT (gate, hairpin check) only for pending or migrating ports: OVS allows a
+packet 4096 resubmits, a switch may have more ports than that.
 
 Tunnels carry only the datapath key (Geneve VNI, 24 bits); the receiving chassis does its
 own L2 lookup. A flooded frame is never delivered back to the port that owns its source
@@ -67,6 +73,7 @@ class Table(IntEnum):
     PORT_SEC = 10
     L2_LOOKUP = 30
     OUTPUT = 40
+    FLOOD_LOCAL = 41
     FLOOD_REMOTE = 45
 
 
@@ -91,6 +98,7 @@ TABLE_FIELDS: Mapping[Table, frozenset[str]] = {
     ),
     Table.L2_LOOKUP: frozenset({"metadata", "eth_dst"}),
     Table.OUTPUT: frozenset({"metadata", "reg15", "reg10", "eth_src"}),
+    Table.FLOOD_LOCAL: frozenset({"metadata", "reg13"}),
     Table.FLOOD_REMOTE: frozenset({"metadata", "reg10"}),
 }
 
@@ -99,6 +107,8 @@ R_INPORT = "reg14"
 R_OUTPORT = "reg15"
 R_FLAGS = "reg10"  # bit 0: the packet came from a tunnel
 R_GATE = "reg9"  # bit 0: a pending port's gate is open (set by a learned flow)
+R_CHUNK = "reg13"  # which chunk of a large local flood comes next
+FLOOD_CHUNK = 1000  # actions per flood flow: well under OpenFlow's 64 KB per message
 FLAG_FROM_TUNNEL = 1
 
 # Cookies.
@@ -554,13 +564,34 @@ def _datapath_flows(view: ChassisView, dp_key: int, ports: list[PortView]) -> li
             c_dp,
         )
     )
-    # Flood: every local port that may receive (delivery flows decide per port), then the
-    # other chassis.
-    flood: list[Action] = []
+    # Flood: every local port that may receive, then the other chassis.
+    local: list[list[Action]] = []
     for port in sorted(ports, key=lambda p: p.key):
-        if view.role(port) in (LocalRole.OWNER, LocalRole.ACTIVATED, LocalRole.PENDING):
-            flood += [Load(R_OUTPORT, port.key), Resubmit(Table.OUTPUT)]
-    flood.append(Resubmit(Table.FLOOD_REMOTE))
+        role = view.role(port)
+        vif = view.vifs.get(port.name)
+        if vif is None or role not in (LocalRole.OWNER, LocalRole.ACTIVATED, LocalRole.PENDING):
+            continue
+        if role is LocalRole.OWNER and port.destination is None:
+            local.append([Output(vif.ofport)])  # OVS never outputs to the in_port
+        else:
+            local.append([Load(R_OUTPORT, port.key), Resubmit(Table.OUTPUT)])
+    chunks: list[list[Action]] = [[]]
+    for actions in local:
+        if len(chunks[-1]) + len(actions) > FLOOD_CHUNK:
+            chunks.append([])
+        chunks[-1].extend(actions)
+    flood: list[Action]
+    if len(chunks) == 1:
+        flood = [*chunks[0], Resubmit(Table.FLOOD_REMOTE)]
+    else:
+        flood = [Load(R_CHUNK, 0), Resubmit(Table.FLOOD_LOCAL), Resubmit(Table.FLOOD_REMOTE)]
+        for i, chunk in enumerate(chunks):
+            more: list[Action] = (
+                [Load(R_CHUNK, i + 1), Resubmit(Table.FLOOD_LOCAL)] if i + 1 < len(chunks) else []
+            )
+            out.append(
+                Flow(Table.FLOOD_LOCAL, 100, match(metadata=dp_key, reg13=i), (*chunk, *more), c_dp)
+            )
     multicast = (BROADCAST.value & (1 << 40), 1 << 40)
     out.append(
         Flow(Table.L2_LOOKUP, 50, match(metadata=dp_key, eth_dst=multicast), tuple(flood), c_dp)
