@@ -147,6 +147,8 @@ class OwnerWatch:
         self.client.wait_connected(10)
 
     def _on_change(self, change: Change) -> None:
+        if not change.snapshot.connected:
+            return  # the empty snapshot before the first fetch says nothing
         row = change.snapshot.one("Port_Binding", logical_port=self.port)
         owner = row["chassis"] if row is not None else None
         with self._lock:
@@ -281,3 +283,30 @@ def test_bad_nb_input_is_reported_by_port_and_crashes_nothing(network: Path) -> 
     assert "Traceback" not in northd_log
     for chassis in ("hv1", "hv2", "hv3"):
         assert "Traceback" not in (d / chassis / "agent.log").read_text()
+
+
+def test_a_dead_owner_hands_over_only_to_another_holder(lab_factory: LabFactory) -> None:
+    d = lab_factory(chassis=3, heartbeat=0.2, dead_after=1.5)
+    nbctl(d, "ls-add", "ls0")
+    add_port(d, "vm7", "ls0", "00:00:00:00:00:07", "10.0.0.7")
+    add_port(d, "vm8", "ls0", "00:00:00:00:00:08", "10.0.0.8")
+    vms.add(d, "vm7", chassis="hv1", port="vm7", mac="00:00:00:00:00:07", ips=["10.0.0.7"])
+    vms.add(d, "vm8", chassis="hv1", port="vm8", mac="00:00:00:00:00:08", ips=["10.0.0.8"])
+    nbctl(d, "wait-until", "Logical_Switch_Port", "vm7", "up=true")
+    nbctl(d, "wait-until", "Logical_Switch_Port", "vm8", "up=true")
+    vms.add(d, "vm7b", chassis="hv2", port="vm7", mac="00:00:00:00:00:07", ips=["10.0.0.7"])
+    watch = OwnerWatch(d, "vm7")
+    try:
+        faults.pause(d, "hv1/agent")  # the agent stops; hv1's datapath keeps forwarding
+        watch.client.wait_until(
+            lambda s: (r := s.one("Port_Binding", logical_port="vm7")) and r["chassis"] == "hv2",
+            timeout=10,
+            what="hv2 to take vm7 over from the dead hv1",
+        )
+        assert watch.history() == ["hv1", "hv2"]
+        # vm8 has no other holder: a dead chassis keeps it (its datapath still works).
+        assert port_status(d, "vm8")["chassis"] == "hv1"
+        assert not next(c for c in status(d)["chassis"] if c["name"] == "hv1")["alive"]
+    finally:
+        faults.resume(d, "hv1/agent")
+        watch.close()
