@@ -98,6 +98,11 @@ def _group_deletes(installed: FlowSet, change: FlowDiff) -> tuple[FlowDiff, list
     return FlowDiff(deletes=rest, adds=change.adds, modifies=change.modifies), whole
 
 
+def _port_of(value: int) -> tuple[int, int]:
+    """(datapath key, port key) of a per-port cookie."""
+    return (value >> 16) & 0xFFFFFF, value & 0xFFFF
+
+
 def _now_ms(clock: Clock) -> int:
     return int(clock.wall() * 1000)
 
@@ -201,7 +206,9 @@ class Agent:
         self._installed = FlowSet(
             {k: f for k, f in installed.flows.items() if cookie_kind(f.cookie) is not Kind.LEARNED}
         )
-        self._learned = {((f.cookie >> 16) & 0xFFFFFF, f.cookie & 0xFFFF) for f in learned}
+        # Learned flows may belong to ports that are no longer pending here: they are
+        # deleted once a pass finds those ports in another role.
+        self._learned = {_port_of(f.cookie) for f in learned}
         log.info(
             "agent: connected to %s; %d flows installed (%d learned)",
             self.mgmt_socket,
@@ -318,10 +325,17 @@ class Agent:
             for n in self._activated
             if (p := view.ports.get(n)) is not None and p.destination == view.chassis
         }
-        for dp, key in self._learned:
-            for port in view.ports.values():
-                if (port.dp_key, port.key) == (dp, key) and port.destination == view.chassis:
-                    self._activated.add(port.name)
+        waiting = {
+            (p.dp_key, p.key): p for p in view.ports.values() if view.role(p) is LocalRole.PENDING
+        }
+        if waiting:
+            # The datapath opens a port by itself (learn); the packet-in that tells us may be
+            # lost, or this agent may have been down when it came. The learned flows are the
+            # proof: ask the switch.
+            for dp, key in await self._learned_ports():
+                port = waiting.get((dp, key))
+                if port is not None and port.name not in self._activated:
+                    self._record_activation(port.name, "learned", "seen in the switch")
         view = southbound.build_view(sb, local, frozenset(self._activated))
         self._view = view
         desired = self.compiler.compile(view)
@@ -352,7 +366,7 @@ class Agent:
                 len(stale),
                 (time.monotonic() - started) * 1000,
             )
-        self._learned |= pending
+        self._learned |= pending  # where learned flows may appear (and must go later)
         self._log_roles(roles)
         nb_cfg = next((r["nb_cfg"] for r in sb.rows("SB_Global")), None)
         await self._transact(
@@ -370,6 +384,18 @@ class Agent:
             if old is not new:
                 log.info("agent: port %s: %s -> %s (flows installed)", name, old, new)
         self._roles = {n: r for n, r in roles.items() if r is not LocalRole.NONE}
+
+    async def _learned_ports(self) -> set[tuple[int, int]]:
+        assert self.of is not None
+        learned = await self.of.dump_flows(cookie(Kind.LEARNED), COOKIE_KIND_MASK)
+        return {_port_of(f.cookie) for f in learned}
+
+    def _record_activation(self, port: str, kind: str, how: str) -> int:
+        now = _now_ms(self.clock)
+        self._activated.add(port)
+        self._activations[port] = {"kind": kind, "at": str(now)}
+        log.info("agent: port %s: %s announcement %s: activated in the datapath", port, kind, how)
+        return now
 
     # ----- announcements -------------------------------------------------------------------
 
@@ -404,14 +430,8 @@ class Agent:
             return
         if view.role(port) is not LocalRole.PENDING or port.name in self._activated:
             return  # already activated (QEMU announces several times)
-        now = _now_ms(self.clock)
-        self._activated.add(port.name)
-        self._activations[port.name] = {"kind": str(activation.strategy), "at": str(now)}
-        log.info(
-            "agent: port %s: %s announcement on ofport %d: activated in the datapath",
-            port.name,
-            activation.strategy,
-            packet.in_port,
+        now = self._record_activation(
+            port.name, str(activation.strategy), f"on ofport {packet.in_port}"
         )
         # Record it at once (the SB binding follows from it); flows follow in the next pass.
         claim = next(

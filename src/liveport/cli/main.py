@@ -11,13 +11,15 @@ import json
 import os
 import signal
 import sys
+import time
 from collections.abc import Callable, Sequence
+from pathlib import Path
 from typing import Any, NoReturn
 
 from liveport.cli import daemons
-from liveport.cms import status
+from liveport.cms import migrate, status
 from liveport.lab import demo, lab, vms
-from liveport.model.errors import LiveportError
+from liveport.model.errors import InvalidInput, LiveportError
 
 Handler = Callable[[argparse.Namespace], int]
 
@@ -208,6 +210,71 @@ def cmd_status(args: argparse.Namespace) -> int:
     return 0
 
 
+def _timeline_printer(json_out: bool) -> Callable[[migrate.Event], None]:
+    started = time.time()
+
+    def show(event: migrate.Event) -> None:
+        if not json_out:
+            print(f"+{event.at - started:8.3f}s  {event.phase:<14} {event.detail}", flush=True)
+
+    return show
+
+
+def cmd_migrate(args: argparse.Namespace) -> int:
+    modes = [bool(args.to), args.complete, args.abort]
+    if sum(modes) != 1:
+        raise InvalidInput("say exactly one of --to CHASSIS, --complete, --abort")
+    nb_remote, sb_remote = _remotes(args)
+    show = _timeline_printer(args.json)
+    with migrate.Cms(nb_remote, sb_remote, connect_timeout=args.timeout) as cms:
+        if args.to:
+            events = cms.start(
+                args.port,
+                args.to,
+                form=args.form,
+                wait="ready" if args.wait else "configured",
+                timeout=args.timeout,
+                on_event=show,
+            )
+        elif args.complete:
+            events = cms.complete(args.port, timeout=args.timeout, on_event=show)
+        else:
+            events = cms.abort(args.port, timeout=args.timeout, on_event=show)
+        if args.json:
+            current = cms.migration(args.port)
+            _print_json(
+                {
+                    "events": [e.to_json() for e in events],
+                    "migration": current.to_json() if current else None,
+                }
+            )
+    return 0
+
+
+def cmd_migrations(args: argparse.Namespace) -> int:
+    nb_remote, sb_remote = _remotes(args)
+    with migrate.Cms(nb_remote, sb_remote, connect_timeout=args.timeout) as cms:
+        found = cms.migrations()
+    if args.json:
+        _print_json([m.to_json() for m in found])
+    elif not found:
+        print("no migration in progress")
+    else:
+        for m in found:
+            activated = (
+                f"activated {time.strftime('%H:%M:%S', time.localtime(m.activated_at))}"
+                f" by {m.activation.get('kind', '?')}"
+                if m.activated_at
+                else ""
+            )
+            print(
+                f"{m.port:<12} {m.source or '?'} -> {m.destination:<6} {m.state or '-':<10} "
+                f"{'ready' if m.ready else 'not ready':<9} owner {m.owner or '-':<6} "
+                f"form {m.form} {activated}"
+            )
+    return 0
+
+
 def _add_remotes(p: argparse.ArgumentParser) -> None:
     p.add_argument("--nb-db", help="NB remote (default: the lab's, or $LIVEPORT_NB_DB/$OVN_NB_DB)")
     p.add_argument("--sb-db", help="SB remote (default: the lab's, or $LIVEPORT_SB_DB)")
@@ -216,7 +283,12 @@ def _add_remotes(p: argparse.ArgumentParser) -> None:
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
-    demo.run(lambda line: print(line, flush=True), chassis=args.chassis)
+    demo.run(
+        lambda line: print(line, flush=True),
+        chassis=args.chassis,
+        output=Path(args.output),
+        rate=args.rate,
+    )
     return 0
 
 
@@ -320,6 +392,32 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=cmd_status)
 
+    p = sub.add_parser("migrate", help="start, complete or abort a port's live migration")
+    p.add_argument("port")
+    p.add_argument("--to", metavar="CHASSIS", help="start migrating to this chassis")
+    p.add_argument("--complete", action="store_true", help="the VM runs on the destination")
+    p.add_argument("--abort", action="store_true", help="the VM stays on the source")
+    p.add_argument(
+        "--wait",
+        action="store_true",
+        help="with --to: wait until the destination installed the blocking flows (needs its VIF)",
+    )
+    p.add_argument(
+        "--form",
+        choices=["auto", "seed", "ovn"],
+        default="auto",
+        help="NB form: ovn = requested-chassis=S,D; seed = migration-destination=D; "
+        "auto = ovn if the port names its chassis",
+    )
+    p.add_argument("--json", action="store_true")
+    _add_remotes(p)
+    p.set_defaults(func=cmd_migrate, timeout=30.0)
+
+    p = sub.add_parser("migrations", help="migrations in progress")
+    p.add_argument("--json", action="store_true")
+    _add_remotes(p)
+    p.set_defaults(func=cmd_migrations)
+
     p = sub.add_parser("northd", help="run liveport-northd (NB -> SB)")
     daemons.add_northd_options(p)
     p.set_defaults(func=daemons.run_northd)
@@ -328,8 +426,13 @@ def build_parser() -> argparse.ArgumentParser:
     daemons.add_agent_options(p)
     p.set_defaults(func=daemons.run_agent)
 
-    p = sub.add_parser("demo", help="bring a lab up, show it working, tear it down")
+    p = sub.add_parser(
+        "demo",
+        help="a live migration under traffic in a fresh lab, with its timeline, loss and a plot",
+    )
     p.add_argument("--chassis", type=int, default=3)
+    p.add_argument("--output", default=".", help="directory for liveport-demo.png")
+    p.add_argument("--rate", type=float, default=1000.0, help="peer -> vm1 packets/s")
     p.set_defaults(func=cmd_demo)
 
     return parser
