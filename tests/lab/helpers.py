@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 import subprocess
 import sys
 import time
@@ -69,18 +70,28 @@ def nbctl(directory: Path, *args: str, timeout: float = 20.0) -> str:
 
 
 def dump_flows(directory: Path, chassis: str) -> list[str]:
-    """br-int flows without statistics, sorted (OVN's strip_duration/strip_stats idea)."""
-    out = subprocess.run(
-        [
-            "ovs-ofctl",
-            "-O",
-            "OpenFlow13",
-            "--no-stats",
-            "dump-flows",
-            f"unix:{directory}/{chassis}/br-int.mgmt",
-        ],
-        capture_output=True,
-        text=True,
-        check=True,
-    ).stdout
-    return sorted(line.strip() for line in out.splitlines() if "cookie=" in line)
+    """br-int flows without statistics, port numbers replaced by port names, sorted (OVN's
+    strip_duration/strip_stats idea): comparable across restarts and across labs, whose
+    tunnel ports may have been numbered in another order. (ovs-ofctl --names leaves some
+    outputs numeric, so the names are substituted here.)"""
+    mgmt = f"unix:{directory}/{chassis}/br-int.mgmt"
+
+    def ofctl(*args: str) -> str:
+        return subprocess.run(
+            ["ovs-ofctl", "-O", "OpenFlow13", *args, mgmt],
+            capture_output=True,
+            text=True,
+            check=True,
+        ).stdout
+
+    names = dict(re.findall(r"^\s*(\d+)\(([^)]+)\):", ofctl("dump-ports-desc"), re.M))
+    out = ofctl("--no-stats", "--no-names", "dump-flows")
+
+    def named(match: re.Match[str]) -> str:
+        return match.group(1) + names.get(match.group(2), match.group(2))
+
+    return sorted(
+        re.sub(r"(in_port=|output:)(\d+)", named, line.strip())
+        for line in out.splitlines()
+        if "cookie=" in line
+    )

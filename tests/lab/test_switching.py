@@ -143,8 +143,8 @@ class OwnerWatch:
             {"Port_Binding": ["logical_port", "chassis"]},
             name="watch",
         )
-        self.client.add_listener(self._on_change)
         self.client.wait_connected(10)
+        self.client.add_listener(self._on_change).result(10)
 
     def _on_change(self, change: Change) -> None:
         if not change.snapshot.connected:

@@ -278,11 +278,20 @@ CASES = [
         expect_claims={"hv1": "main"},
     ),
     Case(
-        "M6: outgoing keeps the source from reclaiming",
+        "M6: outgoing keeps the source from reclaiming; the binding stays (no empty binding)",
         {"hv1": "outgoing"},
         "hv2",
-        None,
+        "hv2",
         expect_conflicts=frozenset({"hv1"}),
+        expect_claims={"hv2": "main"},
+        reason_has="VIF on hv1 ignored: its hypervisor says the VM is leaving",
+    ),
+    Case(
+        "a VM that is gone unbinds its port (as in OVN)",
+        {},
+        "hv2",
+        None,
+        reason_has="no chassis has a VIF for it",
     ),
     Case(
         "M6: once outgoing is cleared the source reclaims",
@@ -313,15 +322,33 @@ CASES = [
         expect_claims={"hv2": "main"},
     ),
     Case(
-        "a pending destination never binds even if the source lost its VIF",
+        "a pending destination never binds even if the source lost its VIF; the source keeps "
+        "the port until the announcement or the completion (no empty binding)",
         {"hv2": None},
         "hv1",
-        None,
+        "hv1",
         requested="hv1",
         destination="hv2",
         expect_state="pending",
         expect_dest="hv2",
         expect_claims={"hv1": "main", "hv2": "destination"},
+    ),
+    Case(
+        "lost announcements, seed form: the source keeps the port with its VIF gone",
+        {"hv2": None},
+        "hv1",
+        "hv1",
+        destination="hv2",
+        expect_state="pending",
+        expect_dest="hv2",
+        expect_claims={"hv1": "main", "hv2": "destination"},
+    ),
+    Case(
+        "lost announcements, seed form: completion hands the port to the destination",
+        {"hv2": None},
+        "hv1",
+        "hv2",
+        expect_claims={"hv2": "main"},
     ),
 ]
 

@@ -18,7 +18,8 @@ from typing import Any, NoReturn
 
 from liveport.cli import daemons
 from liveport.cms import migrate, status
-from liveport.lab import demo, lab, vms
+from liveport.lab import demo, hypervisor, lab, vms
+from liveport.lab.traffic import Traffic
 from liveport.model.errors import InvalidInput, LiveportError
 
 Handler = Callable[[argparse.Namespace], int]
@@ -139,6 +140,53 @@ def cmd_vm_list(args: argparse.Namespace) -> int:
                 f"{vm['name']:<10} {vm['port']:<10} {vm['mac']} {' '.join(vm['ips']):<24} "
                 f"{','.join(vm['chassis']) or '-'}"
             )
+    return 0
+
+
+def cmd_vm_migrate(args: argparse.Namespace) -> int:
+    started = time.time()
+
+    def show(name: str, at: float) -> None:
+        if not args.json:
+            print(f"+{(at - started) * 1000:8.1f} ms  {name}", flush=True)
+
+    record = hypervisor.migrate(
+        lab.resolve(args.dir),
+        args.name,
+        args.to,
+        announce=args.announce,
+        guest_announce=args.guest_announce,
+        precopy_ms=args.precopy_ms,
+        pause_ms=args.pause_ms,
+        wait_ready=args.wait_ready,
+        ready_timeout=args.timeout,
+        hypervisor_status=args.hypervisor_status,
+        remove_source=not args.keep_source,
+        on_event=show,
+    )
+    if args.json:
+        _print_json(record.to_json())
+    return 0
+
+
+def cmd_vm_abort(args: argparse.Namespace) -> int:
+    hypervisor.abort(lab.resolve(args.dir), args.name, hypervisor_status=args.hypervisor_status)
+    print(f"vm {args.name}: destination VIF removed; it runs on its source")
+    return 0
+
+
+def cmd_traffic(args: argparse.Namespace) -> int:
+    directory = lab.resolve(args.dir)
+    traffic = Traffic(directory, args.src, args.to, rate=args.rate, first_seq=args.seq)
+    traffic.start()
+    try:
+        time.sleep(args.duration)
+    finally:
+        sent = traffic.stop()
+    print(
+        f"sent {len(sent)} datagrams {args.src} -> {args.to} "
+        f"(seq {sent[0].seq if sent else '-'}..{sent[-1].seq if sent else '-'})"
+    )
     return 0
 
 
@@ -279,7 +327,12 @@ def _add_remotes(p: argparse.ArgumentParser) -> None:
     p.add_argument("--nb-db", help="NB remote (default: the lab's, or $LIVEPORT_NB_DB/$OVN_NB_DB)")
     p.add_argument("--sb-db", help="SB remote (default: the lab's, or $LIVEPORT_SB_DB)")
     p.add_argument("--dir", help="take the remotes from this lab")
-    p.add_argument("--timeout", type=float, default=10.0, help="seconds to wait for the databases")
+    p.add_argument(
+        "--timeout",
+        type=float,
+        default=10.0,
+        help="seconds to wait (for the databases, and for migration phases)",
+    )
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
@@ -357,6 +410,54 @@ def build_parser() -> argparse.ArgumentParser:
     _add_dir(p)
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=cmd_vm_list)
+
+    p = vm_sub.add_parser("migrate", help="live-migrate a VM as libvirt/QEMU would")
+    _add_dir(p)
+    p.add_argument("name")
+    p.add_argument("--to", required=True, metavar="CHASSIS")
+    p.add_argument(
+        "--announce",
+        choices=hypervisor.ANNOUNCE_CHOICES,
+        default="auto",
+        help="what the VM sends after resuming (auto: RARP, or GARP+NA with "
+        "--guest-announce; none: lost announcements)",
+    )
+    p.add_argument(
+        "--guest-announce",
+        action="store_true",
+        help="the guest negotiated VIRTIO_NET_F_GUEST_ANNOUNCE",
+    )
+    p.add_argument("--precopy-ms", type=float, default=0.0, help="emulated memory copy")
+    p.add_argument("--pause-ms", type=float, default=30.0, help="downtime between pause and resume")
+    p.add_argument(
+        "--no-wait-ready",
+        dest="wait_ready",
+        action="store_false",
+        help="do not wait for the destination to install its blocking flows",
+    )
+    p.add_argument(
+        "--hypervisor-status",
+        action="store_true",
+        help="mark the VIFs migration-status=outgoing/incoming (DESIGN.md M6)",
+    )
+    p.add_argument("--keep-source", action="store_true", help="leave the source VIF in place")
+    p.add_argument("--timeout", type=float, default=30.0, help="seconds to wait for readiness")
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=cmd_vm_migrate)
+    p = vm_sub.add_parser("abort", help="abort a VM's migration on the hypervisor side")
+    _add_dir(p)
+    p.add_argument("name")
+    p.add_argument("--hypervisor-status", action="store_true")
+    p.set_defaults(func=cmd_vm_abort)
+
+    p = lab_sub.add_parser("traffic", help="UDP with sequence numbers from one VM to another")
+    _add_dir(p)
+    p.add_argument("src")
+    p.add_argument("--to", required=True)
+    p.add_argument("--rate", type=float, default=1000.0, help="packets per second")
+    p.add_argument("--duration", type=float, default=5.0, help="seconds")
+    p.add_argument("--seq", type=int, default=1, help="first sequence number")
+    p.set_defaults(func=cmd_traffic)
 
     p = lab_sub.add_parser("send", help="inject frames as if a VM sent them")
     _add_dir(p)

@@ -155,12 +155,7 @@ def migrate(
         event("resumed on destination")
         _announce(directory, vm_name, destination, kinds, event)
         if remove_source:
-            with editing(directory) as current:
-                vms.unplug_vif(current, current.get_vm(vm_name), source)
-            event("source VIF removed")
-        if hypervisor_status:
-            vms.set_vif_external_id(directory, vm_name, destination, "migration-status", None)
-            event("migration status cleared")
+            finish(directory, vm_name, hypervisor_status=hypervisor_status, on_event=event)
         record.outcome = "completed"
     except LiveportError:
         record.outcome = "failed"
@@ -168,6 +163,24 @@ def migrate(
     finally:
         _save(directory, record)
     return record
+
+
+def finish(directory: Path, vm_name: str, *, hypervisor_status: bool = False,
+           on_event: Callable[[str], None] | None = None) -> None:
+    """The migration succeeded: the source VIF goes away (and the statuses are cleared)."""
+    state = load(directory)
+    vm = state.get_vm(vm_name)
+    if len(vm.vifs) < 2:
+        raise Conflict(f"VM {vm_name!r} is not migrating")
+    source, destination = vm.vifs[0].chassis, vm.vifs[-1].chassis
+    with editing(directory) as current:
+        vms.unplug_vif(current, current.get_vm(vm_name), source)
+    if on_event is not None:
+        on_event("source VIF removed")
+    if hypervisor_status:
+        vms.set_vif_external_id(directory, vm_name, destination, "migration-status", None)
+        if on_event is not None:
+            on_event("migration status cleared")
 
 
 def abort(directory: Path, vm_name: str, *, hypervisor_status: bool = False) -> None:

@@ -36,6 +36,8 @@ class BindingWatch:
         self.history: list[Seen] = []
         self._last: dict[str, tuple[str | None, str | None, str | None]] = {}
         self.activations: dict[str, tuple[str, int, dict[str, str]]] = {}
+        # (port, chassis) -> [(time seen, installed state)]
+        self.installed: dict[tuple[str, str], list[tuple[float, str | None]]] = {}
         self.client = OvsdbClient(
             lab.Layout(directory).sb.remote,
             schema.SB_NAME,
@@ -46,12 +48,12 @@ class BindingWatch:
                     "migration_state",
                     "migration_destination",
                 ],
-                "Port_Claim": ["logical_port", "chassis", "activated", "activation"],
+                "Port_Claim": ["logical_port", "chassis", "activated", "activation", "installed"],
             },
             name="watch",
         )
-        self.client.add_listener(self._on_change)
         self.client.wait_connected(10)
+        self.client.add_listener(self._on_change).result(10)  # caught up with the current state
 
     def _on_change(self, change: Change) -> None:
         now = time.time()
@@ -68,6 +70,10 @@ class BindingWatch:
                     self._last[port] = value
                     self.history.append(Seen(now, port, *value))
             for claim in snap.rows("Port_Claim"):
+                key = (claim["logical_port"], claim["chassis"])
+                states = self.installed.setdefault(key, [])
+                if not states or states[-1][1] != claim["installed"]:
+                    states.append((now, claim["installed"]))
                 if claim["activated"] is not None and claim["logical_port"] not in self.activations:
                     self.activations[claim["logical_port"]] = (
                         claim["chassis"],
@@ -101,6 +107,14 @@ class BindingWatch:
         for s in self.seen(port):
             if s.owner == owner and s.at >= since:
                 return s.at
+        return None
+
+    def installed_at(self, port: str, chassis: str, state: str) -> float | None:
+        """When the chassis first reported state for port (after its barrier)."""
+        with self._lock:
+            for at, value in self.installed.get((port, chassis), []):
+                if value == state:
+                    return at
         return None
 
     def wait(self, predicate: Callable[[Snapshot], object], timeout: float, what: str) -> object:

@@ -95,11 +95,30 @@ def arbitrate(
     if dest is not None and _announced(dest, claims) and dest in vifs and eligible(dest):
         owner = dest  # M3: the VM announced itself on the destination
     elif (
+        dest is not None
+        and owner is not None
+        and owner != dest
+        and authorized(owner)
+        and owner in registered
+    ):
+        # A migration is pending: the source keeps the port even if its VIF is already
+        # gone (the VM is in flight; no announcement was seen). Only the announcement or
+        # the completion hands it over -- never an empty binding in between.
+        pass
+    elif (
         owner is None
         or not eligible(owner)
         or (owner not in alive and _pick(requested, dest, vifs, alive, eligible, alive_only=True))
     ):
-        owner = _pick(requested, dest, vifs, alive, eligible, alive_only=False)
+        new = _pick(requested, dest, vifs, alive, eligible, alive_only=False)
+        held_back = any(
+            c != owner and eligible(c) and vifs[c].migration_status == OUTGOING for c in vifs
+        )
+        if new is None and held_back and owner is not None and authorized(owner):
+            # The VM is coming back to a chassis whose hypervisor still says "outgoing" (M6:
+            # it may not reclaim yet). Keep the binding until it may, rather than empty it.
+            new = owner
+        owner = new
 
     state = None
     if dest is not None:

@@ -256,9 +256,29 @@ class OvsdbClient:
     def snapshot(self) -> Snapshot:
         return self._snapshot
 
-    def add_listener(self, listener: Listener) -> None:
-        """listener(change) runs on the owner thread after each new snapshot; keep it short."""
-        self._listeners.append(listener)
+    def add_listener(self, listener: Listener) -> Future[None]:
+        """listener(change) runs on the owner thread after each new snapshot; keep it short.
+
+        It is first called (on the owner thread, in order with everything else) with the
+        current snapshot as a reload, so a listener added after the first fetch misses
+        nothing. The returned future resolves once that has happened.
+        """
+
+        attached: Future[None] = Future()
+
+        def attach() -> None:
+            self._listeners.append(listener)
+            snap = self._snapshot
+            if snap.seqno > 0:
+                everything = {t: frozenset(rows) for t, rows in self._tables.items()}
+                try:
+                    listener(Change(snapshot=snap, changed=everything, reloaded=True))
+                except Exception:
+                    log.exception("%s: listener failed", self.name)
+            attached.set_result(None)
+
+        self._submit(attach)
+        return attached
 
     def wait_until(
         self,
