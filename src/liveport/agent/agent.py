@@ -126,6 +126,7 @@ class Agent:
         self._view: ChassisView | None = None
         self._heartbeat = 0
         self._packet_task: asyncio.Task[None] | None = None
+        self._wake_switch: asyncio.Future[None] | None = None
         self.passes = 0
 
     # ----- life cycle ----------------------------------------------------------------------
@@ -433,6 +434,11 @@ class Agent:
         now = self._record_activation(
             port.name, str(activation.strategy), f"on ofport {packet.in_port}"
         )
+        if self.of is not None:
+            # The learned flows are in the table, but datapath flows cached before them (the
+            # drop towards the VIF) stay until ovs-vswitchd's main loop asks its revalidators
+            # to look again -- which waits for its next wake-up. Any OpenFlow message wakes it.
+            self._wake_switch = asyncio.ensure_future(self.of.barrier())
         # Record it at once (the SB binding follows from it); flows follow in the next pass.
         claim = next(
             (

@@ -165,8 +165,13 @@ def migrate(
     return record
 
 
-def finish(directory: Path, vm_name: str, *, hypervisor_status: bool = False,
-           on_event: Callable[[str], None] | None = None) -> None:
+def finish(
+    directory: Path,
+    vm_name: str,
+    *,
+    hypervisor_status: bool = False,
+    on_event: Callable[[str], None] | None = None,
+) -> None:
     """The migration succeeded: the source VIF goes away (and the statuses are cleared)."""
     state = load(directory)
     vm = state.get_vm(vm_name)
