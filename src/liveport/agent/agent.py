@@ -320,11 +320,14 @@ class Agent:
     async def _install(self, sb: Snapshot, local: LocalState) -> None:
         assert self.sb is not None and self.of is not None
         view = southbound.build_view(sb, local, frozenset())
-        # An announcement counts only while this chassis is still the port's destination.
+        # An announcement counts only while this chassis is still the port's destination and
+        # still has the VIF the VM announced itself on.
         self._activated = {
             n
             for n in self._activated
-            if (p := view.ports.get(n)) is not None and p.destination == view.chassis
+            if (p := view.ports.get(n)) is not None
+            and p.destination == view.chassis
+            and n in view.vifs
         }
         waiting = {
             (p.dp_key, p.key): p for p in view.ports.values() if view.role(p) is LocalRole.PENDING
@@ -343,6 +346,11 @@ class Agent:
         roles = {name: view.role(port) for name, port in view.ports.items()}
         pending = {
             (p.dp_key, p.key) for p in view.ports.values() if roles[p.name] is LocalRole.PENDING
+        }
+        # An activated port may hold learned flows whatever we knew before (they may have
+        # appeared while this agent was reconnecting); they go with the normal flows.
+        self._learned |= {
+            (p.dp_key, p.key) for p in view.ports.values() if roles[p.name] is LocalRole.ACTIVATED
         }
         stale = self._learned - pending
         change = diff(self._installed, desired)
@@ -448,7 +456,7 @@ class Agent:
             ),
             None,
         )
-        if claim is not None and claim["activated"] is None:
+        if claim is not None and claim["role"] == "destination" and claim["activated"] is None:
             self.sb.transact_async(
                 [
                     Update(

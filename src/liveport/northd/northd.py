@@ -30,7 +30,13 @@ import uuid
 from dataclasses import dataclass, field
 from typing import Any
 
-from liveport.model.binding import Arbitration, ClaimReport, VifReport, arbitrate
+from liveport.model.binding import (
+    DESTINATION,
+    Arbitration,
+    ClaimReport,
+    VifReport,
+    arbitrate,
+)
 from liveport.model.clock import Clock, SystemClock
 from liveport.model.frozen import FrozenMap
 from liveport.model.logical import parse_network, parse_options
@@ -531,15 +537,16 @@ class _Batch:
             c["chassis"]: ClaimReport(c["chassis"], c["role"], c["installed"], c["activated"])
             for c in claims
         }
+        vifs = {
+            r["chassis"]: VifReport(r["chassis"], r["migration_status"])
+            for r in sb.lookup("Chassis_VIF", "iface_id", name)
+        }
         result = arbitrate(
             requested=options.requested,
             destination=options.destination,
             current_owner=pb["chassis"] if pb is not None else None,
             current_source=pb["migration_source"] if pb is not None else None,
-            vifs={
-                r["chassis"]: VifReport(r["chassis"], r["migration_status"])
-                for r in sb.lookup("Chassis_VIF", "iface_id", name)
-            },
+            vifs=vifs,
             claims=reports,
             alive=self.alive,
             registered=self.registered,
@@ -573,7 +580,7 @@ class _Batch:
             },
             result,
         )
-        self._sync_claims(name, claims, result)
+        self._sync_claims(name, claims, result, frozenset(vifs))
         if lsp["up"] != up:
             self.nb_ops.append(Update("Logical_Switch_Port", lsp.uuid, {"up": up}))
             self.nb_ports.add(name)
@@ -606,13 +613,26 @@ class _Batch:
                 f"port {name}: owner {old_owner or '-'} -> {result.owner or '-'} ({why})"
             )
 
-    def _sync_claims(self, name: str, claims: list[Row], result: Arbitration) -> None:
-        """Exactly the chassis arbitrate() named hold a claim row, each with its role."""
+    def _sync_claims(
+        self, name: str, claims: list[Row], result: Arbitration, vifs: frozenset[str]
+    ) -> None:
+        """Exactly the chassis arbitrate() named hold a claim row, each with its role; an
+        announcement is kept only on a destination claim whose chassis still has the VIF
+        (a late packet-in must not leave one on a main claim, and a VM that left the
+        destination must announce itself again before a new VIF there may take over)."""
         have = {c["chassis"] for c in claims}
         for claim in claims:
             role = result.claims.get(claim["chassis"])
             if role is None:
                 self.sb_ops.append(Delete("Port_Claim", claim.uuid))
+            elif (
+                role == claim["role"]
+                and claim["activated"] is not None
+                and (role != DESTINATION or claim["chassis"] not in vifs)
+            ):
+                self.sb_ops.append(
+                    Update("Port_Claim", claim.uuid, {"activated": None, "activation": {}})
+                )
             elif role != claim["role"]:
                 # A new role starts clean: an old announcement must not count twice.
                 self.sb_ops.append(
