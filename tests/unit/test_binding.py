@@ -12,7 +12,11 @@ from liveport.model.binding import (
     PortState,
     VifReport,
     arbitrate,
+    claim_changes,
     decide_binding,
+    kept_activations,
+    learned_bookkeeping,
+    records_activation,
 )
 
 ALL = frozenset({"hv1", "hv2", "hv3"})
@@ -410,3 +414,48 @@ def test_decide_binding(
         )
         is role
     )
+
+
+def test_claim_changes() -> None:
+    existing = {
+        "hv1": ClaimReport("hv1", "main", "owner"),
+        "hv2": ClaimReport("hv2", "destination", "pending", activated=5),
+        "hv3": ClaimReport("hv3", "destination"),
+    }
+    # Completion: hv2 becomes main (its activation goes), hv1 and hv3 lose their claims.
+    changes = claim_changes(existing, {"hv2": "main"}, frozenset({"hv1", "hv2"}))
+    assert changes.delete == {"hv1", "hv3"} and changes.new_role == {"hv2": "main"}
+    assert not changes.insert and not changes.clear_activation
+    # A late packet-in left an activation on a main claim: cleared.
+    late = {"hv2": ClaimReport("hv2", "main", "owner", activated=7)}
+    assert claim_changes(late, {"hv2": "main"}, frozenset({"hv2"})).clear_activation == {"hv2"}
+    # The destination's VIF went away: its activation no longer counts.
+    gone = claim_changes(existing, {"hv1": "main", "hv2": "destination"}, frozenset({"hv1"}))
+    assert gone.clear_activation == {"hv2"} and gone.delete == {"hv3"}
+    # A new migration: a claim appears for the destination.
+    fresh = claim_changes(
+        {"hv1": existing["hv1"]}, {"hv1": "main", "hv3": "destination"}, frozenset({"hv1"})
+    )
+    assert fresh.insert == {"hv3": "destination"} and bool(fresh)
+    assert not claim_changes({"hv1": existing["hv1"]}, {"hv1": "main"}, frozenset({"hv1"}))
+
+
+def test_agent_bookkeeping() -> None:
+    assert kept_activations(
+        frozenset({"a", "b", "c"}),
+        "hv2",
+        {"a": "hv2", "b": "hv3", "c": "hv2"},
+        frozenset({"a", "b"}),
+    ) == {"a"}
+    assert records_activation(ClaimReport("hv2", "destination"))
+    assert not records_activation(ClaimReport("hv2", "main"))
+    assert not records_activation(ClaimReport("hv2", "destination", activated=1))
+    assert not records_activation(None)
+    p, q, r = (1, 1), (1, 2), (1, 3)
+    # q was pending (may have learned); p activated while we were away; r is pending now.
+    stale, after = learned_bookkeeping(
+        frozenset({q}), {p: LocalRole.ACTIVATED, q: LocalRole.OWNER, r: LocalRole.PENDING}
+    )
+    assert stale == {p, q} and after == {r}
+    stale, after = learned_bookkeeping(frozenset({r}), {r: LocalRole.PENDING})
+    assert stale == frozenset() and after == {r}

@@ -32,7 +32,13 @@ from dataclasses import dataclass
 
 from liveport.agent import localswitch, southbound
 from liveport.agent.localswitch import Identity, LocalState
-from liveport.model.binding import LocalRole
+from liveport.model.binding import (
+    ClaimReport,
+    LocalRole,
+    kept_activations,
+    learned_bookkeeping,
+    records_activation,
+)
 from liveport.model.clock import Clock, SystemClock
 from liveport.model.errors import LiveportError
 from liveport.model.flows import FlowDiff, FlowSet, diff
@@ -320,15 +326,14 @@ class Agent:
     async def _install(self, sb: Snapshot, local: LocalState) -> None:
         assert self.sb is not None and self.of is not None
         view = southbound.build_view(sb, local, frozenset())
-        # An announcement counts only while this chassis is still the port's destination and
-        # still has the VIF the VM announced itself on.
-        self._activated = {
-            n
-            for n in self._activated
-            if (p := view.ports.get(n)) is not None
-            and p.destination == view.chassis
-            and n in view.vifs
-        }
+        self._activated = set(
+            kept_activations(
+                frozenset(self._activated),
+                view.chassis,
+                {n: p.destination for n, p in view.ports.items()},
+                frozenset(view.vifs),
+            )
+        )
         waiting = {
             (p.dp_key, p.key): p for p in view.ports.values() if view.role(p) is LocalRole.PENDING
         }
@@ -344,15 +349,10 @@ class Agent:
         self._view = view
         desired = self.compiler.compile(view)
         roles = {name: view.role(port) for name, port in view.ports.items()}
-        pending = {
-            (p.dp_key, p.key) for p in view.ports.values() if roles[p.name] is LocalRole.PENDING
-        }
-        # An activated port may hold learned flows whatever we knew before (they may have
-        # appeared while this agent was reconnecting); they go with the normal flows.
-        self._learned |= {
-            (p.dp_key, p.key) for p in view.ports.values() if roles[p.name] is LocalRole.ACTIVATED
-        }
-        stale = self._learned - pending
+        stale, learned_after = learned_bookkeeping(
+            frozenset(self._learned),
+            {(p.dp_key, p.key): roles[p.name] for p in view.ports.values()},
+        )
         change = diff(self._installed, desired)
         if change or stale:
             started = time.monotonic()
@@ -364,7 +364,6 @@ class Agent:
             )
             await self.of.barrier()
             self._installed = desired
-            self._learned -= stale
             log.info(
                 "agent: installed %d flow changes (%d deletes, %d adds, %d modifies, %d "
                 "learned sets removed) in %.1f ms",
@@ -375,7 +374,7 @@ class Agent:
                 len(stale),
                 (time.monotonic() - started) * 1000,
             )
-        self._learned |= pending  # where learned flows may appear (and must go later)
+        self._learned = set(learned_after)
         self._log_roles(roles)
         nb_cfg = next((r["nb_cfg"] for r in sb.rows("SB_Global")), None)
         await self._transact(
@@ -456,7 +455,9 @@ class Agent:
             ),
             None,
         )
-        if claim is not None and claim["role"] == "destination" and claim["activated"] is None:
+        if claim is not None and records_activation(
+            ClaimReport(claim["chassis"], claim["role"], claim["installed"], claim["activated"])
+        ):
             self.sb.transact_async(
                 [
                     Update(

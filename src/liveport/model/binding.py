@@ -273,3 +273,73 @@ def installed_state(role: LocalRole) -> str | None:
         LocalRole.PENDING: "pending",
         LocalRole.STANDBY: "standby",
     }.get(role)
+
+
+# ----- the bookkeeping around a decision, also pure (the daemons and the tests share it) -------
+
+
+@dataclass(frozen=True)
+class ClaimChanges:
+    """What northd does to a port's Port_Claim rows after arbitrate()."""
+
+    insert: Mapping[str, str] = field(default_factory=dict)  # chassis -> role
+    delete: frozenset[str] = frozenset()
+    new_role: Mapping[str, str] = field(default_factory=dict)  # role change: state starts clean
+    clear_activation: frozenset[str] = frozenset()
+
+    def __bool__(self) -> bool:
+        return bool(self.insert or self.delete or self.new_role or self.clear_activation)
+
+
+def claim_changes(
+    existing: Mapping[str, ClaimReport], wanted: Mapping[str, str], vifs: frozenset[str]
+) -> ClaimChanges:
+    """Exactly the chassis arbitrate() named hold a claim, each with its role. An
+    announcement is kept only on a destination claim whose chassis still has the VIF: a late
+    packet-in must not leave one on a main claim, and a VM that left the destination must
+    announce itself again before a new VIF there may take the port."""
+    delete = frozenset(c for c in existing if c not in wanted)
+    new_role = {c: r for c, r in wanted.items() if c in existing and existing[c].role != r}
+    clear = frozenset(
+        c
+        for c, claim in existing.items()
+        if c in wanted
+        and c not in new_role
+        and claim.activated is not None
+        and (claim.role != DESTINATION or c not in vifs)
+    )
+    insert = {c: r for c, r in wanted.items() if c not in existing}
+    return ClaimChanges(insert, delete, new_role, clear)
+
+
+def kept_activations(
+    activated: frozenset[str],
+    me: str,
+    destinations: Mapping[str, str | None],
+    vifs: frozenset[str],
+) -> frozenset[str]:
+    """The announcements an agent still counts: for ports whose destination is this chassis
+    and whose VIF (the one the VM announced itself on) is still here."""
+    return frozenset(p for p in activated if destinations.get(p) == me and p in vifs)
+
+
+def records_activation(claim: ClaimReport | None) -> bool:
+    """Whether an agent may write an announcement into its claim."""
+    return claim is not None and claim.role == DESTINATION and claim.activated is None
+
+
+def learned_bookkeeping(
+    may_have_learned: frozenset[tuple[int, int]],
+    roles: Mapping[tuple[int, int], LocalRole],
+) -> tuple[frozenset[tuple[int, int]], frozenset[tuple[int, int]]]:
+    """(learned flows to delete now, ports that may hold learned flows afterwards).
+
+    Learned flows exist only to carry a pending port through its activation: they are
+    deleted (with the bundle that installs the port's normal flows) as soon as the port is
+    anything but PENDING here. An ACTIVATED port may hold some even if this agent never
+    saw them appear (they may have been learned while it was reconnecting)."""
+    pending = frozenset(k for k, role in roles.items() if role is LocalRole.PENDING)
+    activated = frozenset(k for k, role in roles.items() if role is LocalRole.ACTIVATED)
+    candidates = may_have_learned | activated
+    stale = candidates - pending
+    return stale, (candidates - stale) | pending

@@ -31,11 +31,11 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from liveport.model.binding import (
-    DESTINATION,
     Arbitration,
     ClaimReport,
     VifReport,
     arbitrate,
+    claim_changes,
 )
 from liveport.model.clock import Clock, SystemClock
 from liveport.model.frozen import FrozenMap
@@ -616,37 +616,30 @@ class _Batch:
     def _sync_claims(
         self, name: str, claims: list[Row], result: Arbitration, vifs: frozenset[str]
     ) -> None:
-        """Exactly the chassis arbitrate() named hold a claim row, each with its role; an
-        announcement is kept only on a destination claim whose chassis still has the VIF
-        (a late packet-in must not leave one on a main claim, and a VM that left the
-        destination must announce itself again before a new VIF there may take over)."""
-        have = {c["chassis"] for c in claims}
-        for claim in claims:
-            role = result.claims.get(claim["chassis"])
-            if role is None:
-                self.sb_ops.append(Delete("Port_Claim", claim.uuid))
-            elif (
-                role == claim["role"]
-                and claim["activated"] is not None
-                and (role != DESTINATION or claim["chassis"] not in vifs)
-            ):
-                self.sb_ops.append(
-                    Update("Port_Claim", claim.uuid, {"activated": None, "activation": {}})
+        rows = {c["chassis"]: c for c in claims}
+        reports = {
+            c: ClaimReport(c, r["role"], r["installed"], r["activated"]) for c, r in rows.items()
+        }
+        changes = claim_changes(reports, result.claims, vifs)
+        for chassis in sorted(changes.delete):
+            self.sb_ops.append(Delete("Port_Claim", rows[chassis].uuid))
+        for chassis, role in sorted(changes.new_role.items()):
+            # A new role starts clean: an old announcement must not count twice.
+            self.sb_ops.append(
+                Update(
+                    "Port_Claim",
+                    rows[chassis].uuid,
+                    {"role": role, "activated": None, "activation": {}, "installed": None},
                 )
-            elif role != claim["role"]:
-                # A new role starts clean: an old announcement must not count twice.
-                self.sb_ops.append(
-                    Update(
-                        "Port_Claim",
-                        claim.uuid,
-                        {"role": role, "activated": None, "activation": {}, "installed": None},
-                    )
-                )
-        for chassis, role in result.claims.items():
-            if chassis not in have:
-                self.sb_ops.append(
-                    Insert("Port_Claim", {"logical_port": name, "chassis": chassis, "role": role})
-                )
+            )
+        for chassis in sorted(changes.clear_activation):
+            self.sb_ops.append(
+                Update("Port_Claim", rows[chassis].uuid, {"activated": None, "activation": {}})
+            )
+        for chassis, role in sorted(changes.insert.items()):
+            self.sb_ops.append(
+                Insert("Port_Claim", {"logical_port": name, "chassis": chassis, "role": role})
+            )
 
     def _duplicates(self, ls: Row, dp_key: int) -> dict[str, str]:
         found = self._dup_cache.get(dp_key)
