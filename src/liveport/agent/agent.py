@@ -25,6 +25,7 @@ learned activation flows found there count as announcements seen.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import logging
 import signal
 import time
@@ -39,6 +40,7 @@ from liveport.model.binding import (
     learned_bookkeeping,
     records_activation,
 )
+from liveport.model.catalogue import Catalogue, load_catalogue, supported_modes
 from liveport.model.clock import Clock, SystemClock
 from liveport.model.errors import LiveportError
 from liveport.model.flows import FlowDiff, FlowSet, diff
@@ -131,6 +133,9 @@ class Agent:
         self._roles: dict[str, LocalRole] = {}
         self._view: ChassisView | None = None
         self._heartbeat = 0
+        self.catalogue: Catalogue = load_catalogue()  # a broken catalogue stops us at once
+        self.modes: tuple[str, ...] = ()
+        self._refused: dict[str, str] = {}
         self._packet_task: asyncio.Task[None] | None = None
         self._wake_switch: asyncio.Future[None] | None = None
         self.passes = 0
@@ -156,6 +161,9 @@ class Agent:
         me = self.identity.chassis
         if not me:
             raise AgentError("Open_vSwitch external_ids:system-id is not set (the chassis name)")
+        self.modes = supported_modes(
+            self.catalogue, self.identity.vhost_backend, self.identity.vhost_modes
+        )
         sb_remote = self.config.sb_remote or self.identity.sb_remote
         if not sb_remote:
             raise AgentError("no SB remote: pass --sb-db or set external_ids:liveport-remote")
@@ -294,16 +302,29 @@ class Agent:
             for c in sb.rows("Chassis")
             if c["name"] != me and c["encap_ip"]
         }
+        chosen = localswitch.choose_modes(local, self.catalogue, self.modes)
         await self._transact(
-            self.ovs, localswitch.tunnel_ops(local, wanted, self.identity.encap_type), "tunnels"
+            self.ovs,
+            localswitch.tunnel_ops(local, wanted, self.identity.encap_type)
+            + localswitch.vhost_ops(local, chosen, self.modes),
+            "tunnels and vhost-user modes",
         )
         now = _now_ms(self.clock)
         await self._transact(
             self.sb,
-            southbound.registration_ops(sb, self.identity, now)
-            + southbound.vif_ops(sb, me, local.vifs),
+            southbound.registration_ops(sb, self.identity, now, self.modes)
+            + southbound.vif_ops(sb, me, local.vifs, chosen.modes, chosen.errors),
             "chassis and VIFs",
         )
+        for iface_id, error in sorted(chosen.errors.items()):
+            if self._refused.get(iface_id) != error:
+                log.warning("agent: VIF %s stays unplugged: %s", iface_id, error)
+        self._refused = dict(chosen.errors)
+        if chosen.errors:
+            # A VIF whose mode cannot be honoured here is not bound and gets no flows.
+            local = dataclasses.replace(
+                local, vifs={k: v for k, v in local.vifs.items() if k not in chosen.errors}
+            )
         if local.duplicates:
             log.warning(
                 "agent: iface-id plugged twice on this chassis: %s", ", ".join(local.duplicates)

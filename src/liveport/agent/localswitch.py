@@ -4,19 +4,26 @@ snapshot, plus the operations that converge tunnel ports on what the SB says.
 
 Chassis identity (Open_vSwitch external_ids, as for ovn-controller): system-id (the chassis
 name), hostname, liveport-remote (the SB), liveport-encap-type (geneve), liveport-encap-ip,
-liveport-bridge (default br-int). A VIF is an Interface on the bridge with
-external_ids:iface-id and an ofport; external_ids:migration-status=incoming|outgoing is
-the hypervisor-driven migration form (M6).
+liveport-bridge (default br-int), and the vhost-user modes it offers:
+liveport-vhost-backend (the newest mode its backend implements; it offers every older one)
+or liveport-vhost-modes (an explicit list). A VIF is an Interface on the bridge with
+external_ids:iface-id and an ofport; external_ids:migration-status=incoming|outgoing is the
+hypervisor-driven migration form (M6); external_ids:vhost-compat asks for a vhost-user
+mode (the agent records the mode it chose in liveport-vhost-mode, which then stays), and
+liveport-vhost-socket (with liveport-vhost-client=true for client mode) asks the agent to
+run liveport's vhost-user backend for it.
 """
 
 from __future__ import annotations
 
 import hashlib
 import uuid
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 
 from liveport.model.binding import INCOMING, OUTGOING
+from liveport.model.catalogue import Catalogue
+from liveport.model.errors import InvalidInput
 from liveport.model.pipeline import LocalVif
 from liveport.ovsdb.rows import Delete, Insert, Mutate, Op, Ref, Snapshot
 
@@ -37,6 +44,20 @@ class Identity:
     encap_type: str
     encap_ip: str | None
     bridge: str
+    vhost_backend: str | None = None
+    vhost_modes: str | None = None
+
+
+@dataclass(frozen=True)
+class VhostConfig:
+    """What the hypervisor asked of a VIF's vhost-user side."""
+
+    iface_uuid: uuid.UUID
+    requested: str | None  # external_ids:vhost-compat
+    chosen: str | None  # external_ids:liveport-vhost-mode (written by the agent)
+    socket: str | None = None
+    client: bool = False
+    error: str | None = None  # external_ids:liveport-vhost-error (written by the agent)
 
 
 @dataclass(frozen=True)
@@ -55,6 +76,9 @@ class LocalState:
     vifs: Mapping[str, LocalVif] = field(default_factory=dict)
     tunnels: Mapping[str, TunnelPort] = field(default_factory=dict)
     duplicates: tuple[str, ...] = ()  # iface-ids plugged twice on this chassis
+    vhost: Mapping[str, VhostConfig] = field(default_factory=dict)  # by iface-id
+    root_uuid: uuid.UUID | None = None
+    offered: str | None = None  # external_ids:liveport-vhost-modes-offered
 
     @property
     def tunnel_ofports(self) -> dict[str, int]:
@@ -71,6 +95,8 @@ def read_identity(snap: Snapshot, chassis_override: str | None = None) -> Identi
         encap_type=ids.get("liveport-encap-type", "geneve"),
         encap_ip=ids.get("liveport-encap-ip"),
         bridge=ids.get("liveport-bridge", "br-int"),
+        vhost_backend=ids.get("liveport-vhost-backend") or None,
+        vhost_modes=ids.get("liveport-vhost-modes") or None,
     )
 
 
@@ -81,6 +107,7 @@ def read_local(snap: Snapshot, identity: Identity) -> LocalState:
     vifs: dict[str, LocalVif] = {}
     duplicates: list[str] = []
     tunnels: dict[str, TunnelPort] = {}
+    vhost: dict[str, VhostConfig] = {}
     for port_uuid in bridge["ports"]:
         port = snap.get("Port", port_uuid)
         if port is None:
@@ -113,7 +140,103 @@ def read_local(snap: Snapshot, identity: Identity) -> LocalState:
                 if vif.ofport > vifs[iface_id].ofport:
                     continue  # keep the one plugged first (lower ofport)
             vifs[iface_id] = vif
-    return LocalState(identity, bridge.uuid, vifs, tunnels, tuple(sorted(set(duplicates))))
+            vhost[iface_id] = VhostConfig(
+                iface_uuid=iface_uuid,
+                requested=ids.get("vhost-compat") or None,
+                chosen=ids.get("liveport-vhost-mode") or None,
+                socket=ids.get("liveport-vhost-socket") or None,
+                client=ids.get("liveport-vhost-client", "") == "true",
+                error=ids.get("liveport-vhost-error") or None,
+            )
+    root = next(snap.rows("Open_vSwitch"), None)
+    return LocalState(
+        identity,
+        bridge.uuid,
+        vifs,
+        tunnels,
+        tuple(sorted(set(duplicates))),
+        vhost,
+        root.uuid if root is not None else None,
+        root["external_ids"].get("liveport-vhost-modes-offered") if root is not None else None,
+    )
+
+
+@dataclass(frozen=True)
+class VifModes:
+    """The mode of each local VIF, and the VIFs refused because of theirs."""
+
+    modes: Mapping[str, str]
+    errors: Mapping[str, str]
+
+
+def choose_modes(state: LocalState, catalogue: Catalogue, supported: Sequence[str]) -> VifModes:
+    """V3: the mode a VIF asked for, or the newest this chassis offers; once chosen it is
+    kept (liveport-vhost-mode). A mode that is unknown or not offered here refuses the VIF."""
+    modes: dict[str, str] = {}
+    errors: dict[str, str] = {}
+    for iface_id, config in state.vhost.items():
+        wanted = config.chosen or config.requested
+        try:
+            modes[iface_id] = catalogue.select(wanted, supported).name
+        except InvalidInput as exc:
+            errors[iface_id] = str(exc)
+    return VifModes(modes, errors)
+
+
+def vhost_ops(state: LocalState, chosen: VifModes, offered: Sequence[str]) -> list[Op]:
+    """Records in the local database the modes this chassis offers and each VIF's mode or
+    why it was refused (ovn-controller writes its own state back into Interface rows too)."""
+    ops: list[Op] = []
+    listing = ",".join(offered)
+    if state.root_uuid is not None and state.offered != listing:
+        ops.append(
+            Mutate(
+                "Open_vSwitch",
+                state.root_uuid,
+                "external_ids",
+                "setkey",
+                "liveport-vhost-modes-offered",
+                listing,
+            )
+        )
+    for iface_id, config in state.vhost.items():
+        mode = chosen.modes.get(iface_id)
+        error = chosen.errors.get(iface_id)
+        if mode is not None and config.chosen != mode:
+            ops.append(
+                Mutate(
+                    "Interface",
+                    config.iface_uuid,
+                    "external_ids",
+                    "setkey",
+                    "liveport-vhost-mode",
+                    mode,
+                )
+            )
+        if error != config.error:
+            if error is None:
+                ops.append(
+                    Mutate(
+                        "Interface",
+                        config.iface_uuid,
+                        "external_ids",
+                        "delkey",
+                        "liveport-vhost-error",
+                        None,
+                    )
+                )
+            else:
+                ops.append(
+                    Mutate(
+                        "Interface",
+                        config.iface_uuid,
+                        "external_ids",
+                        "setkey",
+                        "liveport-vhost-error",
+                        error,
+                    )
+                )
+    return ops
 
 
 def tunnel_name(chassis: str) -> str:

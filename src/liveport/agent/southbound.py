@@ -12,11 +12,12 @@ ports tell which datapaths).
 from __future__ import annotations
 
 import uuid
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
 from liveport.agent.localswitch import Identity, LocalState
 from liveport.model.binding import ClaimReport, LocalRole, installed_state
+from liveport.model.frozen import FrozenMap
 from liveport.model.logical import DEFAULT_STRATEGY, Strategy
 from liveport.model.pipeline import ChassisView, PortView
 from liveport.ovsdb.client import Condition
@@ -59,15 +60,20 @@ def port_binding_condition(sb: Snapshot, vif_ids: Iterable[str]) -> Condition:
     return cond
 
 
-def registration_ops(sb: Snapshot, identity: Identity, now_ms: int) -> list[Op]:
+def registration_ops(
+    sb: Snapshot, identity: Identity, now_ms: int, modes: Sequence[str] = ()
+) -> list[Op]:
+    """This chassis' Chassis row (with the vhost-user modes it offers, V2: name -> rank,
+    0 the newest) and its Chassis_Private row."""
     me = identity.chassis
     assert me is not None
     ops: list[Op] = []
     chassis = sb.one("Chassis", name=me)
-    wanted = {
+    wanted: dict[str, Any] = {
         "hostname": identity.hostname or me,
         "encap_type": identity.encap_type,
         "encap_ip": identity.encap_ip or "",
+        "vhost_modes": FrozenMap({name: rank for rank, name in enumerate(modes)}),
     }
     if chassis is None:
         ops.append(Insert("Chassis", {"name": me, **wanted}))
@@ -85,8 +91,16 @@ def registration_ops(sb: Snapshot, identity: Identity, now_ms: int) -> list[Op]:
     return ops
 
 
-def vif_ops(sb: Snapshot, me: str, vifs: Mapping[str, Any]) -> list[Op]:
-    """Chassis_VIF rows for exactly the local VIFs, with their migration status."""
+def vif_ops(
+    sb: Snapshot,
+    me: str,
+    vifs: Mapping[str, Any],
+    modes: Mapping[str, str] | None = None,
+    errors: Mapping[str, str] | None = None,
+) -> list[Op]:
+    """Chassis_VIF rows for exactly the local VIFs, with their migration status, vhost-user
+    mode, and -- for a VIF refused here -- status:error (northd then ignores the VIF)."""
+    modes, errors = modes or {}, errors or {}
     ops: list[Op] = []
     have = {}
     for row in sb.rows("Chassis_VIF"):
@@ -96,18 +110,24 @@ def vif_ops(sb: Snapshot, me: str, vifs: Mapping[str, Any]) -> list[Op]:
             ops.append(Delete("Chassis_VIF", row.uuid))
             continue
         have[row["iface_id"]] = row
-        status = vifs[row["iface_id"]].migration_status
-        if row["migration_status"] != status:
-            ops.append(Update("Chassis_VIF", row.uuid, {"migration_status": status}))
+        wanted = _vif_values(vifs[row["iface_id"]], modes, errors)
+        changed = {k: v for k, v in wanted.items() if row[k] != v}
+        if changed:
+            ops.append(Update("Chassis_VIF", row.uuid, changed))
     for iface_id, vif in sorted(vifs.items()):
         if iface_id not in have:
-            ops.append(
-                Insert(
-                    "Chassis_VIF",
-                    {"chassis": me, "iface_id": iface_id, "migration_status": vif.migration_status},
-                )
-            )
+            values = {"chassis": me, "iface_id": iface_id, **_vif_values(vif, modes, errors)}
+            ops.append(Insert("Chassis_VIF", values))
     return ops
+
+
+def _vif_values(vif: Any, modes: Mapping[str, str], errors: Mapping[str, str]) -> dict[str, Any]:
+    error = errors.get(vif.iface_id)
+    return {
+        "migration_status": vif.migration_status,
+        "vhost_mode": modes.get(vif.iface_id),
+        "status": FrozenMap({"error": error} if error else {}),
+    }
 
 
 def _strategy(values: Iterable[str]) -> frozenset[Strategy]:

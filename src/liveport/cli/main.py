@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any, NoReturn
 
 from liveport.cli import daemons
-from liveport.cms import migrate, status
+from liveport.cms import migrate, status, vhost
 from liveport.lab import demo, hypervisor, lab, vms
 from liveport.lab.traffic import Traffic
 from liveport.model.errors import InvalidInput, LiveportError
@@ -45,10 +45,19 @@ def _progress(text: str) -> None:
 
 def cmd_lab_up(args: argparse.Namespace) -> int:
     directory = lab.resolve(args.dir)
+    backends: dict[str, str] = {}
+    for item in args.vhost_backend or []:
+        chassis, sep, mode = item.partition("=")
+        if not sep or not chassis or not mode:
+            raise InvalidInput(f"--vhost-backend takes CHASSIS=MODE, not {item!r}")
+        backends[chassis] = mode
     lab.up(
         directory,
         args.chassis,
         agents=args.agents,
+        heartbeat=args.heartbeat,
+        dead_after=args.dead_after,
+        vhost_backends=backends,
         progress=_progress if not args.quiet else lambda _: None,
     )
     doc = lab.status(directory)
@@ -119,6 +128,7 @@ def cmd_vm_add(args: argparse.Namespace) -> int:
         mac=args.mac,
         ips=args.ip or [],
         bridge=args.bridge,
+        vhost_mode=args.vhost_mode,
     )
     print(f"vm {vm.name}: port {vm.port} {vm.mac} {' '.join(vm.ips)} plugged on {args.chassis}")
     return 0
@@ -323,6 +333,48 @@ def cmd_migrations(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_vhost_modes(args: argparse.Namespace) -> int:
+    nb_remote, sb_remote = _remotes(args)
+    only = [c.strip() for c in args.chassis.split(",") if c.strip()] if args.chassis else None
+    with migrate.Cms(nb_remote, sb_remote, connect_timeout=args.timeout) as cms:
+        per_chassis = vhost.chassis_modes(cms.sb.snapshot(), only)
+        doc = vhost.modes_document(cms.catalogue, per_chassis)
+    if args.json:
+        _print_json(doc)
+        return 0
+    for name, modes in per_chassis.items():
+        print(f"{name:<10} {', '.join(modes) or '(none)'}")
+    print(
+        f"newest mode common to {', '.join(per_chassis) or 'no chassis'}: "
+        f"{doc['newest_common'] or 'none'}"
+    )
+    return 0
+
+
+def cmd_vhost_check(args: argparse.Namespace) -> int:
+    nb_remote, sb_remote = _remotes(args)
+    with migrate.Cms(nb_remote, sb_remote, connect_timeout=args.timeout) as cms:
+        verdict = vhost.check(cms.sb.snapshot(), cms.catalogue, args.port, args.to)
+        current = vhost.port_mode(cms.sb.snapshot(), args.port)
+    if args.json:
+        _print_json(
+            {
+                "ok": verdict.ok,
+                "text": verdict.text,
+                "mode": current.mode,
+                "owner": current.owner,
+                "problems": [{"kind": p.kind, "text": p.text} for p in verdict.problems],
+            }
+        )
+    else:
+        print(
+            verdict.text
+            if not verdict.ok
+            else f"{args.port} ({current.mode or 'no mode'}) can move to {args.to}"
+        )
+    return 0 if verdict.ok else 1
+
+
 def _add_remotes(p: argparse.ArgumentParser) -> None:
     p.add_argument("--nb-db", help="NB remote (default: the lab's, or $LIVEPORT_NB_DB/$OVN_NB_DB)")
     p.add_argument("--sb-db", help="SB remote (default: the lab's, or $LIVEPORT_SB_DB)")
@@ -373,6 +425,20 @@ def build_parser() -> argparse.ArgumentParser:
         action="store_false",
         help="do not start northd and the agents (bare switches)",
     )
+    p.add_argument("--heartbeat", type=float, default=2.0, help="agent heartbeat interval (s)")
+    p.add_argument(
+        "--dead-after",
+        type=float,
+        default=10.0,
+        help="seconds without a heartbeat before northd declares a chassis dead",
+    )
+    p.add_argument(
+        "--vhost-backend",
+        action="append",
+        metavar="CHASSIS=MODE",
+        help="the chassis' vhost-user backend implements MODE and every older mode "
+        "(default: the whole catalogue); repeatable",
+    )
     p.add_argument("--json", action="store_true", help="print the lab status as JSON")
     p.add_argument("--quiet", action="store_true", help="no progress lines")
     p.set_defaults(func=cmd_lab_up)
@@ -401,6 +467,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--mac", required=True)
     p.add_argument("--ip", action="append", help="an IP address of the VM (repeatable)")
     p.add_argument("--bridge", default="br-int", help="bridge to plug into (default br-int)")
+    p.add_argument(
+        "--vhost-mode", help="vhost-user compatibility mode (default: the chassis' newest)"
+    )
     p.set_defaults(func=cmd_vm_add)
     p = vm_sub.add_parser("del", help="unplug and forget a VM")
     _add_dir(p)
@@ -518,6 +587,20 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--json", action="store_true")
     _add_remotes(p)
     p.set_defaults(func=cmd_migrations)
+
+    vh = sub.add_parser("vhost", help="vhost-user compatibility modes")
+    vh_sub = vh.add_subparsers(dest="vhost_command", required=True, parser_class=_Parser)
+    p = vh_sub.add_parser("modes", help="modes per chassis and the newest common one")
+    p.add_argument("--chassis", help="only these chassis (comma-separated)")
+    p.add_argument("--json", action="store_true")
+    _add_remotes(p)
+    p.set_defaults(func=cmd_vhost_modes)
+    p = vh_sub.add_parser("check", help="can a port's vhost-user mode run on a chassis?")
+    p.add_argument("port")
+    p.add_argument("--to", required=True, metavar="CHASSIS")
+    p.add_argument("--json", action="store_true")
+    _add_remotes(p)
+    p.set_defaults(func=cmd_vhost_check)
 
     p = sub.add_parser("northd", help="run liveport-northd (NB -> SB)")
     daemons.add_northd_options(p)

@@ -21,6 +21,8 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
+from liveport.cms import vhost
+from liveport.model.catalogue import load_catalogue
 from liveport.model.errors import Conflict, LiveportError, NotFound, Timeout
 from liveport.model.logical import parse_options
 from liveport.ovsdb import schema
@@ -31,9 +33,9 @@ NB_TABLES: dict[str, list[str] | None] = {
     "Logical_Switch_Port": ["name", "options", "up"],
 }
 SB_TABLES: dict[str, list[str] | None] = {
-    "Chassis": ["name"],
+    "Chassis": ["name", "vhost_modes"],
     "Chassis_Private": ["name", "alive"],
-    "Chassis_VIF": ["chassis", "iface_id", "migration_status"],
+    "Chassis_VIF": ["chassis", "iface_id", "migration_status", "vhost_mode", "status"],
     "Port_Binding": [
         "logical_port",
         "chassis",
@@ -45,7 +47,15 @@ SB_TABLES: dict[str, list[str] | None] = {
         "up",
         "status",
     ],
-    "Port_Claim": ["logical_port", "chassis", "role", "installed", "activated", "activation"],
+    "Port_Claim": [
+        "logical_port",
+        "chassis",
+        "role",
+        "installed",
+        "activated",
+        "activation",
+        "vhost",
+    ],
 }
 Form = Literal["auto", "seed", "ovn"]
 WaitFor = Literal["configured", "ready", "none"]
@@ -127,6 +137,7 @@ class Cms:
         )
         self.nb.wait_connected(connect_timeout)
         self.sb.wait_connected(connect_timeout)
+        self.catalogue = load_catalogue()
 
     def close(self) -> None:
         self.nb.close()
@@ -209,6 +220,9 @@ class Cms:
         in_progress = pb["migration_destination"] or options.destination
         if in_progress:
             raise Conflict(f"a migration of {port} to {in_progress} is already in progress")
+        verdict = vhost.check(sb, self.catalogue, port, destination)
+        if not verdict.ok:
+            raise MigrationError(verdict.text)  # V5: refused before anything changes
         return lsp, pb
 
     def start(

@@ -140,9 +140,14 @@ def migrate(
     try:
         if hypervisor_status:
             vms.set_vif_external_id(directory, vm_name, source, "migration-status", "outgoing")
+        # The destination VIF runs in the port's mode: as libvirt would, copy what the
+        # source runs in (V3: the mode is chosen once, when the port is added).
+        mode = vms.vif_external_id(directory, vm_name, source, "liveport-vhost-mode")
+        extra = {"migration-status": "incoming"} if hypervisor_status else {}
+        if mode:
+            extra["vhost-compat"] = mode
         with editing(directory) as current:
             cvm = current.get_vm(vm_name)
-            extra = {"migration-status": "incoming"} if hypervisor_status else None
             cvm.vifs.append(vms.plug_vif(current, cvm, destination, external_ids=extra))
         event("destination VIF plugged")
         if wait_ready:

@@ -12,7 +12,7 @@ from __future__ import annotations
 import os
 import shutil
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
@@ -31,6 +31,7 @@ from liveport.lab.state import (
     locked,
     save,
 )
+from liveport.model.catalogue import load_catalogue
 from liveport.model.errors import Conflict, InvalidInput
 from liveport.ovsdb import schema
 from liveport.ovsdb.client import OvsdbClient
@@ -135,11 +136,19 @@ def up(
     agents: bool = True,
     heartbeat: float = 2.0,
     dead_after: float = 10.0,
+    vhost_backends: Mapping[str, str] | None = None,
     progress: Progress = _quiet,
 ) -> LabState:
     """Starts a lab; on any failure or interruption, stops what it started and cleans up."""
     if not 1 <= chassis <= MAX_CHASSIS:
         raise InvalidInput(f"--chassis must be between 1 and {MAX_CHASSIS}, not {chassis}")
+    backends = dict(vhost_backends or {})
+    unknown = sorted(set(backends) - set(chassis_names(chassis)))
+    if unknown:
+        raise InvalidInput(f"--vhost-backend names unknown chassis {', '.join(unknown)}")
+    catalogue = load_catalogue()
+    for name in backends.values():
+        catalogue.get(name)  # an unknown mode is refused before anything starts
     layout = Layout(directory)
     # Resolve schemas before touching anything: a missing one is a clear error, not a mess.
     layout.nb.schema  # noqa: B018
@@ -155,6 +164,7 @@ def up(
             status="starting",
             created=time.time(),
             options={
+                "vhost_backends": backends,
                 "chassis": chassis,
                 "agents": agents,
                 "heartbeat": heartbeat,
@@ -184,7 +194,7 @@ def up(
         ]
         save(state)
     try:
-        _start_all(layout, state, hosts, progress)
+        _start_all(layout, state, hosts, progress, backends)
         if agents:
             control.start(
                 directory,
@@ -208,7 +218,11 @@ def up(
 
 
 def _start_all(
-    layout: Layout, state: LabState, hosts: list[sim.SimHost], progress: Progress
+    layout: Layout,
+    state: LabState,
+    hosts: list[sim.SimHost],
+    progress: Progress,
+    backends: Mapping[str, str],
 ) -> None:
     t0 = time.monotonic()
 
@@ -227,7 +241,14 @@ def _start_all(
         _wait_all(host_starts)
         step(f"{len(hosts)} chassis switches up")
         _wait_all(
-            pool.submit(sim.attach_chassis, layout.underlay, host, entry.index, layout.sb.remote)
+            pool.submit(
+                sim.attach_chassis,
+                layout.underlay,
+                host,
+                entry.index,
+                layout.sb.remote,
+                backends.get(host.name),
+            )
             for host, entry in zip(hosts, state.chassis, strict=True)
         )
         step("chassis attached to the underlay")

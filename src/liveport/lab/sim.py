@@ -121,7 +121,9 @@ def underlay_socket(underlay: SimHost, chassis: str) -> Path:
     return underlay.directory / f"{chassis}.sock"
 
 
-def attach_chassis(underlay: SimHost, host: SimHost, index: int, sb_remote: str) -> None:
+def attach_chassis(
+    underlay: SimHost, host: SimHost, index: int, sb_remote: str, vhost_backend: str | None = None
+) -> None:
     """Creates br-int and br-phys on host, links br-phys to the underlay switch and gives it
     the chassis' tunnel endpoint address, then records the chassis identity in Open_vSwitch
     external_ids (what liveport-agent and ovn-controller read)."""
@@ -179,6 +181,7 @@ def attach_chassis(underlay: SimHost, host: SimHost, index: int, sb_remote: str)
         "external_ids:liveport-encap-type=geneve",
         f"external_ids:liveport-encap-ip={ip}",
         f"external_ids:liveport-bridge={INT_BRIDGE}",
+        *([f"external_ids:liveport-vhost-backend={vhost_backend}"] if vhost_backend else []),
     )
     prefix = f"{ip}/{UNDERLAY_NET.prefixlen}"
     host.appctl("netdev-dummy/ip4addr", PHYS_BRIDGE, prefix)

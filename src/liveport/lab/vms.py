@@ -47,8 +47,11 @@ def add(
     ips: Sequence[str] = (),
     bridge: str = "br-int",
     external_ids: dict[str, str] | None = None,
+    vhost_mode: str | None = None,
 ) -> VmEntry:
-    """Plugs a new VM's VIF into chassis; refuses duplicates and malformed addresses."""
+    """Plugs a new VM's VIF into chassis; refuses duplicates and malformed addresses.
+    vhost_mode asks the chassis for a vhost-user compatibility mode (external_ids
+    vhost-compat); without it the chassis picks its newest."""
     check_name(name)
     if not port:
         raise InvalidInput("--port must name a logical switch port")
@@ -60,7 +63,10 @@ def add(
             raise Conflict(f"VM {name!r} already exists (on {where})")
         state.get_chassis(chassis)
         vm = VmEntry(name=name, port=port, mac=mac_text, ips=ip_texts)
-        vm.vifs.append(plug_vif(state, vm, chassis, bridge=bridge, external_ids=external_ids))
+        ids = dict(external_ids or {})
+        if vhost_mode:
+            ids["vhost-compat"] = vhost_mode
+        vm.vifs.append(plug_vif(state, vm, chassis, bridge=bridge, external_ids=ids))
         state.vms[name] = vm
         return vm
 
@@ -119,6 +125,17 @@ def delete(directory: Path, name: str) -> VmEntry:
             unplug_vif(state, vm, vif.chassis)
         del state.vms[name]
         return vm
+
+
+def vif_external_id(directory: Path, name: str, chassis: str, key: str) -> str | None:
+    """One external_ids key of vm's VIF on chassis (None if unset)."""
+    state = load(directory)
+    vif = state.get_vm(name).vif_on(chassis)
+    if vif is None:
+        raise NotFound(f"VM {name!r} has no VIF on {chassis}")
+    host = Layout(directory).chassis(chassis)
+    value = host.vsctl("--if-exists", "get", "Interface", vif.ifname, f"external_ids:{key}")
+    return value.strip().strip('"') or None
 
 
 def set_vif_external_id(

@@ -271,3 +271,24 @@ def load_catalogue(
             ) from None
         docs.append((str(path), decode(text, str(path))))
     return parse_catalogue(docs)
+
+
+def supported_modes(
+    catalogue: Catalogue, backend: str | None = None, explicit: str | None = None
+) -> tuple[str, ...]:
+    """The modes a chassis offers, newest first.
+
+    `explicit` (comma-separated names) lists them; otherwise `backend` names the newest mode
+    the chassis' vhost-user backend implements, which offers it and every older mode (as a
+    QEMU machine type does); with neither, every mode of the catalogue.
+    """
+    if explicit:
+        wanted = [n.strip() for n in explicit.split(",") if n.strip()]
+        for name in wanted:
+            catalogue.get(name)  # NotFound names the unknown mode
+        return tuple(n for n in catalogue.names() if n in wanted)
+    names = catalogue.names()
+    if backend:
+        catalogue.get(backend)
+        return names[names.index(backend) :]
+    return names

@@ -154,3 +154,26 @@ def _parse_network(addresses: tuple[str, ...], port_security: tuple[str, ...]) -
         # Nothing concrete to enforce: open, unless addresses were given but malformed.
         open_port = not security and (special or not problems)
     return PortNetwork(tuple(parsed), tuple(security), open_port, tuple(problems))
+
+
+GUEST_ANNOUNCE_BIT = 21  # VIRTIO_NET_F_GUEST_ANNOUNCE
+
+
+def activation_strategy(options: PortOptions, vhost: Mapping[str, str]) -> frozenset[Strategy]:
+    """V6: the announcement that will activate the destination. An explicit
+    activation-strategy wins; otherwise it follows what the guest negotiated with the
+    owner's vhost-user backend: with VIRTIO_NET_F_GUEST_ANNOUNCE the guest sends GARP and
+    NA itself, without it QEMU asks the backend to send a RARP; when nothing is known,
+    all three."""
+    if options.strategy:
+        return options.strategy
+    features = vhost.get("features")
+    if features is None:
+        return DEFAULT_STRATEGY
+    try:
+        negotiated = int(features, 16)
+    except ValueError:
+        return DEFAULT_STRATEGY
+    if negotiated >> GUEST_ANNOUNCE_BIT & 1:
+        return frozenset({Strategy.GARP, Strategy.NA})
+    return frozenset({Strategy.RARP})

@@ -27,6 +27,7 @@ import queue
 import threading
 import time
 import uuid
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -39,7 +40,7 @@ from liveport.model.binding import (
 )
 from liveport.model.clock import Clock, SystemClock
 from liveport.model.frozen import FrozenMap
-from liveport.model.logical import parse_network, parse_options
+from liveport.model.logical import activation_strategy, parse_network, parse_options
 from liveport.model.pipeline import PortView, duplicate_macs
 from liveport.northd.liveness import Liveness
 from liveport.ovsdb import schema
@@ -537,10 +538,18 @@ class _Batch:
             c["chassis"]: ClaimReport(c["chassis"], c["role"], c["installed"], c["activated"])
             for c in claims
         }
+        vif_rows = sb.lookup("Chassis_VIF", "iface_id", name)
+        # A VIF its chassis refused (e.g. a vhost-user mode it cannot honour) is not there.
         vifs = {
             r["chassis"]: VifReport(r["chassis"], r["migration_status"])
-            for r in sb.lookup("Chassis_VIF", "iface_id", name)
+            for r in vif_rows
+            if not r["status"].get("error")
         }
+        problems += [
+            f"VIF on {r['chassis']} refused: {r['status']['error']}"
+            for r in sorted(vif_rows, key=lambda r: r["chassis"])
+            if r["status"].get("error")
+        ]
         result = arbitrate(
             requested=options.requested,
             destination=options.destination,
@@ -571,7 +580,9 @@ class _Batch:
                 "requested_chassis": options.requested,
                 "migration_destination": result.destination,
                 "migration_source": result.source,
-                "activation_strategy": frozenset(str(s) for s in options.effective_strategy),
+                "activation_strategy": frozenset(
+                    str(s) for s in activation_strategy(options, owner_vhost(claims, result.owner))
+                ),
                 "chassis": result.owner,
                 "migration_state": result.migration_state,
                 "conflicts": result.conflicts,
@@ -655,6 +666,14 @@ class _Batch:
             found = duplicate_macs(views)
             self._dup_cache[dp_key] = found
         return found
+
+
+def owner_vhost(claims: list[Row], owner: str | None) -> Mapping[str, str]:
+    """What the owner's vhost-user backend recorded of the guest's negotiation (V4)."""
+    for claim in claims:
+        if claim["chassis"] == owner:
+            return dict(claim["vhost"])
+    return {}
 
 
 def _unsupported_port_features(lsp: Row) -> list[str]:
