@@ -32,7 +32,10 @@ import time
 from dataclasses import dataclass
 
 from liveport.agent import localswitch, southbound
+from liveport.agent import vhost as agent_vhost
 from liveport.agent.localswitch import Identity, LocalState
+from liveport.model import packets
+from liveport.model.addr import Mac
 from liveport.model.binding import (
     ClaimReport,
     LocalRole,
@@ -43,7 +46,7 @@ from liveport.model.binding import (
 from liveport.model.catalogue import Catalogue, load_catalogue, supported_modes
 from liveport.model.clock import Clock, SystemClock
 from liveport.model.errors import LiveportError
-from liveport.model.flows import FlowDiff, FlowSet, diff
+from liveport.model.flows import OFPP_TABLE, FlowDiff, FlowSet, Output, diff
 from liveport.model.pipeline import (
     COOKIE_KIND_MASK,
     COOKIE_MAGIC,
@@ -136,6 +139,9 @@ class Agent:
         self.catalogue: Catalogue = load_catalogue()  # a broken catalogue stops us at once
         self.modes: tuple[str, ...] = ()
         self._refused: dict[str, str] = {}
+        self._vhost_reports: dict[str, dict[str, str]] = {}
+        self.backends = agent_vhost.Backends(self._kick_threadsafe, self._rarp_threadsafe)
+        self._loop: asyncio.AbstractEventLoop | None = None
         self._packet_task: asyncio.Task[None] | None = None
         self._wake_switch: asyncio.Future[None] | None = None
         self.passes = 0
@@ -144,6 +150,7 @@ class Agent:
 
     async def run(self, stop: asyncio.Event) -> None:
         loop = asyncio.get_running_loop()
+        self._loop = loop
 
         def kick(_: object) -> None:
             loop.call_soon_threadsafe(self._kick.set)
@@ -196,6 +203,7 @@ class Agent:
             await asyncio.gather(*tasks, return_exceptions=True)
             if self.of is not None:
                 self.of.close()
+            await asyncio.to_thread(self.backends.close)
             for client in (self.sb, self.ovs):
                 if client is not None:
                     await asyncio.to_thread(client.close)
@@ -316,6 +324,22 @@ class Agent:
             + southbound.vif_ops(sb, me, local.vifs, chosen.modes, chosen.errors),
             "chassis and VIFs",
         )
+        self.backends.sync(
+            {
+                iface_id: agent_vhost.Wanted(
+                    config.socket, config.client, self.catalogue.get(chosen.modes[iface_id])
+                )
+                for iface_id, config in local.vhost.items()
+                if config.socket and iface_id in chosen.modes
+            }
+        )
+        self._vhost_reports = {
+            iface_id: agent_vhost.negotiated_map(
+                mode, states[iface_id].negotiated if iface_id in states else None
+            )
+            for iface_id, mode in chosen.modes.items()
+            for states in [self.backends.states()]
+        }
         for iface_id, error in sorted(chosen.errors.items()):
             if self._refused.get(iface_id) != error:
                 log.warning("agent: VIF %s stays unplugged: %s", iface_id, error)
@@ -400,7 +424,9 @@ class Agent:
         nb_cfg = next((r["nb_cfg"] for r in sb.rows("SB_Global")), None)
         await self._transact(
             self.sb,
-            southbound.report_ops(sb, view, nb_cfg, _now_ms(self.clock), self._activations),
+            southbound.report_ops(
+                sb, view, nb_cfg, _now_ms(self.clock), self._activations, self._vhost_reports
+            ),
             "installed state",
         )
         for name in list(self._activations):
@@ -425,6 +451,43 @@ class Agent:
         self._activations[port] = {"kind": kind, "at": str(now)}
         log.info("agent: port %s: %s announcement %s: activated in the datapath", port, kind, how)
         return now
+
+    # ----- vhost-user back-ends ----------------------------------------------------------
+
+    def _kick_threadsafe(self) -> None:
+        if self._loop is not None:
+            self._loop.call_soon_threadsafe(self._kick.set)
+
+    def _rarp_threadsafe(self, iface_id: str, mac: str) -> None:
+        if self._loop is not None:
+            self._loop.call_soon_threadsafe(
+                lambda: asyncio.ensure_future(self._inject_rarp(iface_id, mac))
+            )
+
+    async def _inject_rarp(self, iface_id: str, mac: str) -> None:
+        """V6: QEMU asked the VIF's back-end to announce the guest (VHOST_USER_SEND_RARP, sent
+        when the guest did not negotiate GUEST_ANNOUNCE): the RARP enters the pipeline as if
+        the VM had sent it on its VIF, where the activation flows expect it."""
+        view, of = self._view, self.of
+        vif = view.vifs.get(iface_id) if view is not None else None
+        if vif is None or of is None:
+            log.info("agent: RARP for %s requested before its VIF is known; dropped", iface_id)
+            return
+        try:
+            frame = packets.rarp(Mac.parse(mac))
+        except LiveportError:
+            log.warning("agent: back-end of %s asked for a RARP for bad MAC %r", iface_id, mac)
+            return
+        try:
+            await of.packet_out(vif.ofport, [Output(OFPP_TABLE)], frame)
+            log.info(
+                "agent: RARP for %s (%s) sent from ofport %d on QEMU's request",
+                iface_id,
+                mac,
+                vif.ofport,
+            )
+        except (OpenFlowError, ConnectionLost) as exc:
+            log.warning("agent: RARP for %s not sent: %s", iface_id, exc)
 
     # ----- announcements -------------------------------------------------------------------
 

@@ -178,6 +178,7 @@ def report_ops(
     nb_cfg: int | None,
     now_ms: int,
     activations: Mapping[str, Mapping[str, str]],
+    vhost: Mapping[str, Mapping[str, str]] | None = None,
 ) -> list[Op]:
     """After a barrier: what each of my claims has installed, announcements seen, and the
     nb_cfg whose flows are now in the switch."""
@@ -195,6 +196,9 @@ def report_ops(
         if seen is not None and row["role"] == "destination" and row["activated"] is None:
             values["activated"] = int(seen.get("at", now_ms))
             values["activation"] = dict(seen)
+        negotiated = (vhost or {}).get(row["logical_port"])
+        if negotiated is not None and dict(row["vhost"]) != dict(negotiated):
+            values["vhost"] = dict(negotiated)
         if values:
             ops.append(Update("Port_Claim", row.uuid, values))
     private = sb.one("Chassis_Private", name=view.chassis)

@@ -71,6 +71,7 @@ _PREREQUISITES: Mapping[str, tuple[Mapping[str, int], ...]] = {
 
 # Reserved OpenFlow port numbers.
 OFPP_IN_PORT = 0xFFFFFFF8
+OFPP_TABLE = 0xFFFFFFF9
 OFPP_CONTROLLER = 0xFFFFFFFD
 OFPP_LOCAL = 0xFFFFFFFE
 
