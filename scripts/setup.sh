@@ -7,7 +7,6 @@
 #      python3-openvswitch with its C JSON parser serves the `ovs` requirement);
 #   3. installs liveport into it with the extras asked for, only when pyproject.toml changed.
 # Usage: scripts/setup.sh [EXTRAS]   e.g. scripts/setup.sh test,bench
-#        LIVEPORT_QEMU=1 scripts/setup.sh test   also installs QEMU and the guest build tools
 set -euo pipefail
 cd "$(dirname "$0")/.."
 extras=${1:-test}
@@ -15,9 +14,9 @@ venv=${VENV:-.venv}
 
 packages=(openvswitch-switch openvswitch-common ovn-common ovn-central ovn-host
           python3-openvswitch python3-venv python3-pip)
-if [ "${LIVEPORT_QEMU:-0}" = 1 ]; then
-    packages+=(qemu-system-x86 busybox-static cpio)
-fi
+# The QEMU tests (tests/qemu, part of `make test`) boot a guest that scripts/build-guest.sh
+# makes from Debian's cloud kernel and busybox.
+packages+=(qemu-system-x86 busybox-static cpio)
 
 missing=()
 for p in "${packages[@]}"; do

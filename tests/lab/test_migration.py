@@ -220,8 +220,11 @@ def test_migration_succeeds_with_each_announcement_and_form(net: Network, announ
     assert standby_at is not None
     # After its barrier S forwards nothing more -- except what OVS's datapath cache still
     # forwards until the revalidators catch up with the new table (a few ms).
-    late = [g for g in analysis.deliveries(d, "vm1")
-            if g.chassis == "hv1" and g.at > standby_at + REVALIDATION_GRACE]
+    late = [
+        g
+        for g in analysis.deliveries(d, "vm1")
+        if g.chassis == "hv1" and g.at > standby_at + REVALIDATION_GRACE
+    ]
     assert late == [], "the source kept delivering after it stood by"
     assert net.watch.owners("vm1")[-2:] == ["hv1", "hv2"]
     assert net.watch.owner_changes("vm1", since=since) == 1

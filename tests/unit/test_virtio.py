@@ -328,17 +328,29 @@ def test_limits_are_named_with_numbers() -> None:
     assert check_modes(small, big) == []
 
 
-def test_protocol_features_count() -> None:
-    source = make_mode("src", protocol=protocol_mask(["MQ", "NET_MTU"]))
+def test_only_the_protocol_features_a_device_depends_on_count() -> None:
+    source = make_mode("src", protocol=protocol_mask(["MQ", "NET_MTU", "REPLY_ACK", "STATUS"]))
     dest = make_mode("dst", protocol=protocol_mask(["MQ"]))
     assert [p.text for p in check_modes(source, dest)] == [
         "VHOST_USER_PROTOCOL_F_NET_MTU (protocol bit 4) offered by mode src is missing from "
         "mode dst"
     ]
-    negotiated = Negotiated(MIGRATABLE, source.protocol_features, 1)
-    assert [(p.kind, p.bit) for p in check_negotiated(negotiated, dest)] == [
+    # Renegotiated with the destination's back-end: REPLY_ACK and STATUS never block, nor
+    # NET_MTU while the guest did not negotiate VIRTIO_NET_F_MTU.
+    without_mtu = Negotiated(MIGRATABLE, source.protocol_features, 1)
+    assert check_negotiated(without_mtu, dest) == []
+    with_mtu = Negotiated(MIGRATABLE | 1 << 3, source.protocol_features, 1)
+    dest_mtu = make_mode("dst2", features=1 << 3, protocol=protocol_mask(["MQ"]))
+    assert [(p.kind, p.bit) for p in check_negotiated(with_mtu, dest_mtu)] == [
         ("protocol_feature", 4)
     ]
+    # MQ matters only with more than one queue pair.
+    single = make_mode("one", protocol=0, max_queue_pairs=8)
+    assert check_negotiated(Negotiated(MIGRATABLE, protocol_mask(["MQ"]), 1), single) == []
+    assert [
+        (p.kind, p.bit)
+        for p in check_negotiated(Negotiated(MIGRATABLE, protocol_mask(["MQ"]), 2), single)
+    ] == [("protocol_feature", 0)]
 
 
 def test_bad_values_are_refused() -> None:

@@ -447,12 +447,33 @@ def migration_blockers(mode: Mode) -> list[str]:
     return blockers
 
 
+_LOG_SHMFD = 1 << ProtocolFeature.VHOST_USER_PROTOCOL_F_LOG_SHMFD
+_MQ = 1 << ProtocolFeature.VHOST_USER_PROTOCOL_F_MQ
+_NET_MTU = 1 << ProtocolFeature.VHOST_USER_PROTOCOL_F_NET_MTU
+# Protocol features the running device can depend on across a migration.
+_DEVICE_PROTOCOL = _LOG_SHMFD | _MQ | _NET_MTU
+
+
+def protocol_needs(negotiated: Negotiated) -> int:
+    """The negotiated protocol features the device depends on after a migration: dirty-page
+    logging (LOG_SHMFD), MQ when the guest uses more than one queue pair, NET_MTU when it
+    negotiated VIRTIO_NET_F_MTU. The others (REPLY_ACK, BACKEND_REQ, STATUS, ...) are
+    just renegotiated with the destination's back-end."""
+    needs = _LOG_SHMFD
+    if negotiated.queue_pairs > 1:
+        needs |= _MQ
+    if negotiated.features >> Feature.VIRTIO_NET_F_MTU & 1:
+        needs |= _NET_MTU
+    return negotiated.protocol_features & needs
+
+
 def check_negotiated(negotiated: Negotiated, dest_mode: Mode) -> list[Problem]:
     """What the guest negotiated (features, queue pairs, ring sizes) that dest_mode lacks.
 
-    Bits QEMU emulates itself are never a problem. Protocol features are renegotiated by
-    the destination's QEMU, but a backend that drops one the source relied on (MQ,
-    NET_MTU, ...) changes behaviour under a running guest, so those count too.
+    Bits QEMU emulates itself are never a problem. Protocol features are negotiated afresh
+    between the destination QEMU and its back-end (QEMU 7.2 migrates v2.9 -> v2.6 although
+    NET_MTU and BACKEND_REQ go away); only those the running device depends on count
+    (protocol_needs).
     """
     problems = [
         Problem(
@@ -469,7 +490,7 @@ def check_negotiated(negotiated: Negotiated, dest_mode: Mode) -> list[Problem]:
             "does not offer it",
             missing,
         )
-        for missing in bits_of(negotiated.protocol_features & ~dest_mode.protocol_features)
+        for missing in bits_of(protocol_needs(negotiated) & ~dest_mode.protocol_features)
     ]
     if negotiated.queue_pairs > dest_mode.max_queue_pairs:
         problems.append(
@@ -510,7 +531,9 @@ def check_modes(source_mode: Mode, dest_mode: Mode) -> list[Problem]:
             f"from mode {dest_mode.name}",
             missing,
         )
-        for missing in bits_of(source_mode.protocol_features & ~dest_mode.protocol_features)
+        for missing in bits_of(
+            source_mode.protocol_features & _DEVICE_PROTOCOL & ~dest_mode.protocol_features
+        )
     ]
     if source_mode.max_queue_pairs > dest_mode.max_queue_pairs:
         problems.append(

@@ -481,9 +481,13 @@ def _close_all(fds: list[int]) -> None:
 
 
 def _write_state(path: Path, state: BackendState) -> None:
+    """Replaces path atomically with the state as JSON; a failure is logged, not raised."""
     tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(json.dumps(state.to_json(), indent=2, sort_keys=True) + "\n")
-    tmp.replace(path)
+    try:
+        tmp.write_text(json.dumps(state.to_json(), indent=2, sort_keys=True) + "\n")
+        tmp.replace(path)
+    except OSError as exc:
+        _log.warning("cannot write the state file %s: %s", path, exc)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -514,10 +518,12 @@ def main(argv: list[str] | None = None) -> int:
     state_file: Path | None = args.state_file
 
     done = threading.Event()
+    writing = threading.Lock()
 
     def publish(state: BackendState) -> None:
         if state_file is not None:
-            _write_state(state_file, state)
+            with writing:  # the I/O thread and this one both publish; write the latest
+                _write_state(state_file, backend.snapshot())
         if args.fd is not None and state.connections and not state.connected:
             done.set()  # the one connection we were handed is over
 

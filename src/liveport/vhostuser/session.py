@@ -96,6 +96,8 @@ class Refused(Exception):
 
 @dataclass
 class Session:
+    """One front-end connection's device state, offering exactly mode."""
+
     mode: virtio.Mode
     log: logging.Logger | logging.LoggerAdapter[logging.Logger] = field(
         default_factory=lambda: logging.getLogger(__name__)
