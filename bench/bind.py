@@ -26,6 +26,7 @@ from dataclasses import dataclass  # noqa: E402
 from pathlib import Path  # noqa: E402
 
 from liveport.lab import faults, lab  # noqa: E402
+from liveport.lab.state import is_lab  # noqa: E402
 from liveport.ovsdb import schema  # noqa: E402
 from liveport.ovsdb.client import OvsdbClient, fetch_schema  # noqa: E402
 from liveport.ovsdb.rows import Delete, Insert, Mutate, Ref  # noqa: E402
@@ -115,7 +116,9 @@ def unplug(ovs: OvsdbClient) -> None:
     bridge = snap.one("Bridge", name="br-int")
     assert bridge is not None
     ports = [p for p in snap.rows("Port") if p["name"].startswith("b")]
-    ops = [Mutate("Bridge", bridge.uuid, "ports", "remove", p.uuid) for p in ports]
+    ops: list[Mutate | Delete] = [
+        Mutate("Bridge", bridge.uuid, "ports", "remove", p.uuid) for p in ports
+    ]
     ops += [Delete("Port", p.uuid) for p in ports]
     ovs.transact(ops, timeout=120)
 
@@ -193,7 +196,7 @@ def measure(n: int) -> Result:
             c.close()
         return Result(n, bound, up, rebound, reup, agent_mb, northd_mb, sb_mb)
     finally:
-        if lab.is_lab(directory):
+        if is_lab(directory):
             lab.down(directory)
         shutil.rmtree(base, ignore_errors=True)
 

@@ -3,9 +3,20 @@ reference figures (real OVN 23.03 + OVS 3.1 on this machine class)."""
 
 from __future__ import annotations
 
+import signal
 import statistics
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import NoReturn
+
+
+def _interrupt(signum: int, frame: object) -> NoReturn:
+    raise KeyboardInterrupt
+
+
+# A benchmark stopped with SIGTERM (a CI timeout, `kill PID`) unwinds like Ctrl-C, so each
+# benchmark's `finally` tears its lab down instead of leaving daemons without a directory.
+signal.signal(signal.SIGTERM, _interrupt)
 
 
 @dataclass(frozen=True)

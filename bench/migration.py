@@ -26,6 +26,7 @@ from pathlib import Path  # noqa: E402
 
 from liveport.cms.migrate import Cms  # noqa: E402
 from liveport.lab import analysis, demo, hypervisor, lab, vms  # noqa: E402
+from liveport.lab.state import is_lab  # noqa: E402
 from liveport.lab.traffic import Traffic  # noqa: E402
 from liveport.lab.watch import BindingWatch  # noqa: E402
 
@@ -133,7 +134,7 @@ def main(runs: int) -> None:
                 where = to
         flaps = flapping(directory)
     finally:
-        if lab.is_lab(directory):
+        if is_lab(directory):
             lab.down(directory)
         shutil.rmtree(base, ignore_errors=True)
 

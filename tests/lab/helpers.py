@@ -88,7 +88,8 @@ def dump_flows(directory: Path, chassis: str) -> list[str]:
     out = ofctl("--no-stats", "--no-names", "dump-flows")
 
     def named(match: re.Match[str]) -> str:
-        return match.group(1) + names.get(match.group(2), match.group(2))
+        number = str(match.group(2))
+        return f"{match.group(1)}{names.get(number, number)}"
 
     return sorted(
         re.sub(r"(in_port=|output:)(\d+)", named, line.strip())

@@ -13,6 +13,7 @@ import threading
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -53,7 +54,7 @@ class Network:
         if self.form != "hypervisor":
             self.cms.start("vm1", "hv2", form=self.form)  # type: ignore[arg-type]
 
-    def migrate(self, announce: str = "rarp", **kwargs: object) -> hypervisor.HypervisorMigration:
+    def migrate(self, announce: str = "rarp", **kwargs: Any) -> hypervisor.HypervisorMigration:
         """The hypervisor moves vm1 to hv2 but keeps the source VIF (see finish)."""
         return hypervisor.migrate(
             self.directory,
@@ -64,7 +65,7 @@ class Network:
             hypervisor_status=self.hypervisor_status,
             remove_source=False,
             **kwargs,
-        )  # type: ignore[arg-type]
+        )
 
     def finish(self) -> None:
         hypervisor.finish(self.directory, "vm1", hypervisor_status=self.hypervisor_status)
@@ -280,7 +281,9 @@ def test_abort_returns_the_port_to_the_source_with_nothing_left(
         if c["logical_port"] == "vm1" and c["chassis"] == "hv2"
     ] == []
     with Traffic(d, "peer", "vm1", rate=RATE, first_seq=100000) as traffic:
-        vms.wait_capture(d, "vm1", lambda f: any(x.info.seq >= 100010 for x in f), chassis="hv1")
+        vms.wait_capture(
+            d, "vm1", lambda f: any((x.info.seq or 0) >= 100010 for x in f), chassis="hv1"
+        )
     assert traffic.sent
 
 

@@ -73,7 +73,7 @@ def test_insert_reference_update_and_delete(client: OvsdbClient) -> None:
     assert row["chassis"] == "hv1" and row["status"] == {"why": "test"}
 
     client.transact([Update("Port_Binding", pb_uuid, {"chassis": None})])
-    client.wait_until(lambda s: s.get("Port_Binding", pb_uuid)["chassis"] is None, timeout=5)
+    client.wait_until(lambda s: s.table("Port_Binding")[pb_uuid]["chassis"] is None, timeout=5)
 
     client.transact([Delete("Port_Binding", pb_uuid)])
     client.wait_until(lambda s: s.get("Port_Binding", pb_uuid) is None, timeout=5)
@@ -115,7 +115,7 @@ def test_snapshots_are_immutable_and_events_name_changed_rows(client: OvsdbClien
         change = events.get(timeout=5)
         if ch in change.changed.get("Chassis", ()):
             break
-    assert change.snapshot.get("Chassis", ch)["name"] == "hv1"
+    assert change.snapshot.table("Chassis")[ch]["name"] == "hv1"
     assert before.get("Chassis", ch) is None  # the old snapshot did not move
 
 
@@ -162,7 +162,9 @@ def test_a_transaction_larger_than_the_socket_buffer(client: OvsdbClient) -> Non
     ]
     result = client.transact(ops, timeout=30)
     assert result.attempts == 1
-    snap = client.wait_until(lambda s: len(s.table("Datapath_Binding")) == 3000 and s, timeout=30)
+    snap = client.wait_until(
+        lambda s: s if len(s.table("Datapath_Binding")) == 3000 else None, timeout=30
+    )
     assert snap.lookup("Datapath_Binding", "tunnel_key", 2999)[0]["name"] == "dp2999" * 20
 
 
@@ -195,12 +197,14 @@ def test_indexes_follow_inserts_updates_and_deletes(sb: server.ServerSpec) -> No
         c.wait_until(lambda s: s.lookup("Port_Binding", "chassis", "hv1"), timeout=5)
         assert [x.uuid for x in c.snapshot().lookup("Port_Binding", "addresses", "m2")] == [a]
         c.transact([Update("Port_Binding", a, {"chassis": "hv2", "addresses": ["m3"]})])
-        snap = c.wait_until(lambda s: s.lookup("Port_Binding", "chassis", "hv2") and s, timeout=5)
+        snap = c.wait_until(
+            lambda s: s if s.lookup("Port_Binding", "chassis", "hv2") else None, timeout=5
+        )
         assert snap.lookup("Port_Binding", "chassis", "hv1") == []
         assert snap.lookup("Port_Binding", "addresses", "m1") == []
         assert [x.uuid for x in snap.lookup("Port_Binding", "addresses", "m3")] == [a]
         c.transact([Delete("Port_Binding", a)])
         snap = c.wait_until(
-            lambda s: not s.lookup("Port_Binding", "chassis", "hv2") and s, timeout=5
+            lambda s: None if s.lookup("Port_Binding", "chassis", "hv2") else s, timeout=5
         )
         assert snap.lookup("Port_Binding", "addresses", "m3") == []

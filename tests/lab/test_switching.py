@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
@@ -79,9 +79,7 @@ def test_unicast_broadcast_and_port_security(network: Path) -> None:
                 expected[dst].add(seq)
     for vm, seqs in expected.items():
         if seqs:
-            vms.wait_capture(
-                d, vm, lambda f, s=seqs: s <= set(_seqs(f)), what=f"seqs {sorted(seqs)}"
-            )
+            vms.wait_capture(d, vm, _has_seqs(seqs), what=f"seqs {sorted(seqs)}")
     # Unicast went only to the right VIF: nothing else anywhere (vmx is on another switch).
     for vm in VMS:
         assert sorted(udp_seqs(d, vm)) == sorted(expected[vm]), vm
@@ -106,6 +104,10 @@ def test_unicast_broadcast_and_port_security(network: Path) -> None:
 
 def _seqs(frames: list[vms.Captured]) -> list[int]:
     return [f.info.seq for f in frames if f.info.seq is not None]
+
+
+def _has_seqs(seqs: set[int]) -> Callable[[list[vms.Captured]], bool]:
+    return lambda frames: seqs <= set(_seqs(frames))
 
 
 def test_requested_chassis_is_honoured_and_says_why(network: Path) -> None:

@@ -72,7 +72,7 @@ def shipped() -> Catalogue:
     return load_catalogue(environ={}, config_dir=None)
 
 
-def spec(name: str, **fields: Any) -> dict[str, Any]:
+def spec(name: object, **fields: Any) -> dict[str, Any]:
     entry: dict[str, Any] = {
         "name": name,
         "based_on": "test",

@@ -6,6 +6,7 @@ import pytest
 
 from liveport.cli import main as cli
 from liveport.cli.main import build_parser
+from liveport.lab import lab as lablib
 
 
 @pytest.mark.parametrize(
@@ -79,8 +80,8 @@ def test_lab_up_options_reach_their_handler(monkeypatch: pytest.MonkeyPatch) -> 
     def fake_up(directory: object, chassis: int, **kwargs: object) -> None:
         seen.update(kwargs, chassis=chassis)
 
-    monkeypatch.setattr(cli.lab, "up", fake_up)
-    monkeypatch.setattr(cli.lab, "status", lambda d: {})
+    monkeypatch.setattr(lablib, "up", fake_up)
+    monkeypatch.setattr(lablib, "status", lambda d: {})
     monkeypatch.setattr(cli, "_print_lab_status", lambda doc: None)
     cli.main(
         [

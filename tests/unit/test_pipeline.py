@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import ipaddress
+from typing import Any
 
 import pytest
 from hypothesis import given, settings
@@ -35,10 +36,10 @@ IP = {n: ipaddress.IPv4Address(f"10.0.0.{n}") for n in range(1, 32)}
 TUN = {"hv1": 101, "hv2": 102, "hv3": 103}
 
 
-def port(n: int, owner: str | None, dp: int = 1, **kw: object) -> PortView:
+def port(n: int, owner: str | None, dp: int = 1, **kw: Any) -> PortView:
     return PortView(
         name=f"vm{n}", dp_key=dp, key=n, addresses=(f"{M[n]} {IP[n]}",), owner=owner, **kw
-    )  # type: ignore[arg-type]
+    )
 
 
 def view(me: str, ports: list[PortView], vifs: dict[str, int], **kw: object) -> ChassisView:
