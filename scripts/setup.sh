@@ -13,7 +13,7 @@ extras=${1:-test}
 venv=${VENV:-.venv}
 
 packages=(openvswitch-switch openvswitch-common ovn-common ovn-central ovn-host
-          python3-openvswitch python3-venv python3-pip)
+          python3-openvswitch python3-cryptography python3-venv python3-pip)
 # The QEMU tests (tests/qemu, part of `make test`) boot a guest that scripts/build-guest.sh
 # makes from Debian's cloud kernel and busybox.
 packages+=(qemu-system-x86 busybox-static cpio)
