@@ -9,6 +9,7 @@ import sys
 import time
 from pathlib import Path
 
+from liveport.lab import lab
 from liveport.runtime.process import cmdline, is_alive
 
 LIVEPORT = [sys.executable, "-m", "liveport.cli.main"]
@@ -56,13 +57,15 @@ def run_cli(*args: str, env: dict[str, str] | None = None) -> subprocess.Complet
 
 
 def nbctl(directory: Path, *args: str, timeout: float = 20.0) -> str:
-    """ovn-nbctl against the lab's NB; fails the test on error."""
+    """ovn-nbctl against the lab's NB as its CMS would reach it (over TLS with the CMS
+    certificate in a secure lab); fails the test on error."""
     result = subprocess.run(
-        ["ovn-nbctl", f"--db=unix:{directory}/nb/nb.sock", f"--timeout={int(timeout)}", *args],
+        ["ovn-nbctl", f"--timeout={int(timeout)}", *args],
         capture_output=True,
         text=True,
         check=False,
         timeout=timeout + 5,
+        env={**os.environ, **lab.client_env(directory)},
     )
     if result.returncode != 0:
         raise AssertionError(f"ovn-nbctl {' '.join(args)}: {result.stderr.strip()}")

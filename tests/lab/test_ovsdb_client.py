@@ -208,3 +208,23 @@ def test_indexes_follow_inserts_updates_and_deletes(sb: server.ServerSpec) -> No
             lambda s: None if s.lookup("Port_Binding", "chassis", "hv2") else s, timeout=5
         )
         assert snap.lookup("Port_Binding", "addresses", "m3") == []
+
+
+def test_rows_whose_monitored_columns_hold_defaults_are_seen(sb: server.ServerSpec) -> None:
+    """python-ovs neither notifies nor bumps its change counter for such a row; the client
+    must still show it (a bug that hid every pre-policy row from `liveport sb setup`)."""
+    with OvsdbClient(
+        sb.remote, schema.SB_NAME, {"Datapath_Binding": ["tunnel_key", "name"]}
+    ) as writer:
+        writer.wait_connected(timeout=10)
+        writer.transact([Insert("Datapath_Binding", {"tunnel_key": 1, "name": "a"})])
+        with OvsdbClient(
+            sb.remote, schema.SB_NAME, {"Datapath_Binding": ["external_ids"]}
+        ) as sparse:
+            sparse.wait_until(lambda s: len(s.table("Datapath_Binding")) == 1, timeout=10)
+            writer.transact([Insert("Datapath_Binding", {"tunnel_key": 2, "name": "b"})])
+            sparse.wait_until(lambda s: len(s.table("Datapath_Binding")) == 2, timeout=10)
+            writer.transact(
+                [Delete("Datapath_Binding", u) for u in writer.snapshot().table("Datapath_Binding")]
+            )
+            sparse.wait_until(lambda s: not s.table("Datapath_Binding"), timeout=10)

@@ -81,6 +81,9 @@ class AgentConfig:
     chassis: str | None = None  # default: external_ids:system-id
     mgmt_socket: str | None = None  # default: /var/run/openvswitch/<bridge>.mgmt
     heartbeat_interval: float = 2.0
+    # The Common Name of the agent's certificate when it talks TLS: the SB server's RBAC
+    # lets it write only rows that name this chassis, so it must be the chassis name.
+    tls_identity: str | None = None
 
 
 ALL_COOKIE_BITS = (1 << 64) - 1
@@ -168,6 +171,11 @@ class Agent:
         me = self.identity.chassis
         if not me:
             raise AgentError("Open_vSwitch external_ids:system-id is not set (the chassis name)")
+        if self.config.tls_identity is not None and self.config.tls_identity != me:
+            raise AgentError(
+                f"the certificate is for chassis {self.config.tls_identity!r}, not {me!r}: "
+                "the SB would refuse every write"
+            )
         self.modes = supported_modes(
             self.catalogue, self.identity.vhost_backend, self.identity.vhost_modes
         )

@@ -13,7 +13,9 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 
 from liveport.agent import agent as agentlib
-from liveport.model.errors import LiveportError
+from liveport.cli.tls import add_tls_options, apply_tls
+from liveport.model.errors import InvalidInput, LiveportError
+from liveport.model.security import NORTHD_IDENTITY
 from liveport.northd.northd import Northd, NorthdConfig
 from liveport.runtime import logs
 from liveport.runtime.process import write_pidfile
@@ -42,6 +44,7 @@ def add_northd_options(p: argparse.ArgumentParser) -> None:
         default=10.0,
         help="seconds without a heartbeat before a chassis is declared dead",
     )
+    add_tls_options(p)
     add_daemon_options(p)
 
 
@@ -57,6 +60,7 @@ def add_agent_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--chassis", help="chassis name (default: external_ids:system-id)")
     p.add_argument("--mgmt-socket", help="the bridge's OpenFlow management socket")
     p.add_argument("--heartbeat", type=float, default=2.0, help="seconds between heartbeats")
+    add_tls_options(p)
     add_daemon_options(p)
 
 
@@ -69,6 +73,12 @@ def _start(args: argparse.Namespace) -> None:
 def run_northd(args: argparse.Namespace) -> int:
     if not args.nb_db or not args.sb_db:
         raise LiveportError("northd needs --nb-db and --sb-db (or $LIVEPORT_NB_DB/$LIVEPORT_SB_DB)")
+    identity = apply_tls(args)
+    if identity is not None and identity != NORTHD_IDENTITY:
+        raise InvalidInput(
+            f"northd's certificate is for {identity!r}, not {NORTHD_IDENTITY!r}: the SB lets "
+            "only that identity write northd's rows (liveport pki issue northd)"
+        )
     _start(args)
     stop = threading.Event()
     northd = Northd(NorthdConfig(args.nb_db, args.sb_db, dead_after=args.dead_after))
@@ -87,6 +97,7 @@ def run_northd(args: argparse.Namespace) -> int:
 
 
 def run_agent(args: argparse.Namespace) -> int:
+    identity = apply_tls(args)
     _start(args)
     agentlib.run(
         agentlib.AgentConfig(
@@ -95,6 +106,7 @@ def run_agent(args: argparse.Namespace) -> int:
             chassis=args.chassis,
             mgmt_socket=args.mgmt_socket,
             heartbeat_interval=args.heartbeat,
+            tls_identity=identity,
         )
     )
     return 0

@@ -9,18 +9,22 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import shlex
 import signal
 import sys
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any, NoReturn
 
 from liveport.cli import daemons
-from liveport.cms import migrate, status, vhost
+from liveport.cli import pki as pki_cli
+from liveport.cli.tls import add_tls_options, apply_tls
+from liveport.cms import migrate, security, status, vhost
 from liveport.lab import demo, hypervisor, lab, vms
 from liveport.lab.traffic import Traffic
 from liveport.model.errors import InvalidInput, LiveportError
+from liveport.model.security import CHASSIS_ROLE, CONTROL_ROLE
 
 Handler = Callable[[argparse.Namespace], int]
 
@@ -58,6 +62,7 @@ def cmd_lab_up(args: argparse.Namespace) -> int:
         heartbeat=args.heartbeat,
         dead_after=args.dead_after,
         vhost_backends=backends,
+        secure=args.secure,
         progress=_progress if not args.quiet else lambda _: None,
     )
     doc = lab.status(directory)
@@ -87,6 +92,12 @@ def _print_lab_status(doc: dict[str, Any]) -> None:
     )
     print(f"  NB        {state(doc['nb']):<12} {doc['nb']['remote']}")
     print(f"  SB        {state(doc['sb']):<12} {doc['sb']['remote']}")
+    if "tls" in doc:
+        tls = doc["tls"]
+        print(
+            f"  TLS       NB {tls['nb']}  SB chassis {tls['sb_chassis']}  SB control "
+            f"{tls['sb_control']}  PKI {tls['pki']}"
+        )
     if "northd" in doc:
         print(f"  northd    {state(doc['northd'])}")
     print(f"  underlay  {state(doc['underlay'])}")
@@ -114,7 +125,7 @@ def cmd_lab_env(args: argparse.Namespace) -> int:
     directory = lab.resolve(args.dir)
     lab.status(directory)  # refuses a directory that is not a lab
     for key, value in lab.client_env(directory).items():
-        print(f"export {key}={value}")
+        print(f"export {key}={shlex.quote(value)}")
     return 0
 
 
@@ -248,12 +259,14 @@ def _remotes(args: argparse.Namespace) -> tuple[str, str]:
     when the environment names no databases), then the environment."""
     nb = args.nb_db or os.environ.get("LIVEPORT_NB_DB") or os.environ.get("OVN_NB_DB")
     sb = args.sb_db or os.environ.get("LIVEPORT_SB_DB")
+    env: Mapping[str, str] = os.environ
     if args.dir is not None or not (nb and sb):
         directory = lab.resolve(args.dir)
         lab.load_state(directory)  # refuses a directory that is not a lab
-        env = lab.client_env(directory)
+        env = {**lab.client_env(directory), **os.environ}
         nb = args.nb_db or env["LIVEPORT_NB_DB"]
         sb = args.sb_db or env["LIVEPORT_SB_DB"]
+    apply_tls(args, env)  # a secure lab hands out the CMS credentials
     return str(nb), str(sb)
 
 
@@ -385,6 +398,25 @@ def _add_remotes(p: argparse.ArgumentParser) -> None:
         default=10.0,
         help="seconds to wait (for the databases, and for migration phases)",
     )
+    add_tls_options(p)
+
+
+def cmd_sb_setup(args: argparse.Namespace) -> int:
+    if not args.sb_db:
+        raise InvalidInput("give --sb-db (the SB's unix socket) or set $LIVEPORT_SB_DB")
+    listeners: dict[str, str] | None = None
+    if args.chassis_listener or args.control_listener:
+        listeners = {t: CHASSIS_ROLE for t in args.chassis_listener or []}
+        for target in args.control_listener or []:
+            if target in listeners:
+                raise InvalidInput(f"{target} cannot be both a chassis and a control listener")
+            listeners[target] = CONTROL_ROLE
+    changes = security.setup_southbound(args.sb_db, listeners, timeout=args.timeout)
+    if args.json:
+        _print_json({"changes": changes})
+    else:
+        print("\n".join(changes) if changes else "the SB already follows liveport's policy")
+    return 0
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
@@ -438,6 +470,11 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="CHASSIS=MODE",
         help="the chassis' vhost-user backend implements MODE and every older mode "
         "(default: the whole catalogue); repeatable",
+    )
+    p.add_argument(
+        "--secure",
+        action="store_true",
+        help="TLS between every client and database, and the SB's RBAC (see docs/security.md)",
     )
     p.add_argument("--json", action="store_true", help="print the lab status as JSON")
     p.add_argument("--quiet", action="store_true", help="no progress lines")
@@ -601,6 +638,36 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--json", action="store_true")
     _add_remotes(p)
     p.set_defaults(func=cmd_vhost_check)
+
+    sbp = sub.add_parser("sb", help="southbound database administration")
+    sb_sub = sbp.add_subparsers(dest="sb_command", required=True, parser_class=_Parser)
+    p = sb_sub.add_parser(
+        "setup",
+        help="put the SB under liveport's access policy: RBAC roles, listeners, authority",
+    )
+    p.add_argument(
+        "--sb-db",
+        default=os.environ.get("LIVEPORT_SB_DB"),
+        help="the SB through a listener without a role, e.g. its unix socket "
+        "(default $LIVEPORT_SB_DB)",
+    )
+    p.add_argument(
+        "--chassis-listener",
+        action="append",
+        metavar="TARGET",
+        help="a listener for hypervisors (role liveport-chassis), e.g. pssl:6642; repeatable",
+    )
+    p.add_argument(
+        "--control-listener",
+        action="append",
+        metavar="TARGET",
+        help="a listener for northd and the CMS (role liveport-control), e.g. pssl:6644",
+    )
+    p.add_argument("--timeout", type=float, default=10.0)
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=cmd_sb_setup)
+
+    pki_cli.register(sub)
 
     p = sub.add_parser("northd", help="run liveport-northd (NB -> SB)")
     daemons.add_northd_options(p)

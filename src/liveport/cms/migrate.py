@@ -34,7 +34,7 @@ NB_TABLES: dict[str, list[str] | None] = {
 }
 SB_TABLES: dict[str, list[str] | None] = {
     "Chassis": ["name", "vhost_modes"],
-    "Chassis_Private": ["name", "alive"],
+    "SB_Global": ["live_chassis"],
     "Chassis_VIF": ["chassis", "iface_id", "migration_status", "vhost_mode", "status"],
     "Port_Binding": [
         "logical_port",
@@ -207,8 +207,7 @@ class Cms:
         sb = self.sb.snapshot()
         if not sb.one("Chassis", name=destination):
             raise NotFound(f"unknown destination chassis {destination!r}")
-        private = sb.one("Chassis_Private", name=destination)
-        if private is None or not private["alive"]:
+        if destination not in schema.live_chassis(sb):
             raise MigrationError(f"destination chassis {destination} is not alive")
         pb = self._binding(port, sb)
         current = pb["chassis"]

@@ -18,9 +18,9 @@ NB_STATUS_TABLES: dict[str, list[str] | None] = {
     "Logical_Switch_Port": ["name", "up", "addresses", "options"],
 }
 SB_STATUS_TABLES: dict[str, list[str] | None] = {
-    "SB_Global": ["nb_cfg", "options"],
+    "SB_Global": ["nb_cfg", "options", "live_chassis"],
     "Chassis": ["name", "hostname", "encap_ip", "vhost_modes"],
-    "Chassis_Private": ["name", "nb_cfg", "heartbeat", "alive"],
+    "Chassis_Private": ["name", "nb_cfg", "heartbeat"],
     "Datapath_Binding": ["name", "tunnel_key", "external_ids"],
     "Port_Binding": None,
     "Port_Claim": None,
@@ -90,6 +90,7 @@ def collect(nb: Snapshot, sb: Snapshot) -> dict[str, Any]:
         )
     chassis = []
     private = {r["name"]: r for r in sb.rows("Chassis_Private")}
+    alive = schema.live_chassis(sb)
     for ch in sorted(sb.rows("Chassis"), key=lambda r: r["name"]):
         p = private.get(ch["name"])
         chassis.append(
@@ -97,7 +98,7 @@ def collect(nb: Snapshot, sb: Snapshot) -> dict[str, Any]:
                 "name": ch["name"],
                 "hostname": ch["hostname"],
                 "encap_ip": ch["encap_ip"],
-                "alive": bool(p["alive"]) if p is not None else False,
+                "alive": ch["name"] in alive,
                 "nb_cfg": p["nb_cfg"] if p is not None else None,
                 "heartbeat": p["heartbeat"] if p is not None else None,
                 "vhost_modes": [

@@ -9,6 +9,7 @@ from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
+from liveport.lab.secure import LabTls
 from liveport.lab.sim import SimHost
 from liveport.lab.state import DaemonEntry, LabState, editing
 from liveport.ovsdb import schema
@@ -35,8 +36,15 @@ def register(directory: Path, refs: list[DaemonRef]) -> None:
 
 
 def start_northd(
-    directory: Path, nb: ServerSpec, sb: ServerSpec, marker: str, dead_after: float
+    directory: Path,
+    nb: ServerSpec,
+    sb: ServerSpec,
+    marker: str,
+    dead_after: float,
+    tls: LabTls | None = None,
 ) -> None:
+    """northd on the unix sockets, or in a secure lab over TLS with its certificate (NB, and
+    the SB's control listener)."""
     ref = northd_ref(directory, marker)
     ref.pidfile.parent.mkdir(exist_ok=True)
     register(directory, [ref])
@@ -45,9 +53,10 @@ def start_northd(
             *LIVEPORT,
             "northd",
             "--nb-db",
-            nb.remote,
+            tls.nb_remote if tls is not None else nb.remote,
             "--sb-db",
-            sb.remote,
+            tls.sb_control_remote if tls is not None else sb.remote,
+            *(tls.client_args("northd") if tls is not None else []),
             "--dead-after",
             str(dead_after),
             "--pidfile",
@@ -60,7 +69,9 @@ def start_northd(
     )
 
 
-def start_agent(host: SimHost, marker: str, heartbeat: float) -> None:
+def start_agent(host: SimHost, marker: str, heartbeat: float, tls: LabTls | None = None) -> None:
+    """The chassis' agent; its SB remote is in its Open_vSwitch database (the SB's chassis
+    listener in a secure lab, where it also gets its certificate)."""
     ref = agent_ref(host, marker)
     register(host.directory.parent, [ref])
     spawn_detached(
@@ -73,6 +84,7 @@ def start_agent(host: SimHost, marker: str, heartbeat: float) -> None:
             str(host.mgmt_socket()),
             "--heartbeat",
             str(heartbeat),
+            *(tls.client_args(host.name) if tls is not None else []),
             "--pidfile",
             str(ref.pidfile),
             "--log-file",
@@ -90,13 +102,12 @@ def wait_ready(sb: ServerSpec, hosts: list[SimHost], timeout: float = 30.0) -> N
     with OvsdbClient(
         sb.remote,
         schema.SB_NAME,
-        {"Chassis": ["name"], "Chassis_Private": ["name", "alive"]},
+        {"Chassis": ["name"], "SB_Global": ["live_chassis"]},
         schema=str(sb.schema),
     ) as client:
         client.wait_until(
             lambda s: (
-                names <= {r["name"] for r in s.rows("Chassis_Private") if r["alive"]}
-                and names <= {r["name"] for r in s.rows("Chassis")}
+                names <= schema.live_chassis(s) and names <= {r["name"] for r in s.rows("Chassis")}
             ),
             timeout=timeout,
             what=f"chassis {', '.join(sorted(names))} to register",
@@ -137,10 +148,11 @@ def start(
     *,
     heartbeat: float,
     dead_after: float,
+    tls: LabTls | None = None,
 ) -> None:
-    start_northd(directory, nb, sb, state.marker, dead_after)
+    start_northd(directory, nb, sb, state.marker, dead_after, tls)
     for host in hosts:
-        start_agent(host, state.marker, heartbeat)
+        start_agent(host, state.marker, heartbeat, tls)
     progress("northd and agents started")
     wait_ready(sb, hosts)
     progress("all chassis registered, alive, with tunnels")

@@ -57,13 +57,14 @@ def resume(directory: Path, role: str) -> int:
 def start(directory: Path, role: str) -> None:
     """Starts a stopped control-plane process or database again, as `lab up` did."""
     state = load(directory)
-    layout = Layout(directory)
+    layout = Layout.of(directory)
     heartbeat = float(state.options.get("heartbeat", 2.0))
     dead_after = float(state.options.get("dead_after", 10.0))
     if role == "northd":
-        control.start_northd(directory, layout.nb, layout.sb, state.marker, dead_after)
+        control.start_northd(directory, layout.nb, layout.sb, state.marker, dead_after, layout.tls)
     elif role.endswith("/agent"):
-        control.start_agent(layout.chassis(role.removesuffix("/agent")), state.marker, heartbeat)
+        host = layout.chassis(role.removesuffix("/agent"))
+        control.start_agent(host, state.marker, heartbeat, layout.tls)
     elif role in ("nb", "sb"):
         start_ovsdb(layout.nb if role == "nb" else layout.sb)
     else:

@@ -18,7 +18,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from liveport.cms.migrate import Cms
 from liveport.lab import control, sim
+from liveport.lab import secure as secure_lab
+from liveport.lab.secure import LabTls
 from liveport.lab.state import (
     LOCK_FILE,
     ChassisEntry,
@@ -33,8 +36,8 @@ from liveport.lab.state import (
 )
 from liveport.model.catalogue import load_catalogue
 from liveport.model.errors import Conflict, InvalidInput
-from liveport.ovsdb import schema
-from liveport.ovsdb.client import OvsdbClient
+from liveport.ovsdb import rbac, schema
+from liveport.ovsdb.client import OvsdbClient, configure_tls
 from liveport.ovsdb.rows import Insert
 from liveport.ovsdb.server import ServerSpec
 from liveport.ovsdb.server import start as start_ovsdb
@@ -56,10 +59,24 @@ class Layout:
     """Where each part of a lab lives inside its directory."""
 
     directory: Path
+    tls: LabTls | None = None  # a secure lab's PKI and listeners
+
+    @classmethod
+    def of(cls, directory: Path) -> Layout:
+        """The layout of an existing lab (secure or not, as lab.json says)."""
+        return cls(directory, lab_tls(load(directory)))
 
     @property
     def nb(self) -> ServerSpec:
-        return ServerSpec("nb", self.directory / "nb", schema.northbound_path())
+        if self.tls is None:
+            return ServerSpec("nb", self.directory / "nb", schema.northbound_path())
+        return ServerSpec(
+            "nb",
+            self.directory / "nb",
+            schema.northbound_path(),
+            extra_remotes=(self.tls.nb_listener,),
+            options=self.tls.server_options("nb"),
+        )
 
     @property
     def sb(self) -> ServerSpec:
@@ -68,6 +85,7 @@ class Layout:
             self.directory / "sb",
             schema.southbound_path(),
             db_remotes=(f"db:{schema.SB_NAME},SB_Global,connections",),
+            options=self.tls.server_options("sb") if self.tls is not None else (),
         )
 
     @property
@@ -80,6 +98,11 @@ class Layout:
     @property
     def northd_dir(self) -> Path:
         return self.directory / "northd"
+
+
+def lab_tls(state: LabState) -> LabTls | None:
+    doc = state.options.get("tls")
+    return LabTls.from_json(doc) if doc else None
 
 
 def chassis_names(count: int) -> list[str]:
@@ -137,6 +160,7 @@ def up(
     heartbeat: float = 2.0,
     dead_after: float = 10.0,
     vhost_backends: Mapping[str, str] | None = None,
+    secure: bool = False,
     progress: Progress = _quiet,
 ) -> LabState:
     """Starts a lab; on any failure or interruption, stops what it started and cleans up."""
@@ -149,16 +173,17 @@ def up(
     catalogue = load_catalogue()
     for name in backends.values():
         catalogue.get(name)  # an unknown mode is refused before anything starts
-    layout = Layout(directory)
     # Resolve schemas before touching anything: a missing one is a clear error, not a mess.
-    layout.nb.schema  # noqa: B018
-    layout.sb.schema  # noqa: B018
+    schema.northbound_path()
+    schema.southbound_path()
     sim.SimHost("check", directory).ovsdb.schema  # noqa: B018
     started = time.monotonic()
     if _holds_foreign_files(directory):
         raise Conflict(f"{directory} exists and is not a liveport lab; refusing to use it")
     with locked(directory):
         _prepare_directory(directory)
+        tls = secure_lab.prepare(directory, chassis_names(chassis)) if secure else None
+        layout = Layout(directory, tls)
         state = LabState(
             directory=str(directory),
             status="starting",
@@ -169,6 +194,8 @@ def up(
                 "agents": agents,
                 "heartbeat": heartbeat,
                 "dead_after": dead_after,
+                "secure": secure,
+                **({"tls": tls.to_json()} if tls is not None else {}),
             },
         )
         hosts = [layout.chassis(name) for name in chassis_names(chassis)]
@@ -205,6 +232,7 @@ def up(
                 progress,
                 heartbeat=heartbeat,
                 dead_after=dead_after,
+                tls=tls,
             )
     except BaseException:
         progress("start-up failed; stopping what was started")
@@ -234,7 +262,7 @@ def _start_all(
         underlay = pool.submit(sim.start_underlay, layout.underlay)
         host_starts = [pool.submit(host.start) for host in hosts]
         _wait_all(databases)
-        _init_databases(layout)
+        _init_databases(layout, layout.tls.sb_listeners if layout.tls is not None else None)
         step("NB and SB databases up")
         underlay.result()
         step("underlay switch up")
@@ -246,7 +274,7 @@ def _start_all(
                 layout.underlay,
                 host,
                 entry.index,
-                layout.sb.remote,
+                layout.tls.sb_chassis_remote if layout.tls is not None else layout.sb.remote,
                 backends.get(host.name),
             )
             for host, entry in zip(hosts, state.chassis, strict=True)
@@ -275,16 +303,20 @@ def _wait_all(futures: Iterable[Future[Any]]) -> None:
         raise failure
 
 
-def _init_databases(layout: Layout) -> None:
-    """Creates the NB_Global and SB_Global rows that clients (ovn-nbctl, northd) expect."""
-    for spec, db, table in (
-        (layout.nb, schema.NB_NAME, "NB_Global"),
-        (layout.sb, schema.SB_NAME, "SB_Global"),
-    ):
-        with OvsdbClient(spec.remote, db, {table: None}, schema=str(spec.schema)) as client:
-            snap = client.wait_connected(timeout=10)
-            if not snap.table(table):
-                client.transact([Insert(table, {})], comment="liveport lab: initial row")
+def _init_databases(layout: Layout, listeners: Mapping[str, str] | None = None) -> None:
+    """Creates the NB_Global row that ovn-nbctl expects, and sets the SB up as an operator
+    would (`liveport sb setup`): SB_Global, the RBAC roles, the listeners with their roles."""
+    with OvsdbClient(
+        layout.nb.remote, schema.NB_NAME, {"NB_Global": None}, schema=str(layout.nb.schema)
+    ) as client:
+        snap = client.wait_connected(timeout=10)
+        if not snap.table("NB_Global"):
+            client.transact([Insert("NB_Global", {})], comment="liveport lab: initial row")
+    with OvsdbClient(
+        layout.sb.remote, schema.SB_NAME, rbac.SETUP_TABLES, schema=str(layout.sb.schema)
+    ) as client:
+        ops, _ = rbac.setup_operations(client.wait_connected(timeout=10), listeners)
+        client.transact(ops, comment="liveport lab: SB set-up")
 
 
 def down(directory: Path, *, progress: Progress = _quiet) -> list[tuple[str, int]]:
@@ -331,7 +363,7 @@ def load_state(directory: Path) -> LabState:
 def status(directory: Path) -> dict[str, Any]:
     """A description of the lab: every daemon with its PID and sockets, every chassis, VM."""
     state = load(directory)
-    layout = Layout(directory)
+    layout = Layout(directory, lab_tls(state))
     refs = {ref.role: ref for ref in state.daemon_refs()}
 
     def proc(role: str, **extra: Any) -> dict[str, Any]:
@@ -364,6 +396,7 @@ def status(directory: Path) -> dict[str, Any]:
         "created": state.created,
         "nb": proc("nb", socket=str(layout.nb.socket), remote=layout.nb.remote),
         "sb": proc("sb", socket=str(layout.sb.socket), remote=layout.sb.remote),
+        **({"tls": _tls_status(layout.tls)} if layout.tls is not None else {}),
         "underlay": proc("underlay/ovs-vswitchd", ctl=str(layout.underlay.vswitchd_ctl)),
         "chassis": chassis,
         "vms": [
@@ -384,9 +417,32 @@ def status(directory: Path) -> dict[str, Any]:
     return doc
 
 
+def _tls_status(tls: LabTls) -> dict[str, Any]:
+    return {
+        "pki": tls.pki_dir,
+        "nb": tls.nb_remote,
+        "sb_chassis": tls.sb_chassis_remote,
+        "sb_control": tls.sb_control_remote,
+    }
+
+
+def cms(directory: Path, timeout: float = 10.0) -> Cms:
+    """A CMS client of the lab, connected as a cloud would: over TLS with the CMS
+    certificate in a secure lab (this process then has the CMS's TLS identity)."""
+    layout = Layout.of(directory)
+    if layout.tls is None:
+        return Cms(layout.nb.remote, layout.sb.remote, connect_timeout=timeout)
+    creds = layout.tls.credentials("cms")
+    configure_tls(creds.private_key, creds.certificate, creds.ca_cert, replace=True)
+    return Cms(layout.tls.nb_remote, layout.tls.sb_control_remote, connect_timeout=timeout)
+
+
 def client_env(directory: Path) -> dict[str, str]:
-    """Environment variables that point ovn-nbctl and liveport at a lab's databases."""
-    layout = Layout(directory)
+    """Environment variables that point ovn-nbctl and liveport at a lab's databases (over
+    TLS with the CMS certificate in a secure lab)."""
+    layout = Layout.of(directory)
+    if layout.tls is not None:
+        return layout.tls.client_env()
     return {
         "OVN_NB_DB": layout.nb.remote,
         "LIVEPORT_NB_DB": layout.nb.remote,

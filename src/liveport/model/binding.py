@@ -156,12 +156,17 @@ def _hypervisor_destination(
     registered: frozenset[str],
 ) -> str | None:
     """M6: on an unnamed port, a chassis whose VIF says migration-status=incoming is the
-    destination (a named port's destination must be named in the NB)."""
+    destination (a named port's destination must be named in the NB) -- but only with the
+    consent of the chassis that holds the port, whose hypervisor must say `outgoing` for
+    it (or while nobody holds it). The incoming claim comes from the destination itself;
+    without the owner's word any chassis could make itself the destination of any unnamed
+    port and take it with an announcement of its own making (M8)."""
+    consent = owner is None or (owner in vifs and vifs[owner].migration_status == OUTGOING)
     for chassis in sorted(vifs):
         if (
             vifs[chassis].migration_status == INCOMING
             and chassis in registered
-            and (chassis != owner or _announced(chassis, claims))
+            and (consent if chassis != owner else _announced(chassis, claims))
         ):
             return chassis
     return None

@@ -16,7 +16,9 @@ What it maintains:
   port, the chassis that holds it and its migration destination).
 - nb_cfg -> SB_Global.nb_cfg -> NB_Global.sb_cfg, and NB_Global.hv_cfg = the lowest
   Chassis_Private.nb_cfg of the live chassis, so `ovn-nbctl --wait=hv` works.
-- Chassis liveness (heartbeats judged on northd's clock) in Chassis_Private.alive.
+- Chassis liveness (heartbeats judged on northd's clock) in SB_Global.live_chassis.
+- `authority` = liveport-northd on every row it inserts, so that with TLS the SB server
+  lets northd, and only northd, write them (model.security).
 - A report of NB content liveport does not implement (SB_Global options:unsupported).
 """
 
@@ -42,6 +44,7 @@ from liveport.model.clock import Clock, SystemClock
 from liveport.model.frozen import FrozenMap
 from liveport.model.logical import activation_strategy, parse_network, parse_options
 from liveport.model.pipeline import PortView, duplicate_macs
+from liveport.model.security import AUTHORITY, NORTHD_IDENTITY
 from liveport.northd.liveness import Liveness
 from liveport.ovsdb import schema
 from liveport.ovsdb.client import OvsdbClient, TxnError, fetch_schema
@@ -92,7 +95,7 @@ UNSUPPORTED_TABLES = (
 SB_TABLES: dict[str, list[str] | None] = {
     "SB_Global": None,
     "Chassis": ["name", "encap_ip", "hostname"],
-    "Chassis_Private": ["name", "nb_cfg", "heartbeat", "alive"],
+    "Chassis_Private": ["name", "nb_cfg", "heartbeat"],
     "Datapath_Binding": None,
     "Port_Binding": None,
     "Port_Claim": None,
@@ -360,7 +363,15 @@ class Northd:
             self._unsupported = unsupported
         if sb_global is None:
             batch.sb_ops.append(
-                Insert("SB_Global", {"nb_cfg": nb_cfg, "options": {"unsupported": unsupported}})
+                Insert(
+                    "SB_Global",
+                    {
+                        "nb_cfg": nb_cfg,
+                        "options": {"unsupported": unsupported},
+                        "live_chassis": self._alive,
+                        AUTHORITY: NORTHD_IDENTITY,
+                    },
+                )
             )
         else:
             options = dict(sb_global["options"])
@@ -373,13 +384,10 @@ class Northd:
                 values["nb_cfg"] = nb_cfg
             if options != dict(sb_global["options"]):
                 values["options"] = options
+            if sb_global["live_chassis"] != self._alive:
+                values["live_chassis"] = self._alive  # liveness as judged here, for all to read
             if values:
                 batch.sb_ops.append(Update("SB_Global", sb_global.uuid, values))
-        # Liveness as judged here, for everybody to read.
-        for row in sb.rows("Chassis_Private"):
-            alive = row["name"] in self._alive
-            if row["alive"] != alive:
-                batch.sb_ops.append(Update("Chassis_Private", row.uuid, {"alive": alive}))
         if nb_global is None:
             return
         sb_cfg = sb_global["nb_cfg"] if sb_global is not None else 0
@@ -466,7 +474,12 @@ class _Batch:
             self.sb_ops.append(
                 Insert(
                     "Datapath_Binding",
-                    {"tunnel_key": key, "name": name, "external_ids": {"nb-uuid": ls_uuid}},
+                    {
+                        "tunnel_key": key,
+                        "name": name,
+                        "external_ids": {"nb-uuid": ls_uuid},
+                        AUTHORITY: NORTHD_IDENTITY,
+                    },
                     name=ref.name,
                 )
             )
@@ -609,7 +622,9 @@ class _Batch:
     ) -> None:
         self.written[name] = {k: v for k, v in desired.items() if k != "datapath"}
         if pb is None:
-            self.sb_ops.append(Insert("Port_Binding", _plain(desired)))
+            self.sb_ops.append(
+                Insert("Port_Binding", {**_plain(desired), AUTHORITY: NORTHD_IDENTITY})
+            )
             self.events.append(f"port {name}: created with tunnel key {desired['tunnel_key']}")
         else:
             changed = {k: v for k, v in desired.items() if pb.get(k) != v}
@@ -649,7 +664,15 @@ class _Batch:
             )
         for chassis, role in sorted(changes.insert.items()):
             self.sb_ops.append(
-                Insert("Port_Claim", {"logical_port": name, "chassis": chassis, "role": role})
+                Insert(
+                    "Port_Claim",
+                    {
+                        "logical_port": name,
+                        "chassis": chassis,
+                        "role": role,
+                        AUTHORITY: NORTHD_IDENTITY,
+                    },
+                )
             )
 
     def _duplicates(self, ls: Row, dp_key: int) -> dict[str, str]:

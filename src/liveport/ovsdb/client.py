@@ -19,6 +19,8 @@ import logging
 import os
 import queue
 import select
+import socket
+import ssl
 import threading
 import time
 import uuid
@@ -33,7 +35,7 @@ import ovs.jsonrpc
 import ovs.poller
 import ovs.stream
 
-from liveport.model.errors import LiveportError, Timeout
+from liveport.model.errors import Conflict, InvalidInput, LiveportError, Timeout
 from liveport.model.frozen import FrozenMap
 from liveport.ovsdb.rows import (
     Change,
@@ -111,6 +113,76 @@ class ClientClosed(LiveportError):
     pass
 
 
+_tls: tuple[str, str, str] | None = None
+
+
+def configure_tls(
+    private_key: str | os.PathLike[str],
+    certificate: str | os.PathLike[str],
+    ca_cert: str | os.PathLike[str],
+    *,
+    replace: bool = False,
+) -> None:
+    """The TLS identity of this process for `ssl:` remotes.
+
+    python-ovs keeps one identity per process (class attributes of ovs.stream.Stream), so
+    a process is one principal: an agent, northd or a CMS. Configuring a second, different
+    identity is refused rather than silently switching every connection to it, unless
+    replace (a tool that works with one lab after another); connections already open keep
+    the identity they were made with.
+    """
+    global _tls  # noqa: PLW0603 - python-ovs itself holds this per process
+    paths = (str(private_key), str(certificate), str(ca_cert))
+    for what, path in zip(("private key", "certificate", "CA certificate"), paths, strict=True):
+        if not os.access(path, os.R_OK):
+            raise InvalidInput(f"{what} {path} cannot be read")
+    if _tls is not None and _tls != paths and not replace:
+        raise Conflict(f"this process already uses the TLS identity of {_tls[1]}")
+    ovs.stream.Stream.ssl_set_private_key_file(paths[0])
+    ovs.stream.Stream.ssl_set_certificate_file(paths[1])
+    ovs.stream.Stream.ssl_set_ca_cert_file(paths[2])
+    _tls = paths
+
+
+def _check_remote(remote: str) -> None:
+    if any(r.startswith("ssl:") for r in remote.split(",")) and _tls is None:
+        raise InvalidInput(
+            f"{remote} is a TLS remote: give --private-key, --certificate and --ca-cert"
+        )
+
+
+def _tls_error_text(exc: ssl.SSLError) -> str:
+    if isinstance(exc, ssl.SSLCertVerificationError):
+        return f"TLS: the server's certificate is not trusted ({exc.verify_message})"
+    return "TLS: " + str(exc.reason or exc).replace("_", " ").lower()
+
+
+def _tls_failure(target: str) -> str:
+    """Why a TLS connection to target fails, in OpenSSL's words ("" if it does not, or if
+    target is not TLS). python-ovs only reports an errno; an operator needs to know whether
+    the certificate was refused, expired or from the wrong CA."""
+    if _tls is None or not target.startswith("ssl:"):
+        return ""
+    host, _, port = target[4:].rpartition(":")
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+    context.check_hostname = False  # OVS identifies servers by CA, not by name
+    try:
+        context.load_verify_locations(_tls[2])
+        context.load_cert_chain(_tls[1], _tls[0])
+        with (
+            socket.create_connection((host.strip("[]"), int(port)), timeout=2) as raw,
+            context.wrap_socket(raw) as tls,
+        ):
+            tls.settimeout(0.5)
+            with contextlib.suppress(TimeoutError):
+                tls.recv(1)  # TLS 1.3: the server judges our certificate after the handshake
+    except ssl.SSLError as exc:
+        return _tls_error_text(exc)
+    except (OSError, ValueError) as exc:
+        return str(exc)
+    return ""
+
+
 def json_parser() -> str:
     """'C' when the ovs library parses JSON in C, 'PYTHON' otherwise (1.8-2.7x slower)."""
     return str(getattr(ovs.json, "PARSER", "PYTHON"))
@@ -161,17 +233,21 @@ class _Idl(ovs.db.idl.Idl):  # type: ignore[misc]
 
 def fetch_schema(remote: str, database: str, timeout: float = 10.0) -> ovs.db.idl.SchemaHelper:
     """Asks the server for its schema (the server, not a file, is authoritative)."""
+    _check_remote(remote)
     deadline = time.monotonic() + timeout
     remotes = [r for r in remote.split(",") if r]
     last_error = "no remote given"
     while time.monotonic() < deadline:
         for target in remotes:
-            error, stream = ovs.stream.Stream.open_block(
-                ovs.stream.Stream.open(target),
-                timeout=int(max(1, deadline - time.monotonic()) * 1000),
-            )
+            try:
+                error, stream = ovs.stream.Stream.open_block(
+                    ovs.stream.Stream.open(target),
+                    timeout=int(max(1, deadline - time.monotonic()) * 1000),
+                )
+            except ssl.SSLError as exc:  # python-ovs lets a refused server certificate out
+                raise LiveportError(f"{target}: {_tls_error_text(exc)}") from None
             if error:
-                last_error = f"{target}: {os.strerror(error)}"
+                last_error = f"{target}: {_tls_failure(target) or os.strerror(error)}"
                 continue
             conn = ovs.jsonrpc.Connection(stream)
             try:
@@ -180,7 +256,7 @@ def fetch_schema(remote: str, database: str, timeout: float = 10.0) -> ovs.db.id
             finally:
                 conn.close()
             if error:
-                last_error = f"{target}: {os.strerror(error)}"
+                last_error = f"{target}: {_tls_failure(target) or os.strerror(error)}"
             elif reply.error:
                 raise LiveportError(f"{target} does not serve {database}: {reply.error}")
             else:
@@ -210,6 +286,7 @@ class OvsdbClient:
         indexes: Mapping[str, Sequence[str]] | None = None,
         name: str = "",
     ) -> None:
+        _check_remote(remote)
         self.remote = remote
         self.database = database
         self.name = name or database
@@ -403,22 +480,32 @@ class OvsdbClient:
         last_lock = False
         last_connected = False
         last_cond = -1
+        last_counts: list[int] = []
         while not self._stopping:
             with contextlib.suppress(OSError):
                 while os.read(self._wake_r, 4096):
                     pass
             while not self._commands.empty():
                 self._commands.get_nowait()()
-            self._idl.run()
+            try:
+                self._idl.run()
+            except ssl.SSLError as exc:  # a server certificate we do not trust: retry later
+                log.warning("%s: %s: %s", self.name, self.remote, _tls_error_text(exc))
+                self._idl.force_reconnect()
             connected = (
                 self._idl.state == self._idl.IDL_S_MONITORING and self._idl._session.is_connected()
             )
+            # Row counts too: an inserted row whose monitored columns all hold their defaults
+            # bumps no change_seqno in python-ovs.
+            counts = [len(t.rows) for t in self._idl.tables.values()]
             if (
                 self._idl.change_seqno != last_change
                 or self._idl.has_lock != last_lock
                 or connected != last_connected
                 or self._idl.cond_seqno != last_cond
+                or counts != last_counts
             ):
+                last_counts = counts
                 last_change = self._idl.change_seqno
                 last_lock = self._idl.has_lock
                 last_connected = connected
@@ -455,19 +542,25 @@ class OvsdbClient:
                     self._reindex(name, None, self._tables[name])
                     changed[name] = frozenset(self._tables[name]) | frozenset(touched.get(name, ()))
                     reloaded = True
-                elif name in touched:
+                    continue
+                old = self._tables[name]
+                ids = set(touched.get(name, ()))
+                if len(rows) != len(old):
+                    # python-ovs does not notify a row whose monitored columns all hold
+                    # their defaults (only the count gives it away): take it too.
+                    ids |= rows.keys() ^ old.keys()
+                if ids:
                     cols = self._columns[name]
-                    old = self._tables[name]
                     new = dict(old)
-                    for row_uuid in touched[name]:
+                    for row_uuid in ids:
                         row = rows.get(row_uuid)
                         if row is None:
                             new.pop(row_uuid, None)
                         else:
                             new[row_uuid] = _convert(row, name, cols)
                     self._tables[name] = new
-                    self._reindex(name, old, new, touched[name])
-                    changed[name] = frozenset(touched[name])
+                    self._reindex(name, old, new, ids)
+                    changed[name] = frozenset(ids)
             snap = Snapshot(
                 self._snapshot.seqno + 1,
                 dict(self._tables),

@@ -14,6 +14,7 @@ from importlib import resources
 from pathlib import Path
 
 from liveport.model.errors import LiveportError
+from liveport.ovsdb.rows import Snapshot
 
 SB_NAME = "Liveport_Southbound"
 NB_NAME = "OVN_Northbound"
@@ -67,3 +68,9 @@ def info(path: Path) -> SchemaInfo:
         return SchemaInfo(name=str(doc["name"]), version=str(doc["version"]), path=path)
     except (OSError, ValueError, KeyError) as exc:
         raise SchemaNotFound(f"{path} is not a readable OVSDB schema: {exc}") from None
+
+
+def live_chassis(sb: Snapshot) -> frozenset[str]:
+    """The chassis northd judges alive (SB_Global.live_chassis; needs that column)."""
+    sb_global = next(sb.rows("SB_Global"), None)
+    return frozenset(sb_global["live_chassis"]) if sb_global is not None else frozenset()

@@ -1,0 +1,130 @@
+"""A secure lab (`lab up --secure`): TLS everywhere and the SB's RBAC, set up as an operator
+would, on loopback ports.
+
+What it adds to a plain lab:
+- a PKI in DIR/pki (liveport.runtime.pki): server certificates for NB and SB, one for
+  northd, one for the CMS, one per chassis (CN = chassis name);
+- NB listens on pssl:NB_PORT (trusting the control CA only: no chassis can connect);
+- SB listens on pssl:CHASSIS_PORT with role liveport-chassis and on pssl:CONTROL_PORT with
+  role liveport-control (Connection rows; RBAC roles from liveport.model.security);
+- northd connects to NB and to the SB control listener with its certificate, agents to the
+  chassis listener with theirs, and lab clients (`liveport status --dir`, `lab.cms`) with the
+  CMS certificate. The unix sockets stay for the lab's own tooling (the operator's access).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import socket
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+from liveport.model.security import CHASSIS_ROLE, CONTROL_ROLE
+from liveport.runtime import pki
+
+LOOPBACK = "127.0.0.1"
+
+
+@dataclass(frozen=True)
+class LabTls:
+    pki_dir: str  # the PKI directory
+    nb_port: int
+    sb_chassis_port: int
+    sb_control_port: int
+
+    @property
+    def nb_remote(self) -> str:
+        return f"ssl:{LOOPBACK}:{self.nb_port}"
+
+    @property
+    def sb_chassis_remote(self) -> str:
+        return f"ssl:{LOOPBACK}:{self.sb_chassis_port}"
+
+    @property
+    def sb_control_remote(self) -> str:
+        return f"ssl:{LOOPBACK}:{self.sb_control_port}"
+
+    @property
+    def nb_listener(self) -> str:
+        return f"pssl:{self.nb_port}:{LOOPBACK}"
+
+    @property
+    def sb_listeners(self) -> dict[str, str]:
+        return {
+            f"pssl:{self.sb_chassis_port}:{LOOPBACK}": CHASSIS_ROLE,
+            f"pssl:{self.sb_control_port}:{LOOPBACK}": CONTROL_ROLE,
+        }
+
+    def credentials(self, name: str) -> pki.Credentials:
+        return pki.credentials(Path(self.pki_dir), name)
+
+    def server_options(self, name: str) -> tuple[str, ...]:
+        """ovsdb-server's TLS options for the server certificate `name` (nb or sb)."""
+        creds = self.credentials(name)
+        return (
+            f"--private-key={creds.private_key}",
+            f"--certificate={creds.certificate}",
+            f"--ca-cert={creds.ca_cert}",
+        )
+
+    def client_args(self, name: str) -> list[str]:
+        creds = self.credentials(name)
+        return [
+            "-p",
+            str(creds.private_key),
+            "-c",
+            str(creds.certificate),
+            "-C",
+            str(creds.ca_cert),
+        ]
+
+    def client_env(self) -> dict[str, str]:
+        """What a CMS-side client of the lab (liveport, ovn-nbctl) needs."""
+        cms = self.credentials("cms")
+        return {
+            "OVN_NB_DB": self.nb_remote,
+            "LIVEPORT_NB_DB": self.nb_remote,
+            "LIVEPORT_SB_DB": self.sb_control_remote,
+            "LIVEPORT_PRIVATE_KEY": str(cms.private_key),
+            "LIVEPORT_CERTIFICATE": str(cms.certificate),
+            "LIVEPORT_CA_CERT": str(cms.ca_cert),
+            "OVN_NBCTL_OPTIONS": " ".join(
+                [f"-p {cms.private_key}", f"-c {cms.certificate}", f"-C {cms.ca_cert}"]
+            ),
+        }
+
+    def to_json(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_json(cls, doc: dict[str, Any]) -> LabTls:
+        return cls(
+            str(doc["pki_dir"]),
+            int(doc["nb_port"]),
+            int(doc["sb_chassis_port"]),
+            int(doc["sb_control_port"]),
+        )
+
+
+def prepare(directory: Path, chassis: list[str]) -> LabTls:
+    """Creates the lab's PKI and picks its ports."""
+    root = directory / "pki"
+    pki.init(root)
+    pki.issue(root, "server", "nb")
+    pki.issue(root, "server", "sb")
+    pki.issue(root, "northd", "northd")
+    pki.issue(root, "cms", "cms")
+    for name in chassis:
+        pki.issue(root, "chassis", name)
+    nb, chassis_port, control = free_ports(3)
+    return LabTls(str(root), nb, chassis_port, control)
+
+
+def free_ports(count: int) -> list[int]:
+    """Loopback TCP ports that are free right now (held open together so they differ)."""
+    with contextlib.ExitStack() as stack:
+        socks = [stack.enter_context(socket.socket()) for _ in range(count)]
+        for s in socks:
+            s.bind((LOOPBACK, 0))
+        return [int(s.getsockname()[1]) for s in socks]
