@@ -8,7 +8,10 @@ handoff gap median 3.1 ms; lost if the source pauses at the RARP 0 / 1 / 8 packe
 runs delivered 2-7 packets to D before any RARP; 10 of 50 completions emptied the binding
 (D -> none -> D); same iface-id on two chassis: 4 binding changes per second.
 
-Usage: bench/migration.py [RUNS]   (default 10); writes bench/out/migration.json and .png
+The same again in a secure lab (TLS everywhere, the SB's RBAC), with the cost of TLS + RBAC
+per SB transaction (reference: ~0.1 ms).
+
+Usage: bench/migration.py [RUNS]   (default 10); writes bench/out/migration.json
 """
 
 from __future__ import annotations
@@ -29,6 +32,9 @@ from liveport.lab import analysis, demo, hypervisor, lab, vms  # noqa: E402
 from liveport.lab.state import is_lab  # noqa: E402
 from liveport.lab.traffic import Traffic  # noqa: E402
 from liveport.lab.watch import BindingWatch  # noqa: E402
+from liveport.ovsdb import schema  # noqa: E402
+from liveport.ovsdb.client import OvsdbClient, configure_tls  # noqa: E402
+from liveport.ovsdb.rows import Mutate  # noqa: E402
 
 from common import Figure, min_med_max, print_table  # noqa: E402
 
@@ -112,32 +118,64 @@ def flapping(directory: Path, seconds: float = 5.0) -> float:
         return watch.owner_changes("twin", since=since) / seconds
 
 
-def main(runs: int) -> None:
-    OUT.mkdir(exist_ok=True)
+def migrations(
+    runs: int, *, secure: bool
+) -> tuple[list[dict[str, float | int | None]], float, tuple[float, float] | None]:
+    """runs migrations in a fresh lab; the flapping rate; in a secure lab also the cost of
+    TLS + RBAC per SB transaction (median ms through the unix socket and the TLS listener)."""
     base = Path(tempfile.mkdtemp(prefix="lpm-", dir="/tmp"))
     directory = base / "lab"
     results = []
     try:
-        lab.up(directory, 3)
+        lab.up(directory, 3, secure=secure)
         demo.build_network(directory)
-        layout = lab.Layout(directory)
-        with (
-            Cms(layout.nb.remote, layout.sb.remote) as cms,
-            BindingWatch(directory, ["vm1"]) as watch,
-        ):
+        with lab.cms(directory) as cms, BindingWatch(directory, ["vm1"]) as watch:
             where = "hv1"
             for run in range(1, runs + 1):
                 to = "hv2" if where == "hv1" else "hv1"
                 results.append(one_migration(directory, cms, watch, run, where, to))
                 watch.activations.clear()
-                print(f"  migration {run}/{runs}: {where} -> {to}", file=sys.stderr, flush=True)
+                label = "secure" if secure else "plain"
+                print(
+                    f"  {label} migration {run}/{runs}: {where} -> {to}",
+                    file=sys.stderr,
+                    flush=True,
+                )
                 where = to
         flaps = flapping(directory)
+        cost = transaction_cost(directory) if secure else None
     finally:
         if is_lab(directory):
             lab.down(directory)
         shutil.rmtree(base, ignore_errors=True)
+    return results, flaps, cost
 
+
+def transaction_cost(directory: Path, count: int = 300) -> tuple[float, float]:
+    """hv3 writing its own Chassis_Private row, one transaction at a time: through the SB's
+    unix socket (no TLS, no role) and through the chassis listener (TLS, RBAC checked)."""
+    layout = lab.Layout.of(directory)
+    assert layout.tls is not None
+    creds = layout.tls.credentials("hv3")
+    configure_tls(creds.private_key, creds.certificate, creds.ca_cert, replace=True)
+    medians = []
+    for remote in (layout.sb.remote, layout.tls.sb_chassis_remote):
+        with OvsdbClient(
+            remote, schema.SB_NAME, {"Chassis_Private": ["name", "external_ids"]}
+        ) as c:
+            row = c.wait_until(lambda s: s.one("Chassis_Private", name="hv3"), timeout=10)
+            times = []
+            for i in range(count):
+                t0 = time.perf_counter()
+                c.transact(
+                    [Mutate("Chassis_Private", row.uuid, "external_ids", "setkey", "bench", str(i))]
+                )
+                times.append(time.perf_counter() - t0)
+            medians.append(statistics.median(times) * 1e3)
+    return medians[0], medians[1]
+
+
+def figures_for(results: list[dict[str, float | int | None]], flaps: float) -> list[Figure]:
     def series(key: str) -> list[float]:
         return [float(r[key]) for r in results if r[key] is not None]  # type: ignore[arg-type]
 
@@ -147,7 +185,7 @@ def main(runs: int) -> None:
 
     leaks = [int(v) for v in series("leaked")]
     changes = [int(v) for v in series("owner_changes")]
-    figures = [
+    return [
         Figure(
             "RARP -> first delivery at D (min/med/max)",
             min_med_max(series("announce_to_delivery")),
@@ -182,9 +220,37 @@ def main(runs: int) -> None:
         ),
         Figure("same iface-id on 2 chassis: owner changes/s", f"{flaps:.2f}", "4 per second"),
     ]
-    print_table(f"live migration, {runs} runs at {RATE:.0f} packets/s", figures)
+
+
+def main(runs: int) -> None:
+    OUT.mkdir(exist_ok=True)
+    plain, flaps, _ = migrations(runs, secure=False)
+    secure, secure_flaps, cost = migrations(runs, secure=True)
+    assert cost is not None
+    print_table(f"live migration, {runs} runs at {RATE:.0f} packets/s", figures_for(plain, flaps))
+    secure_figures = figures_for(secure, secure_flaps)
+    secure_figures.append(
+        Figure(
+            "SB transaction, chassis row: unix / TLS+RBAC",
+            f"{cost[0]:.2f} / {cost[1]:.2f} ms (+{cost[1] - cost[0]:.2f})",
+            "+~0.1 ms",
+            "median of 300, sequential",
+        )
+    )
+    print_table(f"the same in a secure lab (TLS everywhere, SB RBAC), {runs} runs", secure_figures)
     (OUT / "migration.json").write_text(
-        json.dumps({"runs": results, "flaps_per_second": flaps}, indent=2) + "\n"
+        json.dumps(
+            {
+                "plain": {"runs": plain, "flaps_per_second": flaps},
+                "secure": {
+                    "runs": secure,
+                    "flaps_per_second": secure_flaps,
+                    "sb_transaction_ms": {"unix": cost[0], "tls_rbac": cost[1]},
+                },
+            },
+            indent=2,
+        )
+        + "\n"
     )
     print(f"   raw results: {OUT / 'migration.json'}")
 

@@ -138,12 +138,15 @@ def net() -> Iterator[SecureNet]:
             "--", "lsp-set-addresses", "peer", "00:00:00:00:00:02 10.0.0.2",
             "--", "lsp-add", "ls0", "vm4",
             "--", "lsp-set-addresses", "vm4", "00:00:00:00:00:04 10.0.0.4",
+            "--", "lsp-add", "ls0", "free",
+            "--", "lsp-set-addresses", "free", "00:00:00:00:00:05 10.0.0.5",
         )  # fmt: skip
         vms.add(d, "vm1", chassis="hv1", port="vm1", mac="00:00:00:00:00:01", ips=["10.0.0.1"])
         vms.add(d, "vm3", chassis="hv1", port="vm3", mac="00:00:00:00:00:03", ips=["10.0.0.3"])
         vms.add(d, "peer", chassis="hv2", port="peer", mac="00:00:00:00:00:02", ips=["10.0.0.2"])
         vms.add(d, "vm4", chassis="hv3", port="vm4", mac="00:00:00:00:00:04", ips=["10.0.0.4"])
-        for port in ("vm1", "vm3", "peer", "vm4"):
+        vms.add(d, "free", chassis="hv1", port="free", mac="00:00:00:00:00:05", ips=["10.0.0.5"])
+        for port in ("vm1", "vm3", "peer", "vm4", "free"):
             nbctl(d, "wait-until", "Logical_Switch_Port", port, "up=true")
         with lab.cms(d) as cms:
             cms.start("vm3", "hv2")  # vm3 is migrating to hv2: hv2 holds a destination claim
@@ -406,3 +409,59 @@ def test_sb_setup_is_idempotent_and_keeps_what_is_not_liveports(short_tmp: Path)
         assert moved == ["listener pssl:0:127.0.0.1: role liveport-control"]
     finally:
         stop_daemons([spec.daemon("sb", str(short_tmp))])
+
+
+def test_an_unnamed_port_is_not_taken_by_a_chassis_that_claims_it_incoming(
+    net: SecureNet,
+) -> None:
+    """A port without requested-chassis (named by nobody) stays with the chassis that holds
+    it: hv3 plugs a VIF for it, says the VM is incoming and announces it -- through its own,
+    genuine agent. Without the owner's hypervisor saying "outgoing" that makes hv3 neither
+    a destination nor the owner; it is recorded as a conflict (M1, M8)."""
+    d = net.directory
+    with BindingWatch(d, ["free"]) as watch, lab.cms(d) as cms:
+        vms.add(d, "usurper", chassis="hv3", port="free", mac="00:00:00:00:00:05", ips=["10.0.0.5"])
+        vms.set_vif_external_id(d, "usurper", "hv3", "migration-status", "incoming")
+        cms.sb.wait_until(
+            lambda s: (
+                "VIF on hv3 ignored: hv1 holds the port"
+                in s.lookup("Port_Binding", "logical_port", "free")[0]["status"].get("binding", "")
+            ),
+            timeout=10,
+            what="hv3 recorded as a conflict",
+        )
+        for kind in ("garp", "rarp"):
+            vms.send(d, "usurper", vms.SendSpec(kind=kind), count=3)
+        with Traffic(d, "peer", "free", rate=200.0):
+            vms.wait_capture(d, "free", lambda f: len(f) > 10, chassis="hv1", timeout=10)
+        pb = cms.sb.snapshot().lookup("Port_Binding", "logical_port", "free")[0]
+        assert pb["chassis"] == "hv1" and pb["migration_destination"] is None
+        assert not [
+            c for c in cms.sb.snapshot().rows("Port_Claim")
+            if c["logical_port"] == "free" and c["chassis"] == "hv3"
+        ]  # fmt: skip
+        # Nothing of the peer's traffic reached the usurper's VIF.
+        assert not [f for f in vms.capture(d, "usurper") if f.info.seq is not None]
+    assert watch.owners("free") == ["hv1"]
+
+
+def test_daemons_refuse_a_certificate_that_is_not_theirs(net: SecureNet) -> None:
+    """The SB would refuse all their writes: they say so at start instead."""
+    hv3 = net.tls.client_args("hv3")
+    host = lab.Layout.of(net.directory).chassis("hv1")
+    agent = run_cli("agent", "--ovs-db", host.db_remote, "--mgmt-socket", "/nonexistent", *hv3)
+    assert agent.returncode != 0
+    assert "the certificate is for chassis 'hv3', not 'hv1'" in agent.stderr, agent.stderr
+    northd = run_cli(
+        "northd",
+        "--nb-db",
+        net.tls.nb_remote,
+        "--sb-db",
+        net.tls.sb_control_remote,
+        *net.tls.client_args("hv1"),
+    )
+    assert northd.returncode != 0
+    assert "northd's certificate is for 'hv1', not 'liveport-northd'" in northd.stderr
+    partial = run_cli("status", "--dir", str(net.directory), "-p", hv3[1])
+    assert partial.returncode != 0
+    assert "TLS needs all three of --private-key, --certificate, --ca-cert" in partial.stderr

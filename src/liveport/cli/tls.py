@@ -35,18 +35,24 @@ def add_tls_options(p: argparse.ArgumentParser) -> None:
 def tls_files(
     args: argparse.Namespace, env: Mapping[str, str] = os.environ
 ) -> tuple[Path, Path, Path] | None:
-    """The three files from the options or the environment; None when none is given."""
-    given = {
-        attr: getattr(args, attr, None) or (Path(env[var]) if var in env else None)
-        for attr, var in ENV.items()
-    }
-    present = [attr for attr, value in given.items() if value is not None]
-    if not present:
+    """The three files, all from the options or else all from the environment (never a mix:
+    a key from one identity with the certificate of another fails obscurely); None when
+    neither names any."""
+    options = {attr: getattr(args, attr, None) for attr in ENV}
+    if any(v is not None for v in options.values()):
+        given, where = options, "--"
+    else:
+        given = {attr: Path(env[var]) if var in env else None for attr, var in ENV.items()}
+        where = "$"
+    missing = [attr for attr, value in given.items() if value is None]
+    if len(missing) == len(given):
         return None
-    if len(present) != len(given):
-        missing = ", ".join("--" + a.replace("_", "-") for a in given if given[a] is None)
+    if missing:
+        names = ", ".join(
+            f"--{a.replace('_', '-')}" if where == "--" else f"${ENV[a]}" for a in missing
+        )
         raise InvalidInput(
-            f"TLS needs all three of --private-key, --certificate, --ca-cert ({missing} missing)"
+            f"TLS needs all three of --private-key, --certificate, --ca-cert ({names} missing)"
         )
     key, cert, ca = (given[a] for a in ENV)
     assert key is not None and cert is not None and ca is not None

@@ -151,6 +151,16 @@ def _check_remote(remote: str) -> None:
         )
 
 
+def _say_goodbye(stream: Any) -> None:
+    """Ends a TLS session properly (close_notify), so the server does not log every
+    short-lived connection as an unexpected EOF."""
+    sock = getattr(stream, "socket", None)
+    if isinstance(sock, ssl.SSLSocket):
+        with contextlib.suppress(OSError, ValueError):
+            sock.settimeout(0.2)
+            sock.unwrap()
+
+
 def _tls_error_text(exc: ssl.SSLError) -> str:
     if isinstance(exc, ssl.SSLCertVerificationError):
         return f"TLS: the server's certificate is not trusted ({exc.verify_message})"
@@ -254,6 +264,7 @@ def fetch_schema(remote: str, database: str, timeout: float = 10.0) -> ovs.db.id
                 req = ovs.jsonrpc.Message.create_request("get_schema", [database])
                 error, reply = conn.transact_block(req)
             finally:
+                _say_goodbye(stream)
                 conn.close()
             if error:
                 last_error = f"{target}: {_tls_failure(target) or os.strerror(error)}"
@@ -468,6 +479,7 @@ class OvsdbClient:
             with self._cond:
                 self._cond.notify_all()
         finally:
+            _say_goodbye(getattr(getattr(self._idl._session, "rpc", None), "stream", None))
             self._idl.close()
             while not self._commands.empty():
                 self._commands.get_nowait()
