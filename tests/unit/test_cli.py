@@ -97,8 +97,24 @@ def test_lab_up_options_reach_their_handler(monkeypatch: pytest.MonkeyPatch) -> 
             "3",
             "--vhost-backend",
             "hv2=m",
+            "--secure",
             "--quiet",
         ]
     )
     assert seen["chassis"] == 2 and seen["heartbeat"] == 0.5 and seen["dead_after"] == 3
-    assert seen["vhost_backends"] == {"hv2": "m"}
+    assert seen["vhost_backends"] == {"hv2": "m"} and seen["secure"] is True
+
+
+@pytest.mark.parametrize(
+    "argv",
+    [
+        ["pki", "issue", "chassis", "hv1"],
+        ["sb", "setup", "--sb-db", "unix:/x", "--chassis-listener", "pssl:6642"],
+        ["status", "-p", "k", "-c", "c", "-C", "ca"],
+        ["northd", "--private-key", "k", "--certificate", "c", "--ca-cert", "ca"],
+        ["agent", "-p", "k", "-c", "c", "-C", "ca"],
+    ],
+)
+def test_security_commands_and_tls_options_parse(argv: list[str]) -> None:
+    args = build_parser().parse_args(argv)
+    assert callable(args.func)
