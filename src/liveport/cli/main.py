@@ -18,10 +18,11 @@ from pathlib import Path
 from typing import Any, NoReturn
 
 from liveport.cli import daemons
+from liveport.cli import doctor as doctor_cli
 from liveport.cli import pki as pki_cli
 from liveport.cli.tls import add_tls_options, apply_tls
 from liveport.cms import migrate, security, status, vhost
-from liveport.lab import demo, hypervisor, lab, vms
+from liveport.lab import demo, faults, hypervisor, lab, vms
 from liveport.lab.traffic import Traffic
 from liveport.model.errors import InvalidInput, LiveportError
 from liveport.model.security import CHASSIS_ROLE, CONTROL_ROLE
@@ -63,6 +64,9 @@ def cmd_lab_up(args: argparse.Namespace) -> int:
         dead_after=args.dead_after,
         vhost_backends=backends,
         secure=args.secure,
+        members=args.members if args.clustered else 0,
+        relays=args.relays,
+        northds=args.northds,
         progress=_progress if not args.quiet else lambda _: None,
     )
     doc = lab.status(directory)
@@ -90,15 +94,25 @@ def _print_lab_status(doc: dict[str, Any]) -> None:
         f"lab {doc['directory']}: {doc['status']} "
         f"({doc['processes']['running']}/{doc['processes']['registered']} processes running)"
     )
-    print(f"  NB        {state(doc['nb']):<12} {doc['nb']['remote']}")
-    print(f"  SB        {state(doc['sb']):<12} {doc['sb']['remote']}")
+    for name in ("nb", "sb"):
+        db = doc[name]
+        if "members" not in db:
+            print(f"  {name.upper():<9} {state(db):<12} {db['remote']}")
+            continue
+        print(f"  {name.upper():<9} Raft cluster, leader {db['leader'] or 'NONE'}: {db['remote']}")
+        for member in db["members"]:
+            print(f"    {member['name']:<7} {state(member):<12} {member['role']}")
+    for relay in doc.get("sb_relays", []):
+        print(f"  SB relay  {state(relay):<12} unix:{relay['socket']}")
     if "tls" in doc:
         tls = doc["tls"]
         print(
             f"  TLS       NB {tls['nb']}  SB chassis {tls['sb_chassis']}  SB control "
             f"{tls['sb_control']}  PKI {tls['pki']}"
         )
-    if "northd" in doc:
+    if "northds" in doc:
+        print(f"  northd    {'  '.join(state(n) for n in doc['northds'])} (one active, NB lock)")
+    elif "northd" in doc:
         print(f"  northd    {state(doc['northd'])}")
     print(f"  underlay  {state(doc['underlay'])}")
     for ch in doc["chassis"]:
@@ -118,6 +132,42 @@ def cmd_lab_down(args: argparse.Namespace) -> int:
     directory = lab.resolve(args.dir)
     stopped = lab.down(directory, progress=_progress if args.verbose else lambda _: None)
     print(f"lab {directory} down: stopped {len(stopped)} processes")
+    return 0
+
+
+def cmd_lab_fault(args: argparse.Namespace) -> int:
+    directory = lab.resolve(args.dir)
+    lab.load_state(directory)  # refuses a directory that is not a lab
+    action, target = args.action, args.target
+    doc: dict[str, Any] = {"action": action, "target": target}
+    if action == "kill-leader":
+        doc["killed"] = faults.kill_leader(directory, target)
+        doc["pid"] = None
+        text = f"killed {doc['killed']}, the {target.upper()} leader"
+    elif action in ("cut", "heal"):
+        doc["pid"] = (faults.cut_sb if action == "cut" else faults.heal_sb)(directory, target)
+        text = f"{target}'s path to the SB {'cut' if action == 'cut' else 'healed'}"
+    elif action == "start":
+        faults.start(directory, target)
+        doc["pid"] = faults.pid(directory, target)
+        text = f"started {target} (pid {doc['pid']})"
+    elif action == "restart":
+        old, new = faults.restart(directory, target)
+        doc["pid"], doc["old_pid"] = new, old
+        text = f"restarted {target} (pid {old} -> {new})"
+    else:
+        act = {
+            "kill": faults.kill,
+            "stop": faults.stop,
+            "pause": faults.pause,
+            "resume": faults.resume,
+        }[action]
+        doc["pid"] = act(directory, target)
+        text = f"{action}: {target} (pid {doc['pid']})"
+    if args.json:
+        _print_json(doc)
+    else:
+        print(text)
     return 0
 
 
@@ -476,9 +526,47 @@ def build_parser() -> argparse.ArgumentParser:
         action="store_true",
         help="TLS between every client and database, and the SB's RBAC (see docs/security.md)",
     )
+    p.add_argument(
+        "--clustered",
+        action="store_true",
+        help="NB and SB as Raft clusters (agents reach the SB through per-chassis links)",
+    )
+    p.add_argument(
+        "--members",
+        type=int,
+        default=3,
+        help="members of each cluster with --clustered (default 3)",
+    )
+    p.add_argument(
+        "--relays", type=int, default=0, help="SB relays the agents use (with --clustered)"
+    )
+    p.add_argument(
+        "--northds",
+        type=int,
+        help="northd processes, one active through the NB lock (default 2 clustered, else 1)",
+    )
     p.add_argument("--json", action="store_true", help="print the lab status as JSON")
     p.add_argument("--quiet", action="store_true", help="no progress lines")
     p.set_defaults(func=cmd_lab_up)
+
+    p = lab_sub.add_parser(
+        "fault", help="inject a fault: kill/stop/start/pause/resume a process, cut a link"
+    )
+    _add_dir(p)
+    p.add_argument(
+        "action",
+        choices=[
+            *("kill", "stop", "start", "restart", "pause", "resume"),
+            *("kill-leader", "cut", "heal"),
+        ],
+        help="kill (SIGKILL) | stop (SIGTERM) | start | restart | pause (SIGSTOP) | resume | "
+        "kill-leader (of nb or sb) | cut / heal (a chassis' path to the SB)",
+    )
+    p.add_argument(
+        "target", help="a process role (northd, hv2/agent, sb2, ...), nb|sb, or a chassis"
+    )
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=cmd_lab_fault)
 
     p = lab_sub.add_parser("status", help="describe a lab")
     _add_dir(p)
@@ -668,6 +756,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_sb_setup)
 
     pki_cli.register(sub)
+    doctor_cli.register(sub, lab_sub)
 
     p = sub.add_parser("northd", help="run liveport-northd (NB -> SB)")
     daemons.add_northd_options(p)

@@ -116,6 +116,7 @@ def collect(nb: Snapshot, sb: Snapshot) -> dict[str, Any]:
         "sb_cfg": nb_global["sb_cfg"] if nb_global else None,
         "hv_cfg": nb_global["hv_cfg"] if nb_global else None,
         "unsupported": sb_global["options"].get("unsupported", "") if sb_global else "",
+        "northd": sb_global["options"].get("northd") if sb_global else None,
     }
 
 
@@ -144,4 +145,6 @@ def render(doc: dict[str, Any]) -> list[str]:
     if doc["unsupported"]:
         lines.append(f"not implemented by liveport (ignored): {doc['unsupported']}")
     lines.append(f"cfg: nb {doc['nb_cfg']} sb {doc['sb_cfg']} hv {doc['hv_cfg']}")
+    if doc.get("northd"):
+        lines.append(f"active northd: {doc['northd']}")
     return lines

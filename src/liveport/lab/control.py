@@ -1,28 +1,43 @@
-"""The lab's control plane: liveport-northd and one liveport-agent per chassis, started as
-detached daemons whose pidfiles are in lab.json before they start, and a wait until every
-chassis is registered, alive and has its tunnels."""
+"""The lab's control plane: liveport-northd (one, or an active/standby set sharing the NB
+lock) and one liveport-agent per chassis (in a clustered lab behind the chassis' SB link,
+lab.link), started as detached daemons whose pidfiles are in lab.json before they start,
+and a wait until every chassis is registered, alive and has its tunnels."""
 
 from __future__ import annotations
 
 import sys
+import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from liveport.lab.secure import LabTls
 from liveport.lab.sim import SimHost
 from liveport.lab.state import DaemonEntry, LabState, editing
+from liveport.model.errors import Timeout
 from liveport.ovsdb import schema
 from liveport.ovsdb.client import OvsdbClient
-from liveport.ovsdb.server import ServerSpec
-from liveport.runtime.process import DaemonRef, spawn_detached
+from liveport.runtime.process import DaemonError, DaemonRef, spawn_detached
+
+if TYPE_CHECKING:
+    from liveport.lab.lab import Layout
 
 Progress = Callable[[str], None]
 LIVEPORT = [sys.executable, "-m", "liveport.cli.main"]
 
 
-def northd_ref(directory: Path, marker: str) -> DaemonRef:
-    return DaemonRef("northd", directory / "northd" / "northd.pid", marker)
+def northd_role(index: int) -> str:
+    return "northd" if index == 1 else f"northd{index}"
+
+
+def northd_ref(directory: Path, marker: str, index: int = 1) -> DaemonRef:
+    role = northd_role(index)
+    return DaemonRef(role, directory / "northd" / f"{role}.pid", marker)
+
+
+def link_ref(host: SimHost, marker: str) -> DaemonRef:
+    return DaemonRef(f"{host.name}/sb-link", host.directory / "sb-link.pid", marker)
 
 
 def agent_ref(host: SimHost, marker: str) -> DaemonRef:
@@ -36,16 +51,12 @@ def register(directory: Path, refs: list[DaemonRef]) -> None:
 
 
 def start_northd(
-    directory: Path,
-    nb: ServerSpec,
-    sb: ServerSpec,
-    marker: str,
-    dead_after: float,
-    tls: LabTls | None = None,
+    directory: Path, layout: Layout, marker: str, dead_after: float, index: int = 1
 ) -> None:
-    """northd on the unix sockets, or in a secure lab over TLS with its certificate (NB, and
-    the SB's control listener)."""
-    ref = northd_ref(directory, marker)
+    """northd on the unix sockets (every member of a cluster), or in a secure lab over TLS
+    with its certificate (NB, and the SB's control listener)."""
+    tls = layout.tls
+    ref = northd_ref(directory, marker, index)
     ref.pidfile.parent.mkdir(exist_ok=True)
     register(directory, [ref])
     spawn_detached(
@@ -53,9 +64,9 @@ def start_northd(
             *LIVEPORT,
             "northd",
             "--nb-db",
-            tls.nb_remote if tls is not None else nb.remote,
+            tls.nb_remote if tls is not None else layout.nb_remote,
             "--sb-db",
-            tls.sb_control_remote if tls is not None else sb.remote,
+            tls.sb_control_remote if tls is not None else layout.sb_remote,
             *(tls.client_args("northd") if tls is not None else []),
             "--dead-after",
             str(dead_after),
@@ -95,23 +106,73 @@ def start_agent(host: SimHost, marker: str, heartbeat: float, tls: LabTls | None
     )
 
 
-def wait_ready(sb: ServerSpec, hosts: list[SimHost], timeout: float = 30.0) -> None:
+def start_link(layout: Layout, host: SimHost, marker: str) -> None:
+    """The chassis' path to the SB servers (clustered labs): one forwarding socket per SB
+    server the agent may use, which fault injection can cut."""
+    ref = link_ref(host, marker)
+    register(host.directory.parent, [ref])
+    routes = [
+        f"{layout.link_socket(host.name, i)}={remote.removeprefix('unix:')}"
+        for i, remote in enumerate(layout.agent_sb_remotes, start=1)
+    ]
+    spawn_detached(
+        [
+            sys.executable,
+            "-m",
+            "liveport.lab.link",
+            *routes,
+            "--pidfile",
+            str(ref.pidfile),
+            "--log-file",
+            str(host.directory / "sb-link.log"),
+        ],
+        pidfile=ref.pidfile,
+        log_file=host.directory / "sb-link.out",
+    )
+
+
+def wait_links(layout: Layout, hosts: list[SimHost], timeout: float = 10.0) -> None:
+    """Until every chassis' link listens (an agent started earlier would first fail to
+    connect and then wait out python-ovs's reconnect backoff)."""
+    sockets = [
+        layout.link_socket(host.name, i)
+        for host in hosts
+        for i in range(1, len(layout.agent_sb_remotes) + 1)
+    ]
+    deadline = time.monotonic() + timeout
+    while missing := [s for s in sockets if not s.is_socket()]:
+        if time.monotonic() > deadline:
+            raise DaemonError(f"SB link socket {missing[0]} did not appear in {timeout:g}s")
+        time.sleep(0.01)
+
+
+def wait_ready(layout: Layout, hosts: list[SimHost], timeout: float = 30.0) -> None:
     """Every chassis registered and alive in the SB, and holding a tunnel (with an ofport)
     to each of the others."""
     names = {h.name for h in hosts}
     with OvsdbClient(
-        sb.remote,
+        layout.sb_remote,
         schema.SB_NAME,
         {"Chassis": ["name"], "SB_Global": ["live_chassis"]},
-        schema=str(sb.schema),
+        schema=str(layout.sb.schema),
     ) as client:
-        client.wait_until(
-            lambda s: (
-                names <= schema.live_chassis(s) and names <= {r["name"] for r in s.rows("Chassis")}
-            ),
-            timeout=timeout,
-            what=f"chassis {', '.join(sorted(names))} to register",
-        )
+        try:
+            client.wait_until(
+                lambda s: (
+                    names <= schema.live_chassis(s)
+                    and names <= {r["name"] for r in s.rows("Chassis")}
+                ),
+                timeout=timeout,
+                what=f"chassis {', '.join(sorted(names))} to register",
+            )
+        except Timeout as exc:
+            snap = client.snapshot()
+            registered = sorted(r["name"] for r in snap.rows("Chassis"))
+            alive = sorted(schema.live_chassis(snap))
+            raise Timeout(
+                f"{exc} (SB {'connected' if snap.connected else 'NOT connected'}; registered: "
+                f"{', '.join(registered) or 'none'}; alive: {', '.join(alive) or 'none'})"
+            ) from None
 
     def tunnels(host: SimHost) -> None:
         with OvsdbClient(
@@ -140,19 +201,24 @@ def wait_ready(sb: ServerSpec, hosts: list[SimHost], timeout: float = 30.0) -> N
 
 def start(
     directory: Path,
-    nb: ServerSpec,
-    sb: ServerSpec,
+    layout: Layout,
     hosts: list[SimHost],
     state: LabState,
     progress: Progress,
     *,
     heartbeat: float,
     dead_after: float,
-    tls: LabTls | None = None,
 ) -> None:
-    start_northd(directory, nb, sb, state.marker, dead_after, tls)
+    for index in range(1, layout.northds + 1):
+        start_northd(directory, layout, state.marker, dead_after, index)
+    if layout.clustered:
+        for host in hosts:
+            start_link(layout, host, state.marker)
+        wait_links(layout, hosts)
     for host in hosts:
-        start_agent(host, state.marker, heartbeat, tls)
-    progress("northd and agents started")
-    wait_ready(sb, hosts)
+        start_agent(host, state.marker, heartbeat, layout.tls)
+    progress(
+        f"{'northd' if layout.northds == 1 else f'{layout.northds} northds'} and agents started"
+    )
+    wait_ready(layout, hosts)
     progress("all chassis registered, alive, with tunnels")

@@ -28,7 +28,7 @@ OVN_MEDIAN_MS = {"announce_to_delivery": 3.1, "handoff_gap": 3.1}
 
 def nbctl(directory: Path, *args: str) -> str:
     result = subprocess.run(
-        ["ovn-nbctl", f"--db={lab.Layout(directory).nb.remote}", "--timeout=30", *args],
+        ["ovn-nbctl", f"--db={lab.Layout.of(directory).nb_remote}", "--timeout=30", *args],
         capture_output=True,
         text=True,
         check=False,
@@ -97,8 +97,8 @@ def _migrate(directory: Path, say: Say, output: Path, rate: float) -> None:
     def hv_event(name: str, at: float) -> None:
         timeline.append((at, "hypervisor", name))
 
-    layout = lab.Layout(directory)
-    with BindingWatch(directory, ["vm1"]) as watch, Cms(layout.nb.remote, layout.sb.remote) as cms:
+    layout = lab.Layout.of(directory)
+    with BindingWatch(directory, ["vm1"]) as watch, Cms(layout.nb_remote, layout.sb_remote) as cms:
         traffic = Traffic(directory, "peer", "vm1", rate=rate).start()
         try:
             time.sleep(0.3)  # steady traffic before the migration starts

@@ -1,6 +1,8 @@
 """Fault injection for tests and demos: stop, kill, pause, resume or restart any process of
-a lab by its role ("northd", "hv2/agent", "sb", "hv1/ovs-vswitchd", ...). Processes are
-found through lab.json and signalled by PID after checking their command line."""
+a lab by its role ("northd", "hv2/agent", "sb", "sb2", "hv1/ovs-vswitchd", ...), kill the
+Raft leader of a clustered database, and cut a chassis' path to the SB (clustered labs).
+Processes are found through lab.json and signalled by PID after checking their command
+line."""
 
 from __future__ import annotations
 
@@ -9,9 +11,11 @@ import signal
 from pathlib import Path
 
 from liveport.lab import control
-from liveport.lab.lab import Layout
+from liveport.lab.lab import Layout, cluster_leader
 from liveport.lab.state import load
-from liveport.model.errors import NotFound
+from liveport.model.errors import InvalidInput, NotFound
+from liveport.ovsdb import schema
+from liveport.ovsdb.server import ServerSpec
 from liveport.ovsdb.server import start as start_ovsdb
 from liveport.runtime.process import DaemonRef, stop_daemons
 
@@ -60,15 +64,23 @@ def start(directory: Path, role: str) -> None:
     layout = Layout.of(directory)
     heartbeat = float(state.options.get("heartbeat", 2.0))
     dead_after = float(state.options.get("dead_after", 10.0))
-    if role == "northd":
-        control.start_northd(directory, layout.nb, layout.sb, state.marker, dead_after, layout.tls)
+    servers = {spec.name: spec for spec in layout.servers}
+    northds = {control.northd_role(i): i for i in range(1, layout.northds + 1)}
+    if role in northds:
+        control.start_northd(directory, layout, state.marker, dead_after, northds[role])
     elif role.endswith("/agent"):
         host = layout.chassis(role.removesuffix("/agent"))
         control.start_agent(host, state.marker, heartbeat, layout.tls)
-    elif role in ("nb", "sb"):
-        start_ovsdb(layout.nb if role == "nb" else layout.sb)
+    elif role.endswith("/sb-link") and layout.clustered:
+        host = layout.chassis(role.removesuffix("/sb-link"))
+        control.start_link(layout, host, state.marker)
+        control.wait_links(layout, [host])
+    elif role in servers:
+        start_ovsdb(servers[role])
     else:
-        raise NotFound(f"cannot restart {role!r} (northd, hvN/agent, nb and sb can be)")
+        raise NotFound(
+            f"cannot restart {role!r} (northd, hvN/agent and the database servers can be)"
+        )
 
 
 def restart(directory: Path, role: str) -> tuple[int, int]:
@@ -76,3 +88,48 @@ def restart(directory: Path, role: str) -> tuple[int, int]:
     old = stop(directory, role)
     start(directory, role)
     return old, pid(directory, role)
+
+
+def leader(directory: Path, database: str) -> str:
+    """The role of the current Raft leader of database ("nb" or "sb") in a clustered lab."""
+    layout = Layout.of(directory)
+    if not layout.clustered:
+        raise InvalidInput("this lab's databases are not clustered (lab up --clustered)")
+    servers, name = _cluster(layout, database)
+    found = cluster_leader(servers, name)
+    if found is None:
+        raise NotFound(f"the {database.upper()} cluster has no leader right now")
+    return found.name
+
+
+def kill_leader(directory: Path, database: str, sig: int = signal.SIGKILL) -> str:
+    """Kills the Raft leader of database ("nb" or "sb"); returns its role."""
+    role = leader(directory, database)
+    kill(directory, role, sig)
+    return role
+
+
+def _cluster(layout: Layout, database: str) -> tuple[list[ServerSpec], str]:
+    if database == "nb":
+        return layout.nb_servers, schema.NB_NAME
+    if database == "sb":
+        return layout.sb_servers, schema.SB_NAME
+    raise InvalidInput(f"unknown database {database!r} (nb or sb)")
+
+
+def cut_sb(directory: Path, chassis: str) -> int:
+    """Cuts chassis' path to every SB server: its agent's connections drop and its
+    reconnects fail until heal_sb (the agent itself keeps running)."""
+    return kill(directory, _link_role(directory, chassis), signal.SIGUSR1)
+
+
+def heal_sb(directory: Path, chassis: str) -> int:
+    return kill(directory, _link_role(directory, chassis), signal.SIGUSR2)
+
+
+def _link_role(directory: Path, chassis: str) -> str:
+    state = load(directory)
+    state.get_chassis(chassis)
+    if not Layout.of(directory).clustered:
+        raise InvalidInput("only a clustered lab routes agents through SB links")
+    return f"{chassis}/sb-link"

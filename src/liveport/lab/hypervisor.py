@@ -66,7 +66,7 @@ def announcement_kinds(announce: str, guest_announce: bool) -> list[str]:
 
 def wait_destination_ready(directory: Path, port: str, destination: str, timeout: float) -> None:
     """Waits until the destination's claim on port says its blocking flows are installed."""
-    remote = lab.Layout(directory).sb.remote
+    remote = lab.Layout.of(directory).sb_remote
     with OvsdbClient(
         remote,
         schema.SB_NAME,

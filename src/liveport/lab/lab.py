@@ -39,12 +39,16 @@ from liveport.model.errors import Conflict, InvalidInput
 from liveport.ovsdb import rbac, schema
 from liveport.ovsdb.client import OvsdbClient, configure_tls
 from liveport.ovsdb.rows import Insert
-from liveport.ovsdb.server import ServerSpec
+from liveport.ovsdb.server import ServerError, ServerSpec, cluster_status
 from liveport.ovsdb.server import start as start_ovsdb
 from liveport.runtime.process import stop_daemons
 
 DEFAULT_DIR = Path(os.environ.get("LIVEPORT_LAB_DIR", "/tmp/liveport-lab"))
 MAX_CHASSIS = 64
+MAX_MEMBERS = 7
+MAX_RELAYS = 8
+MAX_NORTHDS = 3
+CONNECT_TIMEOUT = 30.0  # seconds: a new cluster elects its leader first
 LATE_PIDFILE_GRACE = 1.0  # seconds a detaching daemon may take to write its pidfile
 
 Progress = Callable[[str], None]
@@ -60,32 +64,125 @@ class Layout:
 
     directory: Path
     tls: LabTls | None = None  # a secure lab's PKI and listeners
+    members: int = 0  # 0: standalone NB and SB; otherwise Raft clusters of this many members
+    relays: int = 0  # SB relays the agents connect to (clustered labs)
+    northds: int = 1  # northd processes; one is active (it holds the NB lock)
 
     @classmethod
     def of(cls, directory: Path) -> Layout:
-        """The layout of an existing lab (secure or not, as lab.json says)."""
-        return cls(directory, lab_tls(load(directory)))
-
-    @property
-    def nb(self) -> ServerSpec:
-        if self.tls is None:
-            return ServerSpec("nb", self.directory / "nb", schema.northbound_path())
-        return ServerSpec(
-            "nb",
-            self.directory / "nb",
-            schema.northbound_path(),
-            extra_remotes=(self.tls.nb_listener,),
-            options=self.tls.server_options("nb"),
+        """The layout of an existing lab, as lab.json says."""
+        state = load(directory)
+        return cls(
+            directory,
+            lab_tls(state),
+            members=int(state.options.get("members", 0)),
+            relays=int(state.options.get("relays", 0)),
+            northds=int(state.options.get("northds", 1)),
         )
 
     @property
-    def sb(self) -> ServerSpec:
+    def clustered(self) -> bool:
+        return self.members > 0
+
+    def _member(self, db: str, index: int, schema_path: Path, database: str) -> ServerSpec:
+        where = self.directory / db
+        name = f"{db}{index}"
         return ServerSpec(
-            "sb",
-            self.directory / "sb",
-            schema.southbound_path(),
-            db_remotes=(f"db:{schema.SB_NAME},SB_Global,connections",),
-            options=self.tls.server_options("sb") if self.tls is not None else (),
+            name,
+            where,
+            schema_path,
+            raft=f"unix:{where / name}.raft",
+            join=tuple(f"unix:{where / db}{i}.raft" for i in range(1, index)),
+            database=database,
+            db_remotes=(f"db:{schema.SB_NAME},SB_Global,connections",) if db == "sb" else (),
+        )
+
+    @property
+    def nb_servers(self) -> list[ServerSpec]:
+        if self.clustered:
+            path = schema.northbound_path()
+            return [self._member("nb", i, path, schema.NB_NAME) for i in range(1, self.members + 1)]
+        if self.tls is None:
+            return [ServerSpec("nb", self.directory / "nb", schema.northbound_path())]
+        return [
+            ServerSpec(
+                "nb",
+                self.directory / "nb",
+                schema.northbound_path(),
+                extra_remotes=(self.tls.nb_listener,),
+                options=self.tls.server_options("nb"),
+            )
+        ]
+
+    @property
+    def sb_servers(self) -> list[ServerSpec]:
+        if self.clustered:
+            path = schema.southbound_path()
+            return [self._member("sb", i, path, schema.SB_NAME) for i in range(1, self.members + 1)]
+        return [
+            ServerSpec(
+                "sb",
+                self.directory / "sb",
+                schema.southbound_path(),
+                db_remotes=(f"db:{schema.SB_NAME},SB_Global,connections",),
+                options=self.tls.server_options("sb") if self.tls is not None else (),
+            )
+        ]
+
+    @property
+    def sb_relays(self) -> list[ServerSpec]:
+        return [
+            ServerSpec(
+                f"sb-relay{i}",
+                self.directory / "sb",
+                schema.southbound_path(),
+                relay=self.sb_remote,
+                database=schema.SB_NAME,
+            )
+            for i in range(1, self.relays + 1)
+        ]
+
+    @property
+    def servers(self) -> list[ServerSpec]:
+        """Every database server of the lab, in start order."""
+        return [*self.nb_servers, *self.sb_servers, *self.sb_relays]
+
+    @property
+    def nb(self) -> ServerSpec:
+        """The NB server (the first member of a cluster)."""
+        return self.nb_servers[0]
+
+    @property
+    def sb(self) -> ServerSpec:
+        """The SB server (the first member of a cluster)."""
+        return self.sb_servers[0]
+
+    @property
+    def nb_remote(self) -> str:
+        """Every NB server, as clients list them (comma-separated)."""
+        return ",".join(spec.remote for spec in self.nb_servers)
+
+    @property
+    def sb_remote(self) -> str:
+        return ",".join(spec.remote for spec in self.sb_servers)
+
+    @property
+    def agent_sb_remotes(self) -> list[str]:
+        """Where the agents find the SB: the relays if any, else every SB server."""
+        return [spec.remote for spec in (self.sb_relays or self.sb_servers)]
+
+    def link_socket(self, host: str, index: int) -> Path:
+        return self.directory / host / f"sb-link{index}.sock"
+
+    def chassis_sb_remote(self, host: str) -> str:
+        """The SB remote(s) written into a chassis' Open_vSwitch database for its agent: in
+        a clustered lab through the chassis' link (lab.link, which faults can cut)."""
+        if self.tls is not None:
+            return self.tls.sb_chassis_remote
+        if not self.clustered:
+            return self.sb.remote
+        return ",".join(
+            f"unix:{self.link_socket(host, i)}" for i in range(1, len(self.agent_sb_remotes) + 1)
         )
 
     @property
@@ -161,11 +258,32 @@ def up(
     dead_after: float = 10.0,
     vhost_backends: Mapping[str, str] | None = None,
     secure: bool = False,
+    members: int = 0,
+    relays: int = 0,
+    northds: int | None = None,
     progress: Progress = _quiet,
 ) -> LabState:
-    """Starts a lab; on any failure or interruption, stops what it started and cleans up."""
+    """Starts a lab; on any failure or interruption, stops what it started and cleans up.
+
+    members > 0 makes NB and SB Raft clusters of that many members; relays adds SB relays
+    for the agents; northds (default: 2 when clustered, else 1) northd processes share
+    the work through the NB lock (one active, the others standing by)."""
     if not 1 <= chassis <= MAX_CHASSIS:
         raise InvalidInput(f"--chassis must be between 1 and {MAX_CHASSIS}, not {chassis}")
+    if not 0 <= members <= MAX_MEMBERS:
+        raise InvalidInput(f"--members must be between 1 and {MAX_MEMBERS}, not {members}")
+    if not 0 <= relays <= MAX_RELAYS:
+        raise InvalidInput(f"--relays must be between 0 and {MAX_RELAYS}, not {relays}")
+    if relays and not members:
+        raise InvalidInput("--relays needs --clustered (relays serve the clustered SB)")
+    if secure and members:
+        raise InvalidInput(
+            "--secure and --clustered cannot be combined in a lab yet: the SB members would "
+            "share one set of TLS listener addresses on this host"
+        )
+    northds = northds if northds is not None else (2 if members else 1)
+    if not 1 <= northds <= MAX_NORTHDS:
+        raise InvalidInput(f"--northds must be between 1 and {MAX_NORTHDS}, not {northds}")
     backends = dict(vhost_backends or {})
     unknown = sorted(set(backends) - set(chassis_names(chassis)))
     if unknown:
@@ -183,7 +301,7 @@ def up(
     with locked(directory):
         _prepare_directory(directory)
         tls = secure_lab.prepare(directory, chassis_names(chassis)) if secure else None
-        layout = Layout(directory, tls)
+        layout = Layout(directory, tls, members=members, relays=relays, northds=northds)
         state = LabState(
             directory=str(directory),
             status="starting",
@@ -195,6 +313,9 @@ def up(
                 "heartbeat": heartbeat,
                 "dead_after": dead_after,
                 "secure": secure,
+                "members": members,
+                "relays": relays,
+                "northds": northds,
                 **({"tls": tls.to_json()} if tls is not None else {}),
             },
         )
@@ -203,8 +324,7 @@ def up(
         state.daemons = [
             DaemonEntry(ref.role, str(ref.pidfile))
             for ref in [
-                layout.nb.daemon("nb", marker),
-                layout.sb.daemon("sb", marker),
+                *(spec.daemon(spec.name, marker) for spec in layout.servers),
                 *layout.underlay.daemons(marker),
                 *(ref for host in hosts for ref in host.daemons(marker)),
             ]
@@ -225,14 +345,12 @@ def up(
         if agents:
             control.start(
                 directory,
-                layout.nb,
-                layout.sb,
+                layout,
                 hosts,
                 state,
                 progress,
                 heartbeat=heartbeat,
                 dead_after=dead_after,
-                tls=tls,
             )
     except BaseException:
         progress("start-up failed; stopping what was started")
@@ -258,12 +376,18 @@ def _start_all(
         progress(f"[{time.monotonic() - t0:6.3f}s] {text}")
 
     with ThreadPoolExecutor(max_workers=min(8, len(hosts) + 3)) as pool:
-        databases = [pool.submit(start_ovsdb, layout.nb), pool.submit(start_ovsdb, layout.sb)]
+        databases = [pool.submit(start_ovsdb, spec) for spec in layout.servers]
         underlay = pool.submit(sim.start_underlay, layout.underlay)
         host_starts = [pool.submit(host.start) for host in hosts]
         _wait_all(databases)
         _init_databases(layout, layout.tls.sb_listeners if layout.tls is not None else None)
-        step("NB and SB databases up")
+        if layout.clustered:
+            step(
+                f"NB and SB clusters of {layout.members} up"
+                + (f", {layout.relays} SB relays" if layout.relays else "")
+            )
+        else:
+            step("NB and SB databases up")
         underlay.result()
         step("underlay switch up")
         _wait_all(host_starts)
@@ -274,7 +398,7 @@ def _start_all(
                 layout.underlay,
                 host,
                 entry.index,
-                layout.tls.sb_chassis_remote if layout.tls is not None else layout.sb.remote,
+                layout.chassis_sb_remote(host.name),
                 backends.get(host.name),
             )
             for host, entry in zip(hosts, state.chassis, strict=True)
@@ -307,15 +431,15 @@ def _init_databases(layout: Layout, listeners: Mapping[str, str] | None = None) 
     """Creates the NB_Global row that ovn-nbctl expects, and sets the SB up as an operator
     would (`liveport sb setup`): SB_Global, the RBAC roles, the listeners with their roles."""
     with OvsdbClient(
-        layout.nb.remote, schema.NB_NAME, {"NB_Global": None}, schema=str(layout.nb.schema)
+        layout.nb_remote, schema.NB_NAME, {"NB_Global": None}, schema=str(layout.nb.schema)
     ) as client:
-        snap = client.wait_connected(timeout=10)
+        snap = client.wait_connected(timeout=CONNECT_TIMEOUT)
         if not snap.table("NB_Global"):
             client.transact([Insert("NB_Global", {})], comment="liveport lab: initial row")
     with OvsdbClient(
-        layout.sb.remote, schema.SB_NAME, rbac.SETUP_TABLES, schema=str(layout.sb.schema)
+        layout.sb_remote, schema.SB_NAME, rbac.SETUP_TABLES, schema=str(layout.sb.schema)
     ) as client:
-        ops, _ = rbac.setup_operations(client.wait_connected(timeout=10), listeners)
+        ops, _ = rbac.setup_operations(client.wait_connected(timeout=CONNECT_TIMEOUT), listeners)
         client.transact(ops, comment="liveport lab: SB set-up")
 
 
@@ -363,7 +487,7 @@ def load_state(directory: Path) -> LabState:
 def status(directory: Path) -> dict[str, Any]:
     """A description of the lab: every daemon with its PID and sockets, every chassis, VM."""
     state = load(directory)
-    layout = Layout(directory, lab_tls(state))
+    layout = Layout.of(directory)
     refs = {ref.role: ref for ref in state.daemon_refs()}
 
     def proc(role: str, **extra: Any) -> dict[str, Any]:
@@ -387,6 +511,11 @@ def status(directory: Path) -> dict[str, Any]:
                     mgmt=str(host.mgmt_socket()),
                 ),
                 **({"agent": proc(f"{entry.name}/agent")} if f"{entry.name}/agent" in refs else {}),
+                **(
+                    {"sb_link": proc(f"{entry.name}/sb-link")}
+                    if f"{entry.name}/sb-link" in refs
+                    else {}
+                ),
             }
         )
     doc: dict[str, Any] = {
@@ -394,8 +523,13 @@ def status(directory: Path) -> dict[str, Any]:
         "status": state.status,
         "engine": state.engine,
         "created": state.created,
-        "nb": proc("nb", socket=str(layout.nb.socket), remote=layout.nb.remote),
-        "sb": proc("sb", socket=str(layout.sb.socket), remote=layout.sb.remote),
+        "nb": _database(layout.nb_servers, proc, layout.nb_remote, schema.NB_NAME),
+        "sb": _database(layout.sb_servers, proc, layout.sb_remote, schema.SB_NAME),
+        **(
+            {"sb_relays": [proc(s.name, socket=str(s.socket)) for s in layout.sb_relays]}
+            if layout.relays
+            else {}
+        ),
         **({"tls": _tls_status(layout.tls)} if layout.tls is not None else {}),
         "underlay": proc("underlay/ovs-vswitchd", ctl=str(layout.underlay.vswitchd_ctl)),
         "chassis": chassis,
@@ -412,9 +546,51 @@ def status(directory: Path) -> dict[str, Any]:
     }
     if "northd" in refs:
         doc["northd"] = proc("northd")
+    if layout.northds > 1:
+        doc["northds"] = [
+            proc(role) for role in (control.northd_role(i) for i in range(1, layout.northds + 1))
+        ]
     alive = sum(1 for ref in refs.values() if ref.running_pid() is not None)
     doc["processes"] = {"registered": len(refs), "running": alive}
     return doc
+
+
+def _database(
+    servers: list[ServerSpec], proc: Callable[..., dict[str, Any]], remote: str, database: str
+) -> dict[str, Any]:
+    """One database's status: its server, or for a cluster every member with its Raft role."""
+    if not servers[0].clustered:
+        return proc(servers[0].name, socket=str(servers[0].socket), remote=remote)
+    members = []
+    for spec in servers:
+        doc = proc(spec.name, socket=str(spec.socket))
+        role = "down"
+        if doc["running"]:
+            try:
+                role = cluster_status(spec.ctl, database).get("Role", "unknown")
+            except ServerError:
+                role = "unknown"
+        members.append({"name": spec.name, "role": role, **doc})
+    leader = next((m["name"] for m in members if m["role"] == "leader"), None)
+    return {
+        "remote": remote,
+        "running": any(m["running"] for m in members),
+        "leader": leader,
+        "members": members,
+    }
+
+
+def cluster_leader(servers: list[ServerSpec], database: str) -> ServerSpec | None:
+    """The member that is the Raft leader now, if one is."""
+    for spec in servers:
+        if not spec.pidfile.exists():
+            continue
+        try:
+            if cluster_status(spec.ctl, database).get("Role") == "leader":
+                return spec
+        except ServerError:
+            continue
+    return None
 
 
 def _tls_status(tls: LabTls) -> dict[str, Any]:
@@ -431,7 +607,7 @@ def cms(directory: Path, timeout: float = 10.0) -> Cms:
     certificate in a secure lab (this process then has the CMS's TLS identity)."""
     layout = Layout.of(directory)
     if layout.tls is None:
-        return Cms(layout.nb.remote, layout.sb.remote, connect_timeout=timeout)
+        return Cms(layout.nb_remote, layout.sb_remote, connect_timeout=timeout)
     creds = layout.tls.credentials("cms")
     configure_tls(creds.private_key, creds.certificate, creds.ca_cert, replace=True)
     return Cms(layout.tls.nb_remote, layout.tls.sb_control_remote, connect_timeout=timeout)
@@ -444,7 +620,7 @@ def client_env(directory: Path) -> dict[str, str]:
     if layout.tls is not None:
         return layout.tls.client_env()
     return {
-        "OVN_NB_DB": layout.nb.remote,
-        "LIVEPORT_NB_DB": layout.nb.remote,
-        "LIVEPORT_SB_DB": layout.sb.remote,
+        "OVN_NB_DB": layout.nb_remote,
+        "LIVEPORT_NB_DB": layout.nb_remote,
+        "LIVEPORT_SB_DB": layout.sb_remote,
     }

@@ -30,6 +30,12 @@ class Seen:
 
 
 class BindingWatch:
+    """Records every Port_Binding owner/state the SB shows, as it shows it.
+
+    In a clustered lab with relays it watches through the relays: fault tests kill
+    cluster members, and a watcher connected to the member that dies would see the states
+    committed while it reconnects only as their sum."""
+
     def __init__(self, directory: Path, ports: Iterable[str] | None = None) -> None:
         self.ports = set(ports) if ports is not None else None
         self._lock = threading.Lock()
@@ -38,8 +44,9 @@ class BindingWatch:
         self.activations: dict[str, tuple[str, int, dict[str, str]]] = {}
         # (port, chassis) -> [(time seen, installed state)]
         self.installed: dict[tuple[str, str], list[tuple[float, str | None]]] = {}
+        layout = lab.Layout.of(directory)
         self.client = OvsdbClient(
-            lab.Layout(directory).sb.remote,
+            ",".join(s.remote for s in layout.sb_relays) or layout.sb_remote,
             schema.SB_NAME,
             {
                 "Port_Binding": [
@@ -50,6 +57,7 @@ class BindingWatch:
                 ],
                 "Port_Claim": ["logical_port", "chassis", "activated", "activation", "installed"],
             },
+            leader_only=not layout.sb_relays,
             name="watch",
         )
         self.client.wait_connected(10)

@@ -20,12 +20,21 @@ What it maintains:
 - `authority` = liveport-northd on every row it inserts, so that with TLS the SB server
   lets northd, and only northd, write them (model.security).
 - A report of NB content liveport does not implement (SB_Global options:unsupported).
+
+Active/standby: every northd asks the NB server for the OVSDB lock "liveport_northd" and
+writes only while it holds it; the others keep their snapshots and chassis liveness up to
+date and take over (with a full recompute) the moment the server grants them the lock,
+which it does as soon as the holder's connection ends. The lock is on the NB because only
+northd and the CMS can reach the NB: every client of a database can steal its locks, and
+chassis reach the SB. The active northd names itself in SB_Global options:northd.
 """
 
 from __future__ import annotations
 
 import logging
+import os
 import queue
+import socket
 import threading
 import time
 import uuid
@@ -121,6 +130,7 @@ Key = tuple[str, ...]
 MAX_DP_KEY = (1 << 24) - 1
 MAX_PORT_KEY = (1 << 15) - 1
 SLOW_BATCH = 0.1  # seconds: batches slower than this are logged with their size
+NORTHD_LOCK = "liveport_northd"
 
 
 @dataclass(frozen=True)
@@ -128,6 +138,7 @@ class NorthdConfig:
     nb_remote: str
     sb_remote: str
     dead_after: float = 10.0  # seconds without a heartbeat before a chassis is dead
+    name: str = ""  # how the active northd names itself in SB_Global (default host:pid)
 
 
 def _nb_tables(nb_schema: Any) -> dict[str, list[str] | None]:
@@ -150,6 +161,7 @@ class Northd:
             _nb_tables(nb_helper),
             schema=nb_helper,
             indexes=NB_INDEXES,
+            lock=NORTHD_LOCK,
             name="nb",
         )
         self.sb = OvsdbClient(
@@ -164,6 +176,8 @@ class Northd:
         self._alive: frozenset[str] = frozenset()
         self._unsupported = ""
         self._written: dict[str, dict[str, Any]] = {}  # port -> what northd last wrote
+        self.active = False  # holds the NB lock and writes
+        self.identity = config.name or f"{socket.gethostname()}:{os.getpid()}"
         self.batches = 0
 
     def _enqueue(self, db: str, change: Change) -> None:
@@ -218,6 +232,17 @@ class Northd:
                 self._dirty |= self._chassis_keys(sb, name)
             self._dirty.add(GLOBAL)
             self._alive = alive
+        if not nb.has_lock:
+            if self.active:
+                log.warning("northd: lost the NB lock %s; standing by", NORTHD_LOCK)
+                self.active = False
+            return False
+        if not self.active:
+            log.info("northd: holds the NB lock %s; active as %s", NORTHD_LOCK, self.identity)
+            self.active = True
+            # Another northd may have written anything meanwhile: recompute everything.
+            self._dirty = {FULL}
+            self._written.clear()
         if not self._dirty:
             return False
         keys, self._dirty = self._dirty, set()
@@ -367,7 +392,7 @@ class Northd:
                     "SB_Global",
                     {
                         "nb_cfg": nb_cfg,
-                        "options": {"unsupported": unsupported},
+                        "options": {"unsupported": unsupported, "northd": self.identity},
                         "live_chassis": self._alive,
                         AUTHORITY: NORTHD_IDENTITY,
                     },
@@ -375,6 +400,7 @@ class Northd:
             )
         else:
             options = dict(sb_global["options"])
+            options["northd"] = self.identity
             if unsupported:
                 options["unsupported"] = unsupported
             else:

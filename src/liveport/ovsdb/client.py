@@ -268,12 +268,20 @@ def fetch_schema(remote: str, database: str, timeout: float = 10.0) -> ovs.db.id
                 conn.close()
             if error:
                 last_error = f"{target}: {_tls_failure(target) or os.strerror(error)}"
+            elif reply.error and _not_yet_available(reply.error):
+                # A cluster member still joining, or a relay not yet synced with its
+                # source: another server, or this one a little later, will answer.
+                last_error = f"{target}: {_server_error_text(json.dumps(reply.error))}"
             elif reply.error:
                 raise LiveportError(f"{target} does not serve {database}: {reply.error}")
             else:
                 return ovs.db.idl.SchemaHelper(None, reply.result)
         time.sleep(0.05)
     raise Timeout(f"cannot fetch the {database} schema ({last_error})")
+
+
+def _not_yet_available(error: Any) -> bool:
+    return isinstance(error, Mapping) and error.get("error") == "database not available"
 
 
 class OvsdbClient:

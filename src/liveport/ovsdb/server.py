@@ -8,6 +8,7 @@ which they got.
 
 from __future__ import annotations
 
+import json
 import subprocess
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -35,6 +36,17 @@ class ServerSpec:
     # Remotes read from the database itself, e.g. "db:Liveport_Southbound,SB_Global,connections".
     db_remotes: tuple[str, ...] = ()
     options: tuple[str, ...] = field(default=())
+    # Clustered member: its Raft address (unix:... or tcp:/ssl:IP:PORT) and, to join an
+    # existing cluster rather than create one, the Raft addresses of members already in it.
+    raft: str | None = None
+    join: tuple[str, ...] = ()
+    # Relay: serves `database` from these source remotes (comma-separated) instead of a file.
+    relay: str | None = None
+    database: str = ""
+
+    @property
+    def clustered(self) -> bool:
+        return self.raft is not None
 
     @property
     def db_file(self) -> Path:
@@ -73,10 +85,37 @@ def check_socket_path(path: Path) -> None:
 
 
 def create_db(spec: ServerSpec) -> None:
+    """Creates the database file: standalone, the first member of a new cluster, or a
+    member that joins the cluster at spec.join (it fetches the data when it starts). A
+    relay has no file."""
     spec.directory.mkdir(parents=True, exist_ok=True)
-    if spec.db_file.exists():
+    if spec.relay is not None or spec.db_file.exists():
         return
-    run_tool(["ovsdb-tool", "create", str(spec.db_file), str(spec.schema)])
+    if spec.raft is None:
+        run_tool(["ovsdb-tool", "create", str(spec.db_file), str(spec.schema)])
+    elif not spec.join:
+        run_tool(["ovsdb-tool", "create-cluster", str(spec.db_file), str(spec.schema), spec.raft])
+    else:
+        name = spec.database or schema_name(spec.schema)
+        run_tool(["ovsdb-tool", "join-cluster", str(spec.db_file), name, spec.raft, *spec.join])
+
+
+def schema_name(path: Path) -> str:
+    try:
+        return str(json.loads(path.read_text())["name"])
+    except (OSError, ValueError, KeyError) as exc:
+        raise ServerError(f"cannot read the schema name from {path}: {exc}") from None
+
+
+def cluster_status(ctl: Path, database: str) -> dict[str, str]:
+    """`cluster/status` of one member as a dict ("Role": "leader", "Term": "3", ...)."""
+    text = run_tool(["ovs-appctl", "-t", str(ctl), "cluster/status", database])
+    status: dict[str, str] = {}
+    for line in text.splitlines():
+        key, sep, value = line.partition(":")
+        if sep and not line.startswith(" ") and key not in status:
+            status[key.strip()] = value.strip()
+    return status
 
 
 def run_tool(argv: Sequence[str]) -> str:
@@ -96,9 +135,13 @@ def start(spec: ServerSpec) -> int:
     check_socket_path(spec.socket)
     check_socket_path(spec.ctl)
     create_db(spec)
+    if spec.relay is not None:
+        source = f"relay:{spec.database or schema_name(spec.schema)}:{spec.relay}"
+    else:
+        source = str(spec.db_file)
     argv = [
         "ovsdb-server",
-        str(spec.db_file),
+        source,
         f"--remote=punix:{spec.socket}",
         *(f"--remote={remote}" for remote in spec.extra_remotes),
         *(f"--remote={remote}" for remote in spec.db_remotes),
