@@ -67,6 +67,7 @@ def cmd_lab_up(args: argparse.Namespace) -> int:
         members=args.members if args.clustered else 0,
         relays=args.relays,
         northds=args.northds,
+        engine=args.engine,
         progress=_progress if not args.quiet else lambda _: None,
     )
     doc = lab.status(directory)
@@ -142,7 +143,6 @@ def cmd_lab_fault(args: argparse.Namespace) -> int:
     doc: dict[str, Any] = {"action": action, "target": target}
     if action == "kill-leader":
         doc["killed"] = faults.kill_leader(directory, target)
-        doc["pid"] = None
         text = f"killed {doc['killed']}, the {target.upper()} leader"
     elif action in ("cut", "heal"):
         doc["pid"] = (faults.cut_sb if action == "cut" else faults.heal_sb)(directory, target)
@@ -525,6 +525,13 @@ def build_parser() -> argparse.ArgumentParser:
         "--secure",
         action="store_true",
         help="TLS between every client and database, and the SB's RBAC (see docs/security.md)",
+    )
+    p.add_argument(
+        "--engine",
+        choices=lab.ENGINES,
+        default="liveport",
+        help="the control plane: liveport (default) or upstream OVN (ovn-northd, "
+        "ovn-controller), for comparisons",
     )
     p.add_argument(
         "--clustered",

@@ -65,8 +65,15 @@ def announcement_kinds(announce: str, guest_announce: bool) -> list[str]:
 
 
 def wait_destination_ready(directory: Path, port: str, destination: str, timeout: float) -> None:
-    """Waits until the destination's claim on port says its blocking flows are installed."""
-    remote = lab.Layout.of(directory).sb_remote
+    """Waits until the destination's claim on port says its blocking flows are installed
+    (in an OVN lab: until D claimed the port as additional chassis and every chassis caught
+    up, the most OVN tells)."""
+    layout = lab.Layout.of(directory)
+    if layout.engine == "ovn":
+        with lab.ovn_cms(directory) as ovn:
+            ovn.wait_ready(port, destination, timeout)
+        return
+    remote = layout.sb_remote
     with OvsdbClient(
         remote,
         schema.SB_NAME,

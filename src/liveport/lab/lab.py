@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from liveport.cms.migrate import Cms
+from liveport.cms.ovn import OvnCms
 from liveport.lab import control, sim
 from liveport.lab import secure as secure_lab
 from liveport.lab.secure import LabTls
@@ -48,6 +49,8 @@ MAX_CHASSIS = 64
 MAX_MEMBERS = 7
 MAX_RELAYS = 8
 MAX_NORTHDS = 3
+ENGINES = ("liveport", "ovn")
+OVN_SB_NAME = "OVN_Southbound"
 CONNECT_TIMEOUT = 30.0  # seconds: a new cluster elects its leader first
 LATE_PIDFILE_GRACE = 1.0  # seconds a detaching daemon may take to write its pidfile
 
@@ -67,6 +70,7 @@ class Layout:
     members: int = 0  # 0: standalone NB and SB; otherwise Raft clusters of this many members
     relays: int = 0  # SB relays the agents connect to (clustered labs)
     northds: int = 1  # northd processes; one is active (it holds the NB lock)
+    engine: str = "liveport"  # or "ovn": ovn-northd and ovn-controller on OVN's SB schema
 
     @classmethod
     def of(cls, directory: Path) -> Layout:
@@ -78,6 +82,7 @@ class Layout:
             members=int(state.options.get("members", 0)),
             relays=int(state.options.get("relays", 0)),
             northds=int(state.options.get("northds", 1)),
+            engine=state.engine,
         )
 
     @property
@@ -116,6 +121,8 @@ class Layout:
 
     @property
     def sb_servers(self) -> list[ServerSpec]:
+        if self.engine == "ovn":
+            return [ServerSpec("sb", self.directory / "sb", schema.ovn_southbound_path())]
         if self.clustered:
             path = schema.southbound_path()
             return [self._member("sb", i, path, schema.SB_NAME) for i in range(1, self.members + 1)]
@@ -210,6 +217,11 @@ def resolve(directory: Path | str | None) -> Path:
     return Path(directory).absolute() if directory is not None else DEFAULT_DIR.absolute()
 
 
+def agent_role(state: LabState, chassis: str) -> str:
+    """The role of the chassis' control-plane daemon: liveport's agent or ovn-controller."""
+    return f"{chassis}/ovn-controller" if state.engine == "ovn" else f"{chassis}/agent"
+
+
 def running_daemons(state: LabState) -> list[tuple[str, int]]:
     out = []
     for ref in state.daemon_refs():
@@ -249,25 +261,16 @@ def _remove_lab_files(directory: Path) -> None:
             child.unlink()
 
 
-def up(
-    directory: Path,
-    chassis: int = 3,
-    *,
-    agents: bool = True,
-    heartbeat: float = 2.0,
-    dead_after: float = 10.0,
-    vhost_backends: Mapping[str, str] | None = None,
-    secure: bool = False,
-    members: int = 0,
-    relays: int = 0,
-    northds: int | None = None,
-    progress: Progress = _quiet,
-) -> LabState:
-    """Starts a lab; on any failure or interruption, stops what it started and cleans up.
-
-    members > 0 makes NB and SB Raft clusters of that many members; relays adds SB relays
-    for the agents; northds (default: 2 when clustered, else 1) northd processes share
-    the work through the NB lock (one active, the others standing by)."""
+def _check_options(
+    chassis: int,
+    members: int,
+    relays: int,
+    northds: int | None,
+    engine: str,
+    secure: bool,
+    backends: Mapping[str, str],
+) -> int:
+    """Refuses a bad combination before anything starts; returns the northd count."""
     if not 1 <= chassis <= MAX_CHASSIS:
         raise InvalidInput(f"--chassis must be between 1 and {MAX_CHASSIS}, not {chassis}")
     if not 0 <= members <= MAX_MEMBERS:
@@ -281,16 +284,50 @@ def up(
             "--secure and --clustered cannot be combined in a lab yet: the SB members would "
             "share one set of TLS listener addresses on this host"
         )
+    if engine not in ENGINES:
+        raise InvalidInput(f"--engine must be one of {', '.join(ENGINES)}, not {engine!r}")
+    if engine == "ovn":
+        if secure or members or backends or northds not in (None, 1):
+            raise InvalidInput(
+                "the OVN engine lab is plain: --secure, --clustered, --northds and "
+                "--vhost-backend are liveport's"
+            )
+        schema.ovn_southbound_path()
+        control.ovn_binaries()
     northds = northds if northds is not None else (2 if members else 1)
     if not 1 <= northds <= MAX_NORTHDS:
         raise InvalidInput(f"--northds must be between 1 and {MAX_NORTHDS}, not {northds}")
-    backends = dict(vhost_backends or {})
     unknown = sorted(set(backends) - set(chassis_names(chassis)))
     if unknown:
         raise InvalidInput(f"--vhost-backend names unknown chassis {', '.join(unknown)}")
     catalogue = load_catalogue()
     for name in backends.values():
         catalogue.get(name)  # an unknown mode is refused before anything starts
+    return northds
+
+
+def up(
+    directory: Path,
+    chassis: int = 3,
+    *,
+    agents: bool = True,
+    heartbeat: float = 2.0,
+    dead_after: float = 10.0,
+    vhost_backends: Mapping[str, str] | None = None,
+    secure: bool = False,
+    members: int = 0,
+    relays: int = 0,
+    northds: int | None = None,
+    engine: str = "liveport",
+    progress: Progress = _quiet,
+) -> LabState:
+    """Starts a lab; on any failure or interruption, stops what it started and cleans up.
+
+    members > 0 makes NB and SB Raft clusters of that many members; relays adds SB relays
+    for the agents; northds (default: 2 when clustered, else 1) northd processes share
+    the work through the NB lock (one active, the others standing by)."""
+    backends = dict(vhost_backends or {})
+    northds = _check_options(chassis, members, relays, northds, engine, secure, backends)
     # Resolve schemas before touching anything: a missing one is a clear error, not a mess.
     schema.northbound_path()
     schema.southbound_path()
@@ -301,11 +338,14 @@ def up(
     with locked(directory):
         _prepare_directory(directory)
         tls = secure_lab.prepare(directory, chassis_names(chassis)) if secure else None
-        layout = Layout(directory, tls, members=members, relays=relays, northds=northds)
+        layout = Layout(
+            directory, tls, members=members, relays=relays, northds=northds, engine=engine
+        )
         state = LabState(
             directory=str(directory),
             status="starting",
             created=time.time(),
+            engine=engine,
             options={
                 "vhost_backends": backends,
                 "chassis": chassis,
@@ -400,6 +440,7 @@ def _start_all(
                 entry.index,
                 layout.chassis_sb_remote(host.name),
                 backends.get(host.name),
+                layout.engine,
             )
             for host, entry in zip(hosts, state.chassis, strict=True)
         )
@@ -436,6 +477,14 @@ def _init_databases(layout: Layout, listeners: Mapping[str, str] | None = None) 
         snap = client.wait_connected(timeout=CONNECT_TIMEOUT)
         if not snap.table("NB_Global"):
             client.transact([Insert("NB_Global", {})], comment="liveport lab: initial row")
+    if layout.engine == "ovn":
+        with OvsdbClient(
+            layout.sb_remote, OVN_SB_NAME, {"SB_Global": None}, schema=str(layout.sb.schema)
+        ) as client:
+            snap = client.wait_connected(timeout=CONNECT_TIMEOUT)
+            if not snap.table("SB_Global"):
+                client.transact([Insert("SB_Global", {})], comment="liveport lab: initial row")
+        return
     with OvsdbClient(
         layout.sb_remote, schema.SB_NAME, rbac.SETUP_TABLES, schema=str(layout.sb.schema)
     ) as client:
@@ -510,7 +559,11 @@ def status(directory: Path) -> dict[str, Any]:
                     ctl=str(host.vswitchd_ctl),
                     mgmt=str(host.mgmt_socket()),
                 ),
-                **({"agent": proc(f"{entry.name}/agent")} if f"{entry.name}/agent" in refs else {}),
+                **(
+                    {"agent": proc(agent)}
+                    if (agent := agent_role(state, entry.name)) in refs
+                    else {}
+                ),
                 **(
                     {"sb_link": proc(f"{entry.name}/sb-link")}
                     if f"{entry.name}/sb-link" in refs
@@ -546,6 +599,8 @@ def status(directory: Path) -> dict[str, Any]:
     }
     if "northd" in refs:
         doc["northd"] = proc("northd")
+    elif "ovn-northd" in refs:
+        doc["northd"] = proc("ovn-northd")
     if layout.northds > 1:
         doc["northds"] = [
             proc(role) for role in (control.northd_role(i) for i in range(1, layout.northds + 1))
@@ -606,11 +661,28 @@ def cms(directory: Path, timeout: float = 10.0) -> Cms:
     """A CMS client of the lab, connected as a cloud would: over TLS with the CMS
     certificate in a secure lab (this process then has the CMS's TLS identity)."""
     layout = Layout.of(directory)
+    if layout.engine == "ovn":
+        raise InvalidInput(f"{directory} is an OVN lab: use its OVN CMS (lab.ovn_cms)")
     if layout.tls is None:
         return Cms(layout.nb_remote, layout.sb_remote, connect_timeout=timeout)
     creds = layout.tls.credentials("cms")
     configure_tls(creds.private_key, creds.certificate, creds.ca_cert, replace=True)
     return Cms(layout.tls.nb_remote, layout.tls.sb_control_remote, connect_timeout=timeout)
+
+
+def ovn_cms(directory: Path, timeout: float = 10.0) -> OvnCms:
+    """The CMS client of an OVN-engine lab (OVN's form and OVN's database state)."""
+    layout = Layout.of(directory)
+    if layout.engine != "ovn":
+        raise InvalidInput(f"{directory} is not an OVN lab (lab up --engine ovn)")
+    return OvnCms(layout.nb_remote, layout.sb_remote, connect_timeout=timeout)
+
+
+def engine_cms(directory: Path, timeout: float = 10.0) -> Cms | OvnCms:
+    """The lab's CMS client, whichever engine runs it."""
+    if Layout.of(directory).engine == "ovn":
+        return ovn_cms(directory, timeout)
+    return cms(directory, timeout)
 
 
 def client_env(directory: Path) -> dict[str, str]:

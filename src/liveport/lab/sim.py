@@ -122,7 +122,12 @@ def underlay_socket(underlay: SimHost, chassis: str) -> Path:
 
 
 def attach_chassis(
-    underlay: SimHost, host: SimHost, index: int, sb_remote: str, vhost_backend: str | None = None
+    underlay: SimHost,
+    host: SimHost,
+    index: int,
+    sb_remote: str,
+    vhost_backend: str | None = None,
+    engine: str = "liveport",
 ) -> None:
     """Creates br-int and br-phys on host, links br-phys to the underlay switch and gives it
     the chassis' tunnel endpoint address, then records the chassis identity in Open_vSwitch
@@ -177,10 +182,21 @@ def attach_chassis(
         ".",
         f"external_ids:system-id={host.name}",
         f"external_ids:hostname={host.name}",
-        f"external_ids:liveport-remote={sb_remote}",
-        "external_ids:liveport-encap-type=geneve",
-        f"external_ids:liveport-encap-ip={ip}",
-        f"external_ids:liveport-bridge={INT_BRIDGE}",
+        *(
+            [
+                f"external_ids:ovn-remote={sb_remote}",
+                "external_ids:ovn-encap-type=geneve",
+                f"external_ids:ovn-encap-ip={ip}",
+                f"external_ids:ovn-bridge={INT_BRIDGE}",
+            ]
+            if engine == "ovn"
+            else [
+                f"external_ids:liveport-remote={sb_remote}",
+                "external_ids:liveport-encap-type=geneve",
+                f"external_ids:liveport-encap-ip={ip}",
+                f"external_ids:liveport-bridge={INT_BRIDGE}",
+            ]
+        ),
         *([f"external_ids:liveport-vhost-backend={vhost_backend}"] if vhost_backend else []),
     )
     prefix = f"{ip}/{UNDERLAY_NET.prefixlen}"
