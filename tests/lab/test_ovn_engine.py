@@ -74,18 +74,22 @@ def test_an_ovn_lab_binds_forwards_and_leaves_nothing(lab_factory: LabFactory) -
     assert not d.exists()
 
 
-def test_ovn_migrates_in_its_own_form(lab_factory: LabFactory) -> None:
+def test_liveport_migrate_drives_ovn_in_its_own_form(lab_factory: LabFactory) -> None:
     d = lab_factory(chassis=3, engine="ovn")
     build(d)
     with lab.ovn_cms(d) as cms:
         traffic = Traffic(d, "peer", "vm1", rate=500).start()
         try:
             vms.wait_capture(d, "vm1", lambda f: len(f) > 10)
-            cms.start("vm1", "hv2")
+            started = run_cli("migrate", "vm1", "--to", "hv2", "--dir", str(d))
+            assert started.returncode == 0, started.stderr
+            assert "hv2 is additional" in started.stdout
             lsp = nbctl(d, "get", "Logical_Switch_Port", "vm1", "options")
             assert 'requested-chassis="hv1,hv2"' in lsp and "activation-strategy=rarp" in lsp
             record = hypervisor.migrate(d, "vm1", "hv2", announce="rarp", pause_ms=20)
-            cms.complete("vm1")
+            done = run_cli("migrate", "vm1", "--complete", "--dir", str(d))
+            assert done.returncode == 0, done.stderr
+            assert "vm1 is on hv2" in done.stdout
             vms.wait_capture(d, "vm1", lambda f: len(f) > 10, chassis="hv2")
         finally:
             sent = traffic.stop()

@@ -21,7 +21,7 @@ from liveport.cli import daemons
 from liveport.cli import doctor as doctor_cli
 from liveport.cli import pki as pki_cli
 from liveport.cli.tls import add_tls_options, apply_tls
-from liveport.cms import migrate, security, status, vhost
+from liveport.cms import migrate, ovn, security, status, vhost
 from liveport.lab import demo, faults, hypervisor, lab, vms
 from liveport.lab.traffic import Traffic
 from liveport.model.errors import InvalidInput, LiveportError
@@ -347,7 +347,10 @@ def cmd_migrate(args: argparse.Namespace) -> int:
         raise InvalidInput("say exactly one of --to CHASSIS, --complete, --abort")
     nb_remote, sb_remote = _remotes(args)
     show = _timeline_printer(args.json)
-    with migrate.Cms(nb_remote, sb_remote, connect_timeout=args.timeout) as cms:
+    engine: type[migrate.Cms] | type[ovn.OvnCms] = (
+        ovn.OvnCms if ovn.serves_ovn(sb_remote, args.timeout) else migrate.Cms
+    )
+    with engine(nb_remote, sb_remote, connect_timeout=args.timeout) as cms:
         if args.to:
             events = cms.start(
                 args.port,
@@ -362,7 +365,7 @@ def cmd_migrate(args: argparse.Namespace) -> int:
         else:
             events = cms.abort(args.port, timeout=args.timeout, on_event=show)
         if args.json:
-            current = cms.migration(args.port)
+            current = cms.migration(args.port) if isinstance(cms, migrate.Cms) else None
             _print_json(
                 {
                     "events": [e.to_json() for e in events],

@@ -20,7 +20,7 @@ from collections.abc import Callable
 from typing import Any
 
 from liveport.cms.migrate import Event, MigrationError, WaitFor
-from liveport.model.errors import Conflict, NotFound, Timeout
+from liveport.model.errors import Conflict, LiveportError, NotFound, Timeout
 from liveport.ovsdb import schema
 from liveport.ovsdb.client import OvsdbClient, fetch_schema
 from liveport.ovsdb.rows import Row, Snapshot, Update, Verify
@@ -256,3 +256,14 @@ class OvnCms:
         )
         events.append(self._emit(on_event, verb, f"{port} is on {keep}"))
         return events
+
+
+def serves_ovn(sb_remote: str, timeout: float = 10.0) -> bool:
+    """True if the SB server at sb_remote is OVN's (OVN_Southbound), False if liveport's."""
+    try:
+        fetch_schema(sb_remote, OVN_SB_NAME, timeout)
+    except LiveportError as exc:
+        if "does not serve" in str(exc):
+            return False
+        raise
+    return True
