@@ -8,7 +8,8 @@ reads fresh snapshots of both, and:
 1. converges the bridge's tunnel ports on the SB's chassis list;
 2. registers this chassis and reports its VIFs (Chassis, Chassis_Private, Chassis_VIF);
 3. adjusts what Port_Bindings it monitors (its VIFs' ports and their datapaths) and waits
-   until the server has acknowledged the condition before trusting the view;
+   until the server has acknowledged the condition before trusting the view (unless the
+   condition only dropped rows: a VIF that goes has its flows removed at once);
 4. compiles the whole flow table with the pure compiler (cached per port) and applies only
    the difference to what it installed, in one bundle, followed by a barrier;
 5. only then reports what is installed: each claim's state (M9) and nb_cfg (hv_cfg).
@@ -29,6 +30,7 @@ import dataclasses
 import logging
 import signal
 import time
+from collections.abc import Collection, Iterable
 from dataclasses import dataclass
 
 from liveport.agent import localswitch, southbound
@@ -46,7 +48,7 @@ from liveport.model.binding import (
 from liveport.model.catalogue import Catalogue, load_catalogue, supported_modes
 from liveport.model.clock import Clock, SystemClock
 from liveport.model.errors import LiveportError
-from liveport.model.flows import OFPP_TABLE, FlowDiff, FlowSet, Output, diff
+from liveport.model.flows import OFPP_TABLE, Flow, FlowDiff, FlowSet, Output, diff
 from liveport.model.pipeline import (
     COOKIE_KIND_MASK,
     COOKIE_MAGIC,
@@ -117,6 +119,16 @@ def _port_of(value: int) -> tuple[int, int]:
     return (value >> 16) & 0xFFFFFF, value & 0xFFFF
 
 
+def learning_ports(flows: Iterable[Flow]) -> set[tuple[int, int]]:
+    """(dp, port) of the ports that may hold learned flows in a switch holding flows: those
+    with learned flows, and those whose activation flows may learn more at any moment."""
+    return {
+        _port_of(f.cookie)
+        for f in flows
+        if cookie_kind(f.cookie) in (Kind.LEARNED, Kind.ACTIVATION)
+    }
+
+
 def _now_ms(clock: Clock) -> int:
     return int(clock.wall() * 1000)
 
@@ -136,6 +148,7 @@ class Agent:
         self._activated: set[str] = set()  # ports whose announcement this chassis saw
         self._activations: dict[str, dict[str, str]] = {}
         self._pb_condition: list[object] | None = None
+        self._pb_applied: list[object] | None = None  # the last one seen applied
         self._roles: dict[str, LocalRole] = {}
         self._view: ChassisView | None = None
         self._heartbeat = 0
@@ -237,9 +250,11 @@ class Agent:
         self._installed = FlowSet(
             {k: f for k, f in installed.flows.items() if cookie_kind(f.cookie) is not Kind.LEARNED}
         )
-        # Learned flows may belong to ports that are no longer pending here: they are
-        # deleted once a pass finds those ports in another role.
-        self._learned = {_port_of(f.cookie) for f in learned}
+        # Learned flows may belong to ports that are no longer pending here, and a port
+        # whose activation flows are installed may learn some before the first pass (the
+        # packet-in of that announcement finds no view and is dropped): both are deleted
+        # once a pass finds the port in another role.
+        self._learned = learning_ports(installed)
         log.info(
             "agent: connected to %s; %d flows installed (%d learned)",
             self.mgmt_socket,
@@ -361,20 +376,41 @@ class Agent:
             log.warning(
                 "agent: iface-id plugged twice on this chassis: %s", ", ".join(local.duplicates)
             )
+        self._forget_unplugged(local.vifs.keys())
         if not await self._monitoring_complete(sb, local):
             return
         await self._install(sb, local)
 
+    def _forget_unplugged(self, vifs: Collection[str]) -> None:
+        """An announcement counts only for the VIF it came in on: a VIF that went away takes
+        it along even when this pass cannot install, so a new VIF there must announce
+        itself again (M7). (kept_activations, in the pass that installs, also drops those
+        whose port is no longer migrating here.)"""
+        self._activated = {p for p in self._activated if p in vifs}
+        self._activations = {p: a for p, a in self._activations.items() if p in vifs}
+
     async def _monitoring_complete(self, sb: Snapshot, local: LocalState) -> bool:
         """Monitors the Port_Bindings of local VIFs and of their datapaths; True once the
-        server has applied the current condition (before that the view may be partial, and
-        a partial view would delete flows that are still right)."""
+        snapshot holds every row the current condition selects: the server applied it, or
+        still applies one that selects all those rows and more (a VIF went away). Before
+        that the view may be partial, and a partial view would delete flows that are still
+        right. Extra rows are harmless (only datapaths with a local VIF are compiled), and
+        not waiting for them matters: the pass that sees a VIF go must remove its flows,
+        or a new VIF plugged there before the next pass inherits what the old one had."""
         assert self.sb is not None
         condition = southbound.port_binding_condition(sb, local.vifs)
         if condition != self._pb_condition:
             self._pb_condition = condition
             self.sb.set_condition("Port_Binding", condition)
-        return sb.condition_applied("Port_Binding", condition)
+        if sb.condition_applied("Port_Binding", condition):
+            self._pb_applied = condition
+            return True
+        applied = self._pb_applied
+        return (
+            applied is not None
+            and sb.condition_applied("Port_Binding", applied)
+            and southbound.condition_covers(applied, condition)
+        )
 
     async def _install(self, sb: Snapshot, local: LocalState) -> None:
         assert self.sb is not None and self.of is not None

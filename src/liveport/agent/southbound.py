@@ -11,12 +11,13 @@ ports tell which datapaths).
 
 from __future__ import annotations
 
+import json
 import uuid
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
 from liveport.agent.localswitch import Identity, LocalState
-from liveport.model.binding import ClaimReport, LocalRole, installed_state
+from liveport.model.binding import ClaimReport, LocalRole, installed_state, records_activation
 from liveport.model.frozen import FrozenMap
 from liveport.model.logical import DEFAULT_STRATEGY, Strategy
 from liveport.model.pipeline import ChassisView, PortView
@@ -58,6 +59,14 @@ def port_binding_condition(sb: Snapshot, vif_ids: Iterable[str]) -> Condition:
     cond: Condition = [["datapath", "==", ["uuid", str(u)]] for u in sorted(datapaths, key=str)]
     cond += [["logical_port", "==", n] for n in sorted(unknown)]
     return cond
+
+
+def condition_covers(wider: Condition, narrower: Condition) -> bool:
+    """Whether every row narrower selects is selected by wider: each of narrower's
+    clauses (OR-ed) is one of wider's."""
+    return {json.dumps(c, sort_keys=True) for c in narrower} <= {
+        json.dumps(c, sort_keys=True) for c in wider
+    }
 
 
 def registration_ops(
@@ -193,7 +202,8 @@ def report_ops(
         if row["installed"] != installed:
             values["installed"] = installed
         seen = activations.get(row["logical_port"])
-        if seen is not None and row["role"] == "destination" and row["activated"] is None:
+        claim = ClaimReport(row["chassis"], row["role"], row["installed"], row["activated"])
+        if seen is not None and records_activation(claim):
             values["activated"] = int(seen.get("at", now_ms))
             values["activation"] = dict(seen)
         negotiated = (vhost or {}).get(row["logical_port"])

@@ -1,0 +1,127 @@
+"""The agent's own bookkeeping around activations, learned flows and its SB monitor,
+without a switch or a database (fakes for the one client call it makes)."""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+from typing import Any
+
+from liveport.agent import southbound
+from liveport.agent.agent import Agent, AgentConfig, learning_ports
+from liveport.agent.localswitch import Identity, LocalState
+from liveport.model.flows import Flow, match
+from liveport.model.frozen import FrozenMap
+from liveport.model.pipeline import Kind, LocalVif, cookie
+from liveport.ovsdb.client import Condition
+from liveport.ovsdb.rows import Row, Snapshot
+
+IDENTITY = Identity("hv2", "hv2", None, "geneve", "192.0.2.2", "br-int")
+DP1, DP2 = uuid.UUID(int=1), uuid.UUID(int=2)
+BINDINGS = {"a": DP1, "b": DP2, "c": DP2}  # port -> datapath
+
+
+class FakeSb:
+    """The one OvsdbClient call _monitoring_complete makes."""
+
+    def __init__(self) -> None:
+        self.conditions: list[Condition] = []
+
+    def set_condition(self, table: str, condition: Condition) -> None:
+        assert table == "Port_Binding"
+        self.conditions.append(condition)
+
+
+def snapshot(ports: list[str], acked: Condition) -> Snapshot:
+    rows = {
+        (u := uuid.uuid5(uuid.NAMESPACE_OID, name)): Row(
+            u, "Port_Binding", FrozenMap({"logical_port": name, "datapath": BINDINGS[name]})
+        )
+        for name in ports
+    }
+    return Snapshot(
+        1,
+        {"Port_Binding": rows},
+        connected=True,
+        acked_conditions={"Port_Binding": acked or [False]},
+    )
+
+
+def local(*vifs: str) -> LocalState:
+    return LocalState(IDENTITY, uuid.uuid4(), {n: LocalVif(n, 10 + i) for i, n in enumerate(vifs)})
+
+
+def agent_with(sb: FakeSb) -> Agent:
+    agent = Agent(AgentConfig(ovs_remote="unix:/nonexistent"))
+    agent.sb = sb  # type: ignore[assignment]
+    return agent
+
+
+def by_datapath(*datapaths: uuid.UUID) -> Condition:
+    return [["datapath", "==", ["uuid", str(d)]] for d in sorted(datapaths, key=str)]
+
+
+def test_condition_covers() -> None:
+    both = by_datapath(DP1, DP2)
+    assert southbound.condition_covers(both, by_datapath(DP1))
+    assert southbound.condition_covers(both, [])
+    assert southbound.condition_covers(both, list(reversed(both)))
+    assert not southbound.condition_covers(by_datapath(DP1), both)
+    assert not southbound.condition_covers(both, [["logical_port", "==", "c"]])
+
+
+def test_a_vif_that_goes_does_not_hold_the_pass_back() -> None:
+    """A pass that sees a VIF go must install (remove its flows) although the server has
+    not applied the narrower condition yet: the snapshot holds all the rows it needs. A
+    new VIF plugged there before the next pass must not inherit the old one's flows."""
+
+    async def passes() -> None:
+        sb = FakeSb()
+        agent = agent_with(sb)
+        both = by_datapath(DP1, DP2)
+        rows = ["a", "b", "c"]
+        # A new agent: nothing applied yet.
+        assert not await agent._monitoring_complete(snapshot([], []), local("a", "b"))
+        assert not await agent._monitoring_complete(snapshot(rows, []), local("a", "b"))
+        assert sb.conditions[-1] == both
+        assert await agent._monitoring_complete(snapshot(rows, both), local("a", "b"))
+        # b goes: the server still applies both datapaths, a superset.
+        assert await agent._monitoring_complete(snapshot(rows, both), local("a"))
+        assert sb.conditions[-1] == by_datapath(DP1)
+        assert await agent._monitoring_complete(snapshot(["a"], by_datapath(DP1)), local("a"))
+        # b comes back: its datapath's rows are not there yet.
+        assert not await agent._monitoring_complete(
+            snapshot(["a"], by_datapath(DP1)), local("a", "b")
+        )
+        # A superset the server no longer applies proves nothing.
+        agent = agent_with(FakeSb())
+        assert await agent._monitoring_complete(snapshot(rows, both), local("a", "b"))
+        moved = by_datapath(DP2)
+        assert not await agent._monitoring_complete(snapshot(["b", "c"], moved), local("a"))
+
+    asyncio.run(passes())
+
+
+def test_an_unplugged_vif_takes_its_activation_along() -> None:
+    agent = agent_with(FakeSb())
+    agent._activated = {"a", "b"}
+    agent._activations = {"a": {"kind": "rarp", "at": "1"}, "b": {"kind": "garp", "at": "2"}}
+    agent._forget_unplugged(local("a", "c").vifs.keys())
+    assert agent._activated == {"a"}
+    assert agent._activations == {"a": {"kind": "rarp", "at": "1"}}
+
+
+def test_ports_that_may_learn_count_as_holding_learned_flows() -> None:
+    """At connect: a port with learned flows, and a port whose activation flows are in the
+    switch (it may learn before the first pass; that packet-in finds no view)."""
+
+    def flow(kind: Kind, dp: int, key: int, **fields: Any) -> Flow:
+        return Flow(0, 100, match(**fields), (), cookie(kind, dp, key))
+
+    flows = [
+        flow(Kind.PORT, 1, 1, in_port=11),
+        flow(Kind.ACTIVATION, 1, 2, in_port=12),
+        flow(Kind.LEARNED, 1, 3, in_port=13),
+        flow(Kind.DATAPATH, 1, 0, tunnel_id=1),
+    ]
+    assert learning_ports(flows) == {(1, 2), (1, 3)}
