@@ -209,6 +209,9 @@ class Agent:
             southbound.SB_TABLES,
             conditions=southbound.own_conditions(me),
             indexes={"Port_Binding": ["logical_port", "datapath"]},
+            # Any cluster member or relay will do (python-ovs still refuses one whose data
+            # is older than what this client has seen); only northd needs the leader.
+            leader_only=False,
             name="sb",
         )
         self.sb.add_listener(kick)
