@@ -19,7 +19,7 @@ from __future__ import annotations
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any, Literal
+from typing import Any, Literal, Self
 
 from liveport.cms import vhost
 from liveport.model.catalogue import load_catalogue
@@ -112,7 +112,48 @@ def _claim(sb: Snapshot, port: str, chassis: str | None) -> Row | None:
     return None
 
 
-class Cms:
+class CmsClients:
+    """What every cloud-side client has: an NB and an SB client (`nb`, `sb`, set by the
+    subclass), the port lookup, option writes that fail rather than overwrite a concurrent
+    change, and timeline events."""
+
+    nb: OvsdbClient
+    sb: OvsdbClient
+    write_comment = "liveport migrate"
+
+    def close(self) -> None:
+        self.nb.close()
+        self.sb.close()
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def _lsp(self, port: str) -> Row:
+        rows = self.nb.snapshot().lookup("Logical_Switch_Port", "name", port)
+        if not rows:
+            raise NotFound(f"unknown port {port!r}")
+        return rows[0]
+
+    def _write_options(self, lsp: Row, options: dict[str, str]) -> None:
+        self.nb.transact(
+            [
+                Verify("Logical_Switch_Port", lsp.uuid, "options"),
+                Update("Logical_Switch_Port", lsp.uuid, {"options": options}),
+            ],
+            comment=self.write_comment,
+        )
+
+    def _emit(self, sink: Callable[[Event], None] | None, phase: str, detail: str) -> Event:
+        event = Event(phase, time.time(), detail)
+        if sink is not None:
+            sink(event)
+        return event
+
+
+class Cms(CmsClients):
     """A cloud-side client of liveport's NB and SB. One instance may serve many calls."""
 
     def __init__(self, nb_remote: str, sb_remote: str, *, connect_timeout: float = 10.0) -> None:
@@ -139,23 +180,7 @@ class Cms:
         self.sb.wait_connected(connect_timeout)
         self.catalogue = load_catalogue()
 
-    def close(self) -> None:
-        self.nb.close()
-        self.sb.close()
-
-    def __enter__(self) -> Cms:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.close()
-
     # ----- reading ---------------------------------------------------------------------
-
-    def _lsp(self, port: str) -> Row:
-        rows = self.nb.snapshot().lookup("Logical_Switch_Port", "name", port)
-        if not rows:
-            raise NotFound(f"unknown port {port!r}")
-        return rows[0]
 
     def _binding(self, port: str, sb: Snapshot | None = None) -> Row:
         rows = (sb or self.sb.snapshot()).lookup("Port_Binding", "logical_port", port)
@@ -262,21 +287,6 @@ class Cms:
                 self._emit(on_event, "ready", f"{destination} installed the blocking flows")
             )
         return events
-
-    def _write_options(self, lsp: Row, options: dict[str, str]) -> None:
-        self.nb.transact(
-            [
-                Verify("Logical_Switch_Port", lsp.uuid, "options"),
-                Update("Logical_Switch_Port", lsp.uuid, {"options": options}),
-            ],
-            comment="liveport migrate",
-        )
-
-    def _emit(self, sink: Callable[[Event], None] | None, phase: str, detail: str) -> Event:
-        event = Event(phase, time.time(), detail)
-        if sink is not None:
-            sink(event)
-        return event
 
     def wait_ready(self, port: str, destination: str, timeout: float = 30.0) -> None:
         self._wait_phase(port, destination, "ready", timeout)

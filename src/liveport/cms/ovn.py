@@ -14,16 +14,15 @@ same workload can be driven through either engine.
 
 from __future__ import annotations
 
-import time
 import uuid
 from collections.abc import Callable
 from typing import Any
 
-from liveport.cms.migrate import Event, MigrationError, WaitFor
+from liveport.cms.migrate import CmsClients, Event, MigrationError, WaitFor
 from liveport.model.errors import Conflict, LiveportError, NotFound, Timeout
 from liveport.ovsdb import schema
 from liveport.ovsdb.client import OvsdbClient, fetch_schema
-from liveport.ovsdb.rows import Row, Snapshot, Update, Verify
+from liveport.ovsdb.rows import Row, Snapshot, Update
 
 OVN_SB_NAME = "OVN_Southbound"
 NB_TABLES: dict[str, list[str] | None] = {
@@ -43,10 +42,11 @@ SB_TABLES: dict[str, list[str] | None] = {
 }
 
 
-class OvnCms:
+class OvnCms(CmsClients):
     """A cloud-side client of an OVN deployment (OVN_Northbound + OVN_Southbound)."""
 
     engine = "ovn"
+    write_comment = "liveport migrate (OVN)"
 
     def __init__(self, nb_remote: str, sb_remote: str, *, connect_timeout: float = 10.0) -> None:
         self.nb = OvsdbClient(
@@ -68,23 +68,7 @@ class OvnCms:
         self.nb.wait_connected(connect_timeout)
         self.sb.wait_connected(connect_timeout)
 
-    def close(self) -> None:
-        self.nb.close()
-        self.sb.close()
-
-    def __enter__(self) -> OvnCms:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.close()
-
     # ----- reading ---------------------------------------------------------------------
-
-    def _lsp(self, port: str) -> Row:
-        rows = self.nb.snapshot().lookup("Logical_Switch_Port", "name", port)
-        if not rows:
-            raise NotFound(f"unknown port {port!r}")
-        return rows[0]
 
     def _binding(self, port: str, sb: Snapshot | None = None) -> Row:
         rows = (sb or self.sb.snapshot()).lookup("Port_Binding", "logical_port", port)
@@ -192,21 +176,6 @@ class OvnCms:
             timeout=timeout,
             what="every chassis to catch up (hv_cfg)",
         )
-
-    def _write_options(self, lsp: Row, options: dict[str, str]) -> None:
-        self.nb.transact(
-            [
-                Verify("Logical_Switch_Port", lsp.uuid, "options"),
-                Update("Logical_Switch_Port", lsp.uuid, {"options": options}),
-            ],
-            comment="liveport migrate (OVN)",
-        )
-
-    def _emit(self, sink: Callable[[Event], None] | None, phase: str, detail: str) -> Event:
-        event = Event(phase, time.time(), detail)
-        if sink is not None:
-            sink(event)
-        return event
 
     def _wait(
         self, port: str, reached: Callable[[Snapshot], bool], what: str, timeout: float

@@ -20,6 +20,7 @@ from liveport.lab.state import DaemonEntry, LabState, editing
 from liveport.model.errors import Timeout
 from liveport.ovsdb import schema
 from liveport.ovsdb.client import OvsdbClient
+from liveport.ovsdb.rows import Row
 from liveport.runtime.process import DaemonError, DaemonRef, spawn_detached, spawn_ovs_daemon
 
 if TYPE_CHECKING:
@@ -176,24 +177,28 @@ def wait_ready(layout: Layout, hosts: list[SimHost], timeout: float = 30.0) -> N
                 f"{', '.join(registered) or 'none'}; alive: {', '.join(alive) or 'none'})"
             ) from None
 
+    wait_tunnels(hosts, lambda r: "liveport-chassis" in r["external_ids"], "tunnels", timeout)
+
+
+def wait_tunnels(
+    hosts: list[SimHost], is_tunnel: Callable[[Row], bool], what: str, timeout: float
+) -> None:
+    """Until every chassis has a tunnel interface (with an ofport) to each of the others."""
+
     def tunnels(host: SimHost) -> None:
         with OvsdbClient(
             host.db_remote,
             schema.VSWITCH_NAME,
-            {"Interface": ["ofport", "external_ids"]},
+            {"Interface": ["type", "ofport", "external_ids"]},
             schema=str(host.ovsdb.schema),
         ) as client:
             client.wait_until(
                 lambda s: (
-                    sum(
-                        1
-                        for r in s.rows("Interface")
-                        if "liveport-chassis" in r["external_ids"] and (r["ofport"] or 0) > 0
-                    )
+                    sum(1 for r in s.rows("Interface") if is_tunnel(r) and (r["ofport"] or 0) > 0)
                     >= len(hosts) - 1
                 ),
                 timeout=timeout,
-                what=f"tunnels on {host.name}",
+                what=f"{what} on {host.name}",
             )
 
     with ThreadPoolExecutor(max_workers=min(8, len(hosts))) as pool:
@@ -306,26 +311,4 @@ def wait_ovn_ready(layout: Layout, hosts: list[SimHost], timeout: float = 30.0) 
             what=f"chassis {', '.join(sorted(names))} to register in OVN's SB",
         )
 
-    def tunnels(host: SimHost) -> None:
-        with OvsdbClient(
-            host.db_remote,
-            schema.VSWITCH_NAME,
-            {"Interface": ["type", "ofport"]},
-            schema=str(host.ovsdb.schema),
-        ) as client:
-            client.wait_until(
-                lambda s: (
-                    sum(
-                        1
-                        for r in s.rows("Interface")
-                        if r["type"] == "geneve" and (r["ofport"] or 0) > 0
-                    )
-                    >= len(hosts) - 1
-                ),
-                timeout=timeout,
-                what=f"OVN's tunnels on {host.name}",
-            )
-
-    with ThreadPoolExecutor(max_workers=min(8, len(hosts))) as pool:
-        for future in [pool.submit(tunnels, h) for h in hosts]:
-            future.result()
+    wait_tunnels(hosts, lambda r: r["type"] == "geneve", "OVN's tunnels", timeout)
