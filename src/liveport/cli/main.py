@@ -17,6 +17,7 @@ from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any, NoReturn
 
+from liveport.cli import bench as bench_cli
 from liveport.cli import daemons
 from liveport.cli import doctor as doctor_cli
 from liveport.cli import pki as pki_cli
@@ -766,6 +767,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_sb_setup)
 
     pki_cli.register(sub)
+    bench_cli.register(sub)
     doctor_cli.register(sub, lab_sub)
 
     p = sub.add_parser("northd", help="run liveport-northd (NB -> SB)")

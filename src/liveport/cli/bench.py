@@ -1,0 +1,105 @@
+"""`liveport bench compare`: liveport against upstream OVN 23.03 in the same lab and the same
+run (liveport.lab.compare); prints the table, writes compare.json and the plots.
+
+Needs Debian's ovn-central and ovn-host (ovn-northd, ovn-controller) for the OVN engine,
+and matplotlib (the bench extra) for the plots.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from pathlib import Path
+from typing import TypeVar
+
+from liveport.lab import compare
+from liveport.lab.comparison import render_table
+from liveport.model.errors import InvalidInput
+
+ParserT = TypeVar("ParserT", bound=argparse.ArgumentParser)
+
+
+def _sizes(text: str) -> tuple[int, ...]:
+    try:
+        sizes = tuple(int(part) for part in text.split(",") if part.strip())
+    except ValueError:
+        raise InvalidInput(
+            f"--bind-sizes takes numbers separated by commas, not {text!r}"
+        ) from None
+    return sizes
+
+
+def cmd_bench_compare(args: argparse.Namespace) -> int:
+    cfg = compare.Config(
+        runs=args.runs if args.runs is not None else compare.default_runs(),
+        rate=args.rate,
+        garp_wait=args.garp_wait,
+        flap_seconds=args.flap_seconds,
+        bind_sizes=_sizes(args.bind_sizes),
+        unplug_first=args.unplug_first,
+    ).check()
+    print(
+        f"== liveport vs OVN 23.03: {cfg.runs} migrations each, bind {cfg.bind_sizes}",
+        file=sys.stderr,
+        flush=True,
+    )
+    started = time.monotonic()
+    results = compare.run(cfg, lambda line: print(f"  {line}", file=sys.stderr, flush=True))
+    written = compare.write(results, Path(args.output))
+    m = results.machine
+    print(
+        f"\n== liveport vs upstream OVN 23.03, same lab, same run "
+        f"({time.monotonic() - started:.0f} s)\n"
+        f"machine: {m['cpu'] or 'unknown CPU'}, {m['cores']} cores, {m['memory_gb']} GB; "
+        f"{m['ovn']}; {m['ovs']}; load average "
+        f"{m['loadavg_start'][0]:.1f} at start, {m['loadavg_end'][0]:.1f} at end"
+    )
+    print(render_table(results.figures()))
+    print("\nfairness:")
+    for line in compare.fairness(cfg):
+        print(f"  - {line}")
+    for path in written:
+        print(f"   {path}")
+    return 0
+
+
+def register(subparsers: argparse._SubParsersAction[ParserT]) -> None:
+    """Add `bench compare` to the command's sub-commands."""
+    bench_p = subparsers.add_parser("bench", help="benchmarks")
+    bench_sub = bench_p.add_subparsers(
+        dest="bench_command", required=True, parser_class=type(bench_p)
+    )
+    p = bench_sub.add_parser(
+        "compare",
+        help="liveport against upstream OVN 23.03 in the same lab and the same run",
+    )
+    p.add_argument(
+        "--runs",
+        type=int,
+        help=f"measured migrations per engine (default ${compare.RUNS_ENV} or 20)",
+    )
+    p.add_argument("--rate", type=float, default=1000.0, help="peer -> vm1 packets/s")
+    p.add_argument(
+        "--garp-wait",
+        type=float,
+        default=5.0,
+        help="seconds a GARP-only guest's destination gets to deliver before completion",
+    )
+    p.add_argument(
+        "--flap-seconds",
+        type=float,
+        default=5.0,
+        help="seconds two chassis hold the same iface-id",
+    )
+    p.add_argument(
+        "--bind-sizes", default="1,100,1000", help="ports bound at once (comma-separated)"
+    )
+    p.add_argument(
+        "--unplug-first",
+        action="store_true",
+        help="remove the source VIF before the CMS completes (default: Nova's order, "
+        "complete first)",
+    )
+    p.add_argument("--output", default="bench/out", help="directory for compare.json and the plots")
+    p.set_defaults(func=cmd_bench_compare)
