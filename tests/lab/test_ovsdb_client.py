@@ -228,3 +228,16 @@ def test_rows_whose_monitored_columns_hold_defaults_are_seen(sb: server.ServerSp
                 [Delete("Datapath_Binding", u) for u in writer.snapshot().table("Datapath_Binding")]
             )
             sparse.wait_until(lambda s: not s.table("Datapath_Binding"), timeout=10)
+
+
+def test_a_row_of_defaults_is_really_inserted(sb: server.ServerSpec) -> None:
+    """python-ovs sends nothing for a new row none of whose columns was written (the lab's
+    NB_Global was never created that way); the client writes one default explicitly."""
+    with OvsdbClient(sb.remote, schema.SB_NAME, {"SB_Global": ["nb_cfg"]}) as client:
+        client.wait_connected(timeout=10)
+        for row in list(client.snapshot().table("SB_Global")):
+            client.transact([Delete("SB_Global", row)])
+        client.transact([Insert("SB_Global", {})])
+        snap = client.wait_until(lambda s: s if s.table("SB_Global") else None, timeout=10)
+        row = next(snap.rows("SB_Global"))
+        assert row["nb_cfg"] == 0

@@ -712,8 +712,9 @@ class OvsdbClient:
             return value
 
         if isinstance(op, Insert):
-            row = txn.insert(self._idl.tables[op.table])
-            for column, value in op.values.items():
+            table = self._idl.tables[op.table]
+            row = txn.insert(table)
+            for column, value in (op.values or dict([_placeholder(table)])).items():
                 setattr(row, column, resolve(value))
             if op.name is not None:
                 names[op.name] = row
@@ -738,6 +739,21 @@ class OvsdbClient:
                 raise TxnError("error", f"unknown mutation {op.op!r}")
         elif isinstance(op, Verify):
             self._row(op.table, op.uuid).verify(op.column)
+
+
+def _placeholder(table: Any) -> tuple[str, Any]:
+    """One column of table with its default value. python-ovs sends no insert at all for a
+    new row none of whose columns was written, so inserting a row of defaults (an
+    NB_Global, say) writes one of them explicitly."""
+    for name, column in sorted(table.columns.items()):
+        ctype = column.type
+        if ctype.is_map():
+            return name, {}
+        if not ctype.is_scalar():
+            return name, []
+        if not ctype.key.ref_table_name:
+            return name, ctype.key.type.default_atom().value
+    raise TxnError("error", f"cannot insert an empty {table.name} row")
 
 
 class _PendingTxn:
