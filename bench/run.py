@@ -9,7 +9,7 @@ import sys
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
-BENCHMARKS = ["lab_startup.py", "bind.py", "migration.py", "compare.py"]
+BENCHMARKS = ["lab_startup.py", "bind.py", "migration.py", "compare.py", "scale.py"]
 
 
 def main() -> int:
