@@ -235,9 +235,8 @@ def test_a_row_of_defaults_is_really_inserted(sb: server.ServerSpec) -> None:
     NB_Global was never created that way); the client writes one default explicitly."""
     with OvsdbClient(sb.remote, schema.SB_NAME, {"SB_Global": ["nb_cfg"]}) as client:
         client.wait_connected(timeout=10)
-        for row in list(client.snapshot().table("SB_Global")):
-            client.transact([Delete("SB_Global", row)])
+        for old in list(client.snapshot().table("SB_Global")):
+            client.transact([Delete("SB_Global", old)])
         client.transact([Insert("SB_Global", {})])
         snap = client.wait_until(lambda s: s if s.table("SB_Global") else None, timeout=10)
-        row = next(snap.rows("SB_Global"))
-        assert row["nb_cfg"] == 0
+        assert next(snap.rows("SB_Global"))["nb_cfg"] == 0
