@@ -84,6 +84,7 @@ if not ovs.poller._using_eventlet_green_select():  # eventlet patches select(): 
 Condition = list[Any]
 Listener = Callable[[Change], None]
 MAX_TXN_ATTEMPTS = 8
+RECONNECT_PATIENCE = 60.0  # seconds a transaction waits for a server to talk to
 
 
 class TxnError(LiveportError):
@@ -512,9 +513,7 @@ class OvsdbClient:
             except ssl.SSLError as exc:  # a server certificate we do not trust: retry later
                 log.warning("%s: %s: %s", self.name, self.remote, _tls_error_text(exc))
                 self._idl.force_reconnect()
-            connected = (
-                self._idl.state == self._idl.IDL_S_MONITORING and self._idl._session.is_connected()
-            )
+            connected = self._monitoring()
             # Row counts too: an inserted row whose monitored columns all hold their defaults
             # bumps no change_seqno in python-ovs.
             counts = [len(t.rows) for t in self._idl.tables.values()]
@@ -543,6 +542,11 @@ class OvsdbClient:
                     poller.immediate_wake()
             poller.fd_wait(self._wake_r, ovs.poller.POLLIN)
             poller.block()
+
+    def _monitoring(self) -> bool:
+        return bool(
+            self._idl.state == self._idl.IDL_S_MONITORING and self._idl._session.is_connected()
+        )
 
     def _publish(self, connected: bool) -> None:
         gc_was_enabled = gc.isenabled()
@@ -657,6 +661,16 @@ class OvsdbClient:
             if status in (ovs.db.idl.Transaction.SUCCESS, ovs.db.idl.Transaction.UNCHANGED):
                 inserted = {name: txn.get_insert_uuid(u) for name, u in pending.inserted.items()}
                 pending.future.set_result(TxnResult(inserted=inserted, attempts=pending.attempts))
+            elif (
+                status == ovs.db.idl.Transaction.TRY_AGAIN
+                and not self._monitoring()
+                and now < pending.created + RECONNECT_PATIENCE
+            ):
+                # No server (a cluster is electing a leader, the server restarts): that is
+                # no conflict; send it again once connected, up to RECONNECT_PATIENCE.
+                pending.attempts -= 1
+                pending.retry_at = now + 0.05
+                still.append(pending)
             elif status == ovs.db.idl.Transaction.TRY_AGAIN and pending.attempts < MAX_TXN_ATTEMPTS:
                 # The database moved under us (or a Verify failed): replay the ops on fresh data.
                 pending.retry_at = now + 0.002 * (2**pending.attempts)
@@ -757,7 +771,7 @@ def _placeholder(table: Any) -> tuple[str, Any]:
 
 
 class _PendingTxn:
-    __slots__ = ("attempts", "comment", "future", "inserted", "ops", "retry_at", "txn")
+    __slots__ = ("attempts", "comment", "created", "future", "inserted", "ops", "retry_at", "txn")
 
     def __init__(self, ops: tuple[Op, ...], comment: str, future: Future[TxnResult]) -> None:
         self.ops = ops
@@ -765,5 +779,6 @@ class _PendingTxn:
         self.future = future
         self.txn: Any = None
         self.attempts = 0
+        self.created = time.monotonic()
         self.retry_at: float | None = None
         self.inserted: dict[str, uuid.UUID] = {}
