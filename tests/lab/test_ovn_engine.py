@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from liveport.lab import analysis, hypervisor, lab, vms
+from liveport.lab import analysis, demo, hypervisor, lab, vms
 from liveport.lab.traffic import Traffic
 from liveport.model.errors import InvalidInput
 
@@ -21,38 +21,7 @@ pytestmark = pytest.mark.lab
 
 
 def build(directory: Path) -> None:
-    nbctl(
-        directory,
-        "ls-add",
-        "ls0",
-        "--",
-        "lsp-add",
-        "ls0",
-        "vm1",
-        "--",
-        "lsp-set-addresses",
-        "vm1",
-        "00:00:00:00:00:01 10.0.0.1",
-        "--",
-        "lsp-set-options",
-        "vm1",
-        "requested-chassis=hv1",
-        "--",
-        "lsp-add",
-        "ls0",
-        "peer",
-        "--",
-        "lsp-set-addresses",
-        "peer",
-        "00:00:00:00:00:03 10.0.0.3",
-    )
-    vms.add(directory, "vm1", chassis="hv1", port="vm1", mac="00:00:00:00:00:01", ips=["10.0.0.1"])
-    vms.add(
-        directory, "peer", chassis="hv3", port="peer", mac="00:00:00:00:00:03", ips=["10.0.0.3"]
-    )
-    for port in ("vm1", "peer"):
-        nbctl(directory, "wait-until", "Logical_Switch_Port", port, "up=true")
-    nbctl(directory, "--wait=hv", "sync")
+    demo.build_network(directory, requested_chassis="hv1")
 
 
 def test_an_ovn_lab_binds_forwards_and_leaves_nothing(lab_factory: LabFactory) -> None:

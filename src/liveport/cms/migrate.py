@@ -152,6 +152,21 @@ class CmsClients:
             sink(event)
         return event
 
+    def complete(
+        self, port: str, *, timeout: float = 30.0, on_event: Callable[[Event], None] | None = None
+    ) -> list[Event]:
+        return self._end(port, complete=True, timeout=timeout, on_event=on_event)
+
+    def abort(
+        self, port: str, *, timeout: float = 30.0, on_event: Callable[[Event], None] | None = None
+    ) -> list[Event]:
+        return self._end(port, complete=False, timeout=timeout, on_event=on_event)
+
+    def _end(
+        self, port: str, *, complete: bool, timeout: float, on_event: Callable[[Event], None] | None
+    ) -> list[Event]:
+        raise NotImplementedError
+
 
 class Cms(CmsClients):
     """A cloud-side client of liveport's NB and SB. One instance may serve many calls."""
@@ -328,16 +343,6 @@ class Cms(CmsClients):
         return "reached: " + ", ".join(parts)
 
     # ----- ending ----------------------------------------------------------------------
-
-    def complete(
-        self, port: str, *, timeout: float = 30.0, on_event: Callable[[Event], None] | None = None
-    ) -> list[Event]:
-        return self._end(port, complete=True, timeout=timeout, on_event=on_event)
-
-    def abort(
-        self, port: str, *, timeout: float = 30.0, on_event: Callable[[Event], None] | None = None
-    ) -> list[Event]:
-        return self._end(port, complete=False, timeout=timeout, on_event=on_event)
 
     def _end(
         self, port: str, *, complete: bool, timeout: float, on_event: Callable[[Event], None] | None

@@ -192,16 +192,6 @@ class OvnCms(CmsClients):
 
     # ----- ending ----------------------------------------------------------------------
 
-    def complete(
-        self, port: str, *, timeout: float = 30.0, on_event: Callable[[Event], None] | None = None
-    ) -> list[Event]:
-        return self._end(port, complete=True, timeout=timeout, on_event=on_event)
-
-    def abort(
-        self, port: str, *, timeout: float = 30.0, on_event: Callable[[Event], None] | None = None
-    ) -> list[Event]:
-        return self._end(port, complete=False, timeout=timeout, on_event=on_event)
-
     def _end(
         self, port: str, *, complete: bool, timeout: float, on_event: Callable[[Event], None] | None
     ) -> list[Event]:

@@ -180,36 +180,7 @@ def machine() -> dict[str, Any]:
 def build_network(directory: Path) -> None:
     """The same logical network for both engines: vm1 (requested-chassis=hv1, so both
     engines' CMS use OVN's requested-chassis=S,D form) on hv1, peer on hv3."""
-    demo.nbctl(
-        directory,
-        "ls-add",
-        "ls0",
-        "--",
-        "lsp-add",
-        "ls0",
-        VM,
-        "--",
-        "lsp-set-addresses",
-        VM,
-        "00:00:00:00:00:01 10.0.0.1",
-        "--",
-        "lsp-set-options",
-        VM,
-        "requested-chassis=hv1",
-        "--",
-        "lsp-add",
-        "ls0",
-        PEER,
-        "--",
-        "lsp-set-addresses",
-        PEER,
-        "00:00:00:00:00:03 10.0.0.3",
-    )
-    vms.add(directory, VM, chassis="hv1", port=VM, mac="00:00:00:00:00:01", ips=["10.0.0.1"])
-    vms.add(directory, PEER, chassis="hv3", port=PEER, mac="00:00:00:00:00:03", ips=["10.0.0.3"])
-    for port in (VM, PEER):
-        demo.nbctl(directory, "wait-until", "Logical_Switch_Port", port, "up=true")
-    demo.nbctl(directory, "--wait=hv", "sync")
+    demo.build_network(directory, requested_chassis="hv1")
 
 
 LAB_RETRIES: list[str] = []  # lab start-ups that failed and were retried, for the report

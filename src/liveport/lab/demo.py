@@ -38,7 +38,13 @@ def nbctl(directory: Path, *args: str) -> str:
     return result.stdout.strip()
 
 
-def build_network(directory: Path) -> None:
+def build_network(directory: Path, requested_chassis: str | None = None) -> None:
+    """ls0 with vm1 on hv1 and peer on hv3; vm1 names requested_chassis if given."""
+    options = (
+        ["--", "lsp-set-options", "vm1", f"requested-chassis={requested_chassis}"]
+        if requested_chassis
+        else []
+    )
     nbctl(
         directory,
         "ls-add",
@@ -51,6 +57,7 @@ def build_network(directory: Path) -> None:
         "lsp-set-addresses",
         "vm1",
         "00:00:00:00:00:01 10.0.0.1",
+        *options,
         "--",
         "lsp-add",
         "ls0",
