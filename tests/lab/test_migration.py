@@ -22,6 +22,7 @@ from liveport.lab import analysis, faults, hypervisor, lab, vms
 from liveport.lab.state import editing
 from liveport.lab.traffic import Sent, Traffic
 from liveport.lab.watch import BindingWatch
+from liveport.model import packets
 from liveport.model.errors import Conflict, NotFound, Timeout
 from liveport.ovsdb import schema
 from liveport.ovsdb.rows import Snapshot
@@ -243,6 +244,15 @@ def test_lost_announcements_keep_the_port_on_the_source_until_completion(net: Ne
     since = net.watch.seen("vm1")[-1].at
     net.start()
     net.migrate("none")
+    # Meanwhile a broadcast from D reaches vm1 at S once, not at its blocked VIF on D (the
+    # flood's copy to S and vm1's own copy to D must not add up to two).
+    vms.send(d, "vm2", vms.SendSpec(kind="garp"))
+    vms.send(d, "vm2", vms.SendSpec(kind="udp", to="vm1", seq=4242))  # a marker after it
+    frames = vms.wait_capture(d, "vm1", lambda f: any(x.info.seq == 4242 for x in f), chassis="hv1")
+    vm2_mac = lab.load_state(d).get_vm("vm2").mac
+    garps = [f for f in frames if f.info.kind is packets.Kind.GARP and str(f.info.src) == vm2_mac]
+    assert len(garps) == 1
+    assert vms.capture(d, "vm1", chassis="hv2") == []
     net.finish()  # the source VIF is gone, yet nobody announced
     nbctl(d, "--wait=hv", "sync")
     pb = net.pb()

@@ -202,6 +202,16 @@ def test_announcements_that_must_not_activate() -> None:
     assert res.learned == ()
 
 
+def test_a_flood_reaches_each_chassis_once_at_the_destination() -> None:
+    sw = _pending_switch()  # hv2: vm1 pending (from hv1), vm2 owned
+    res, _ = sw.process(packet_fields(packets.garp(M[2], IP[2]), in_port=2))
+    assert sorted(res.outputs) == sorted([TUN["hv1"], TUN["hv3"]])  # not vm1's VIF, hv1 once
+    res, activated = sw.process(packet_fields(packets.rarp(M[1]), in_port=5))
+    assert res.learned
+    res, _ = activated.process(packet_fields(packets.garp(M[2], IP[2]), in_port=2))
+    assert sorted(res.outputs) == sorted([5, TUN["hv1"], TUN["hv3"]])
+
+
 def test_activated_destination_delivers_and_stops_sending_to_the_source() -> None:
     ports = [port(1, "hv1", destination="hv2", migration_state="pending"), port(2, "hv2")]
     v = view("hv2", ports, {"vm1": 5, "vm2": 2}, activated=frozenset({"vm1"}))
@@ -325,3 +335,68 @@ def test_a_large_flood_is_chained_in_chunks_that_fit_in_openflow_messages() -> N
     frame = packets.garp(Mac.parse("0a:00:00:00:00:01"), ipaddress.IPv4Address("10.1.0.1"))
     res, _ = Switch(flows).process(packet_fields(frame, in_port=1001))
     assert sorted(res.outputs) == [*range(1002, 1001 + n)]  # no other chassis hosts a port
+
+
+# ----- every forwarding case of one chassis, as a table ---------------------------------------
+#
+# hv1's view: vm1 and vm4 local on switch 1, vm2 on hv2, vm3 on hv3, vm5 alone on switch 2
+# (local), vm6 on switch 1 bound nowhere, vm7 migrating hv1 -> hv2 (local, pending at hv2).
+# Each row: a frame entering at a port (a VIF's ofport, or a tunnel with a switch key), and
+# the ports it leaves by, with the switch key on each tunnel output (0 for a local VIF).
+
+TABLE_PORTS = [
+    *NET,
+    port(4, "hv1"),
+    port(5, "hv1", dp=2),
+    port(6, None),
+    port(7, "hv1", destination="hv2", migration_state="pending"),
+]
+TABLE_VIFS = {"vm1": 1, "vm4": 4, "vm5": 5, "vm7": 7}
+H2, H3 = TUN["hv2"], TUN["hv3"]
+FLOOD_1 = {(4, 0), (7, 0), (H2, 1), (H3, 1)}  # from vm1: switch 1's other ports and chassis
+MCAST = Mac.parse("01:00:5e:00:00:01")
+
+
+@pytest.mark.parametrize(
+    ("frame", "in_port", "tunnel_id", "outputs"),
+    [
+        pytest.param(udp(1, M[4]), 1, None, {(4, 0)}, id="unicast local to local"),
+        pytest.param(udp(1, M[2]), 1, None, {(H2, 1)}, id="unicast to the owner's chassis"),
+        pytest.param(udp(1, M[7]), 1, None, {(7, 0), (H2, 1)}, id="to a migrating port"),
+        pytest.param(udp(1, M[6]), 1, None, set(), id="to a port bound nowhere"),
+        pytest.param(udp(1, M[20]), 1, None, FLOOD_1, id="unknown unicast floods"),
+        pytest.param(udp(1, M[5]), 1, None, FLOOD_1, id="another switch's MAC is unknown here"),
+        pytest.param(packets.garp(M[1], IP[1]), 1, None, FLOOD_1, id="broadcast"),
+        pytest.param(
+            packets.udp_seq(M[1], MCAST, IP[1], IP[2], 1), 1, None, FLOOD_1, id="multicast"
+        ),
+        pytest.param(packets.arp_request(M[1], IP[1], IP[2]), 1, None, FLOOD_1, id="ARP request"),
+        pytest.param(udp(5, M[1]), 5, None, set(), id="switch 2 cannot reach switch 1"),
+        pytest.param(udp(5, M[20]), 5, None, set(), id="flood on a switch with no other port"),
+        pytest.param(udp(1, M[2], src_mac=M[9]), 1, None, set(), id="spoofed source MAC"),
+        pytest.param(
+            packets.udp_seq(M[1], M[2], IP[9], IP[2], 1), 1, None, set(), id="spoofed source IP"
+        ),
+        pytest.param(
+            packets.arp_request(M[1], IP[9], IP[2]), 1, None, set(), id="spoofed ARP sender"
+        ),
+        pytest.param(udp(2, M[1]), 99, None, set(), id="a port liveport does not know"),
+        pytest.param(udp(2, M[1]), H2, 1, {(1, 0)}, id="tunnel in, to a local VIF"),
+        pytest.param(udp(2, M[3]), H2, 1, set(), id="tunnel in, never out again"),
+        pytest.param(udp(2, M[20]), H2, 1, {(1, 0), (4, 0), (7, 0)}, id="tunnel in, flood"),
+        pytest.param(udp(2, M[1]), H2, 9, set(), id="tunnel in, unknown switch key"),
+        pytest.param(udp(2, M[5]), H2, 2, {(5, 0)}, id="tunnel in, switch 2"),
+    ],
+)
+def test_compile_flows_forwarding_table(
+    frame: bytes, in_port: int, tunnel_id: int | None, outputs: set[tuple[int, int]]
+) -> None:
+    sw = Switch(compile_flows(view("hv1", TABLE_PORTS, TABLE_VIFS)))
+    fields = packet_fields(frame, in_port=in_port)
+    if tunnel_id is not None:
+        fields = packet_fields(frame, in_port=in_port, tunnel_id=tunnel_id)
+    res, _ = sw.process(fields)
+    tunnels = set(TUN.values())
+    got = {(o, t if o in tunnels else 0) for o, t in zip(res.outputs, res.tunnel_ids, strict=True)}
+    assert got == outputs
+    assert len(res.outputs) == len(outputs)  # nothing is sent twice

@@ -14,8 +14,10 @@ may use, and every compiled flow is checked against that declaration):
                   unknown unicast are flooded to the datapath's local ports and other chassis.
   40 OUTPUT       per logical outport: deliver to the local VIF, or tunnel to the chassis
                   that own the port (the owner, and the destination during a migration) --
-                  only for traffic that did not come from a tunnel (split horizon). A pending
-                  port's delivery is blocked here until a learned flow overrides it.
+                  only for unicast from a local VIF: never for traffic that came from a
+                  tunnel (split horizon, reg10[0]) nor for a flood (reg10[1]), which
+                  FLOOD_REMOTE copies to each chassis once. A pending port's delivery is
+                  blocked here until a learned flow overrides it.
   41 FLOOD_LOCAL  a large datapath's local flood, in chunks chained by reg13 (an OpenFlow
                   message holds at most 64 KB of actions).
   45 FLOOD_REMOTE a datapath's flood to every other chassis that hosts its ports.
@@ -105,11 +107,16 @@ TABLE_FIELDS: Mapping[Table, frozenset[str]] = {
 # Registers.
 R_INPORT = "reg14"
 R_OUTPORT = "reg15"
-R_FLAGS = "reg10"  # bit 0: the packet came from a tunnel
+R_FLAGS = "reg10"  # bit 0: the packet came from a tunnel; bit 1: it is being flooded
 R_GATE = "reg9"  # bit 0: a pending port's gate is open (set by a learned flow)
 R_CHUNK = "reg13"  # which chunk of a large local flood comes next
 FLOOD_CHUNK = 1000  # actions per flood flow: well under OpenFlow's 64 KB per message
 FLAG_FROM_TUNNEL = 1
+FLAG_FLOOD = 2
+# What OUTPUT may copy to other chassis: a frame from a local VIF looked up by its MAC.
+# A flood has its own copy to every other chassis (FLOOD_REMOTE), and a frame that came
+# from a tunnel never leaves through one (split horizon).
+LOCAL_UNICAST = (0, FLAG_FROM_TUNNEL | FLAG_FLOOD)
 
 # Cookies.
 COOKIE_MAGIC = 0x4C50 << 48
@@ -342,8 +349,6 @@ def _port_flows(
                 c_port,
             )
         )
-    local_origin = (0, FLAG_FROM_TUNNEL)
-    from_tunnel = (FLAG_FROM_TUNNEL, FLAG_FROM_TUNNEL)
     to_remote = _tunnel_actions(dp, remotes)
 
     if vif is None or role is LocalRole.STANDBY:
@@ -354,8 +359,8 @@ def _port_flows(
             out.append(
                 Flow(
                     Table.OUTPUT,
-                    100,
-                    match(metadata=dp, reg15=key, reg10=local_origin),
+                    101,
+                    match(metadata=dp, reg15=key, reg10=LOCAL_UNICAST),
                     tuple(to_remote),
                     c_port,
                 )
@@ -376,20 +381,18 @@ def _port_flows(
             )
         )
         out.extend(_port_security_flows(port, network, gated=True, cookie_value=c_act))
-        # Delivery is blocked; local traffic still reaches the source. A learned flow at
-        # priority 1020 replaces both at activation.
+        # Delivery is blocked; local unicast still reaches the source (a flood gets there
+        # by FLOOD_REMOTE). A learned flow at priority 1020 replaces both at activation.
         out.append(
             Flow(
                 Table.OUTPUT,
-                100,
-                match(metadata=dp, reg15=key, reg10=local_origin),
+                101,
+                match(metadata=dp, reg15=key, reg10=LOCAL_UNICAST),
                 tuple(to_remote),
                 c_act,
             )
         )
-        out.append(
-            Flow(Table.OUTPUT, 100, match(metadata=dp, reg15=key, reg10=from_tunnel), (), c_act)
-        )
+        out.append(Flow(Table.OUTPUT, 100, match(metadata=dp, reg15=key), (), c_act))
         return out
 
     # Owner (or activated destination): deliver, and during a migration copy local traffic
@@ -409,23 +412,13 @@ def _port_flows(
         out.append(
             Flow(
                 Table.OUTPUT,
-                100,
-                match(metadata=dp, reg15=key, reg10=local_origin),
+                101,
+                match(metadata=dp, reg15=key, reg10=LOCAL_UNICAST),
                 (deliver, *to_remote),
                 c_port,
             )
         )
-        out.append(
-            Flow(
-                Table.OUTPUT,
-                100,
-                match(metadata=dp, reg15=key, reg10=from_tunnel),
-                (deliver,),
-                c_port,
-            )
-        )
-    else:
-        out.append(Flow(Table.OUTPUT, 100, match(metadata=dp, reg15=key), (deliver,), c_port))
+    out.append(Flow(Table.OUTPUT, 100, match(metadata=dp, reg15=key), (deliver,), c_port))
     for mac in network.macs:
         # Never deliver a port its own frames coming back through a tunnel (hairpin).
         out.append(Flow(Table.OUTPUT, 110, match(metadata=dp, reg15=key, eth_src=mac), (), c_port))
@@ -580,11 +573,11 @@ def _datapath_flows(view: ChassisView, dp_key: int, ports: list[PortView]) -> li
         if len(chunks[-1]) + len(actions) > FLOOD_CHUNK:
             chunks.append([])
         chunks[-1].extend(actions)
-    flood: list[Action]
+    flood: list[Action] = [Load(R_FLAGS, 1, start=1, nbits=1)]  # FLAG_FLOOD
     if len(chunks) == 1:
-        flood = [*chunks[0], Resubmit(Table.FLOOD_REMOTE)]
+        flood += [*chunks[0], Resubmit(Table.FLOOD_REMOTE)]
     else:
-        flood = [Load(R_CHUNK, 0), Resubmit(Table.FLOOD_LOCAL), Resubmit(Table.FLOOD_REMOTE)]
+        flood += [Load(R_CHUNK, 0), Resubmit(Table.FLOOD_LOCAL), Resubmit(Table.FLOOD_REMOTE)]
         for i, chunk in enumerate(chunks):
             more: list[Action] = (
                 [Load(R_CHUNK, i + 1), Resubmit(Table.FLOOD_LOCAL)] if i + 1 < len(chunks) else []
