@@ -52,7 +52,7 @@ from liveport.model.pipeline import (
     cookie,
     cookie_kind,
 )
-from liveport.northd.northd import NB_TABLES, _Batch
+from liveport.northd import northd
 from liveport.openflow.conn import OpenFlowConnection
 from liveport.openflow.encode import CodecError
 from liveport.ovsdb import schema
@@ -140,17 +140,7 @@ def check_databases(nb: Snapshot, sb: Snapshot) -> list[Finding]:
 def northd_plan(nb: Snapshot, sb: Snapshot) -> tuple[list[Op], list[Op]]:
     """The SB and NB operations northd would do now on a full recompute of these snapshots
     (with the chassis liveness it published in SB_Global.live_chassis)."""
-    batch = _Batch(nb, sb, schema.live_chassis(sb))
-    for ls in sorted(nb.rows("Logical_Switch"), key=lambda r: str(r.uuid)):
-        batch.datapath(str(ls.uuid))
-    for dp in sb.rows("Datapath_Binding"):
-        batch.datapath(dp["external_ids"].get("nb-uuid", ""))
-    names = {r["name"] for r in nb.rows("Logical_Switch_Port")}
-    names |= {r["logical_port"] for r in sb.rows("Port_Binding")}
-    names |= {r["logical_port"] for r in sb.rows("Port_Claim")}
-    for name in sorted(names):
-        batch.port(name)
-    batch.drop_orphan_datapaths()
+    batch = northd.plan(nb, sb, schema.live_chassis(sb), northd.all_keys(nb, sb))
     return batch.sb_ops, batch.nb_ops
 
 
@@ -640,7 +630,7 @@ def examine(
             return client
 
         clients = _Clients(
-            connect(nb_remote, schema.NB_NAME, NB_TABLES, "NB"),
+            connect(nb_remote, schema.NB_NAME, northd.NB_TABLES, "NB"),
             connect(sb_remote, schema.SB_NAME, SB_TABLES, "SB"),
         )
         for access in switches:

@@ -322,13 +322,8 @@ class Northd:
     def _reconcile(self, keys: set[Key], nb: Snapshot, sb: Snapshot) -> bool:
         started = time.monotonic()
         if FULL in keys:
-            keys = self._all_keys(nb, sb)
-        batch = _Batch(nb, sb, self._alive)
-        for key in sorted(k for k in keys if k[0] == "ls"):
-            batch.datapath(key[1])
-        for key in sorted(k for k in keys if k[0] == "port"):
-            batch.port(key[1])
-        batch.drop_orphan_datapaths()
+            keys = all_keys(nb, sb)
+        batch = plan(nb, sb, self._alive, keys)
         if GLOBAL in keys:
             self._global(batch)
         computed = time.monotonic()
@@ -365,16 +360,7 @@ class Northd:
             )
         return wrote
 
-    def _all_keys(self, nb: Snapshot, sb: Snapshot) -> set[Key]:
-        keys: set[Key] = {GLOBAL}
-        keys |= {("ls", str(r.uuid)) for r in nb.rows("Logical_Switch")}
-        keys |= {("ls", r["external_ids"].get("nb-uuid", "")) for r in sb.rows("Datapath_Binding")}
-        keys |= {("port", r["name"]) for r in nb.rows("Logical_Switch_Port")}
-        keys |= {("port", r["logical_port"]) for r in sb.rows("Port_Binding")}
-        keys |= {("port", r["logical_port"]) for r in sb.rows("Port_Claim")}
-        return keys
-
-    def _global(self, batch: _Batch) -> None:
+    def _global(self, batch: Plan) -> None:
         nb, sb = batch.nb, batch.sb
         nb_global = next(nb.rows("NB_Global"), None)
         sb_global = next(sb.rows("SB_Global"), None)
@@ -439,8 +425,32 @@ class Northd:
         return ", ".join(f"{t}: {n}" for t, n in sorted(counts.items()))
 
 
+def all_keys(nb: Snapshot, sb: Snapshot) -> set[Key]:
+    """Every key of a full recompute: each switch and port either database knows of."""
+    keys: set[Key] = {GLOBAL}
+    keys |= {("ls", str(r.uuid)) for r in nb.rows("Logical_Switch")}
+    keys |= {("ls", r["external_ids"].get("nb-uuid", "")) for r in sb.rows("Datapath_Binding")}
+    keys |= {("port", r["name"]) for r in nb.rows("Logical_Switch_Port")}
+    keys |= {("port", r["logical_port"]) for r in sb.rows("Port_Binding")}
+    keys |= {("port", r["logical_port"]) for r in sb.rows("Port_Claim")}
+    return keys
+
+
+def plan(nb: Snapshot, sb: Snapshot, alive: frozenset[str], keys: set[Key]) -> Plan:
+    """What northd writes to bring the switches and ports named by `keys` in line (pure: the
+    snapshots are read, nothing is sent). `alive` is the chassis northd judges alive. The
+    global key (nb_cfg, liveness) needs northd's own state and is not planned here."""
+    batch = Plan(nb, sb, alive)
+    for key in sorted(k for k in keys if k[0] == "ls"):
+        batch.datapath(key[1])
+    for key in sorted(k for k in keys if k[0] == "port"):
+        batch.port(key[1])
+    batch.drop_orphan_datapaths()
+    return batch
+
+
 @dataclass
-class _Batch:
+class Plan:
     """The SB and NB operations of one reconciliation, with in-batch key allocation."""
 
     nb: Snapshot
