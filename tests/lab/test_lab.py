@@ -237,6 +237,33 @@ def test_up_refuses_a_directory_that_is_not_a_lab(short_tmp: Path) -> None:
 
 
 @pytest.mark.parametrize(
+    ("variable", "message"),
+    [
+        ("LIVEPORT_NB_SCHEMA", "OVN_Northbound schema not found at /nonexistent/x.ovsschema"),
+        ("LIVEPORT_VSWITCH_SCHEMA", "Open_vSwitch schema not found at /nonexistent/x.ovsschema"),
+    ],
+)
+def test_a_missing_schema_is_one_clear_line_and_creates_nothing(
+    short_tmp: Path, variable: str, message: str
+) -> None:
+    directory = short_tmp / "lab"
+    result = run_cli(
+        "lab",
+        "up",
+        "--dir",
+        str(directory),
+        "--chassis",
+        "1",
+        env={variable: "/nonexistent/x.ovsschema"},
+    )
+    assert result.returncode != 0
+    assert message in result.stderr and "Traceback" not in result.stderr
+    assert len(result.stderr.strip().splitlines()) == 1, result.stderr
+    assert not directory.exists()
+    assert processes_mentioning(str(directory) + "/") == []
+
+
+@pytest.mark.parametrize(
     "kill_after", ["nb/nb.pid", "underlay/vswitchd.pid", "hv3/vswitchd.pid", "hv2/agent.pid"]
 )
 def test_killing_up_midway_leaves_nothing_down_cannot_find(

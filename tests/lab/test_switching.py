@@ -283,6 +283,10 @@ def test_bad_nb_input_is_reported_by_port_and_crashes_nothing(network: Path) -> 
     assert 777 not in udp_seqs(d, "bad3")
     northd_log = (d / "northd" / "northd.log").read_text()
     assert "Traceback" not in northd_log
+    assert any(
+        "does not implement" in line and "Logical_Router: 1" in line
+        for line in northd_log.splitlines()
+    ), "northd's log should name the unsupported NB content"
     for chassis in ("hv1", "hv2", "hv3"):
         assert "Traceback" not in (d / chassis / "agent.log").read_text()
 
