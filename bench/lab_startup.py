@@ -42,7 +42,11 @@ def main() -> None:
         ups, downs = measure(chassis, runs)
         figures.append(Figure(f"lab up, {chassis} chassis (min/med/max)", min_med_max(ups, "s", 1)))
         figures.append(Figure(f"lab down, {chassis} chassis", min_med_max(downs, "s", 1)))
-    print_table("lab start-up (bare switches, no control plane)", figures)
+    print_table(
+        "lab start-up (databases, switches, northd, agents; until every chassis is alive "
+        "with its tunnels)",
+        figures,
+    )
 
 
 if __name__ == "__main__":
