@@ -538,20 +538,24 @@ class World:
         return self.switches[chassis].process(fields)[0]
 
     def deliveries(self, frame: bytes) -> set[tuple[str, int]]:
-        """Every (chassis, VIF ofport) the peer's frame reaches, following tunnels."""
+        """Every (chassis, VIF ofport) of a plugged VIF the peer's frame reaches."""
+        plugged = {(c, OFPORT[p]) for c in CHASSIS for p in self.hv[c]}
+        return set(self.outputs(frame)) & plugged
+
+    def outputs(self, frame: bytes) -> list[tuple[str, int]]:
+        """Every (chassis, port) the peer's frame leaves by, following tunnels, one entry
+        per copy; a tunnel appears as (sending chassis, tunnel ofport)."""
         home = self.peer_home
         first = self.switches[home].process(packet_fields(frame, OFPORT[PEER]))[0]
-        out: set[tuple[str, int]] = set()
+        out: list[tuple[str, int]] = []
         for ofport, tunnel_id in zip(first.outputs, first.tunnel_ids, strict=True):
+            out.append((home, ofport))
             if ofport in TUN_CHASSIS:
                 there = TUN_CHASSIS[ofport]
                 fields = packet_fields(frame, TUN[home], tunnel_id)
                 second = self.switches[there].process(fields)[0]
-                out |= {(there, q) for q in second.outputs if q not in TUN_CHASSIS}
-            else:
-                out.add((home, ofport))
-        plugged = {(c, OFPORT[p]) for c in CHASSIS for p in self.hv[c]}
-        return out & plugged
+                out += [(there, q) for q in second.outputs]
+        return out
 
     def flow_kinds(self, chassis: str, port: str) -> set[Kind]:
         """Cookie kinds of the flows (installed and learned) chassis holds for port."""
@@ -1196,6 +1200,20 @@ class MigrationMachine(RuleBasedStateMachine):
                 for chassis, status in vifs.items():
                     if status == OUTGOING and old_owner != chassis:
                         assert after.owner != chassis, f"M6: {port} handed to outgoing {chassis}"
+
+    @invariant()
+    def inv_one_copy_of_each_frame(self) -> None:
+        """A frame from the peer -- broadcast, or unicast to a port in any state of a
+        migration -- leaves each switch by each port at most once: no chassis gets two
+        copies and no VIF receives it twice, never a tunnel back out."""
+        frames = [packets.garp(MAC[PEER], IP4[PEER]), *(udp_to(p) for p in MOVERS)]
+        for frame in frames:
+            out = self.world.outputs(frame)
+            twice = {o for o in out if out.count(o) > 1}
+            assert not twice, f"copies sent twice: {sorted(twice)}"
+            home = self.world.peer_home
+            back = [(c, o) for c, o in out if c != home and o in TUN_CHASSIS]
+            assert not back, f"tunnelled on from {back}"
 
     @invariant()
     def inv_m7_activation_only_after_an_announcement(self) -> None:
