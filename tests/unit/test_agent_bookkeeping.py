@@ -14,7 +14,7 @@ from liveport.model.flows import Flow, match
 from liveport.model.frozen import FrozenMap
 from liveport.model.pipeline import Kind, LocalVif, cookie
 from liveport.ovsdb.client import Condition
-from liveport.ovsdb.rows import Row, Snapshot
+from liveport.ovsdb.rows import Change, Row, Snapshot
 
 IDENTITY = Identity("hv2", "hv2", None, "geneve", "192.0.2.2", "br-int")
 DP1, DP2 = uuid.UUID(int=1), uuid.UUID(int=2)
@@ -125,3 +125,42 @@ def test_ports_that_may_learn_count_as_holding_learned_flows() -> None:
         flow(Kind.DATAPATH, 1, 0, tunnel_id=1),
     ]
     assert learning_ports(flows) == {(1, 2), (1, 3)}
+
+
+# ----- what wakes the agent ------------------------------------------------------------------
+
+MINE, THEIRS = uuid.UUID(int=10), uuid.UUID(int=11)
+
+
+def sb_snapshot(
+    *, private: dict[uuid.UUID, str], cond_seqno: int = 1, connected: bool = True
+) -> Snapshot:
+    rows = {
+        u: Row(u, "Chassis_Private", FrozenMap({"name": name, "heartbeat": 1}))
+        for u, name in private.items()
+    }
+    return Snapshot(2, {"Chassis_Private": rows}, connected=connected, cond_seqno=cond_seqno)
+
+
+def test_the_agents_own_heartbeat_coming_back_does_not_wake_it() -> None:
+    before = sb_snapshot(private={MINE: "hv2"})
+    after = sb_snapshot(private={MINE: "hv2"})
+    own = {"Chassis_Private": frozenset({MINE}), "Port_Binding": frozenset()}
+    assert not southbound.wakes_agent(Change(after, own), "hv2", before)
+    # Everything else does.
+    assert southbound.wakes_agent(Change(after, own, reloaded=True), "hv2", before)
+    assert southbound.wakes_agent(Change(after, own), "hv2", None)
+    gone = sb_snapshot(private={})
+    assert southbound.wakes_agent(Change(gone, own), "hv2", before)  # our row was deleted
+    other = sb_snapshot(private={MINE: "hv2", THEIRS: "hv3"})
+    assert southbound.wakes_agent(
+        Change(other, {"Chassis_Private": frozenset({THEIRS})}), "hv2", before
+    )
+    assert southbound.wakes_agent(
+        Change(after, {**own, "Port_Binding": frozenset({THEIRS})}), "hv2", before
+    )
+    acked = sb_snapshot(private={MINE: "hv2"}, cond_seqno=2)  # a condition just applied
+    assert southbound.wakes_agent(Change(acked, own), "hv2", before)
+    lost = sb_snapshot(private={MINE: "hv2"}, connected=False)
+    assert southbound.wakes_agent(Change(lost, {}), "hv2", before)
+    assert southbound.wakes_agent(Change(after, {}), "hv2", before)  # nothing named: wake

@@ -319,3 +319,23 @@ def test_a_full_packet_in_queue_drops_and_counts(short_tmp: Path) -> None:
             await conn.next_packet_in(timeout=0.01)
 
     with_switch(short_tmp, body, packet_in_queue=2)
+
+
+def test_queued_packet_ins_are_taken_without_waiting_and_the_end_stays(short_tmp: Path) -> None:
+    async def body(switch: FakeSwitch, conn: OpenFlowConnection) -> None:
+        assert conn.queued_packet_ins() == []
+        switch.send(packet_in(b"first"))
+        switch.send(packet_in(b"second"))
+        await conn.barrier()  # both are read before the barrier's reply
+        assert [p.data for p in conn.queued_packet_ins()] == [b"first", b"second"]
+        assert conn.queued_packet_ins() == []
+        switch.send(packet_in(b"third"))
+        await conn.barrier()
+        switch.drop()
+        with pytest.raises(ConnectionLost):
+            await conn.barrier()
+        assert [p.data for p in conn.queued_packet_ins()] == [b"third"]
+        with pytest.raises(ConnectionLost):  # the end of the stream is still there
+            await conn.next_packet_in(timeout=1)
+
+    with_switch(short_tmp, body)

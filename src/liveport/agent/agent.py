@@ -2,8 +2,10 @@
 
 Concurrency model: one asyncio event loop owns the single OpenFlow connection to the
 bridge and all decisions. Two OvsdbClients (the local Open_vSwitch database and the SB)
-run their own owner threads; their listeners only set an asyncio Event. A reconcile pass
-reads fresh snapshots of both, and:
+run their own owner threads; their listeners only set an asyncio Event (any change wakes it,
+except the agent's own Chassis_Private row coming back: its heartbeat and nb_cfg reports;
+while a port is pending here the heartbeat also wakes it). A reconcile pass reads fresh
+snapshots of both, and:
 
 1. converges the bridge's tunnel ports on the SB's chassis list;
 2. registers this chassis and reports its VIFs (Chassis, Chassis_Private, Chassis_VIF);
@@ -66,7 +68,7 @@ from liveport.openflow.errors import ConnectionLost, OpenFlowError
 from liveport.openflow.packetin import PacketIn
 from liveport.ovsdb import schema
 from liveport.ovsdb.client import ClientClosed, OvsdbClient, TxnError, json_parser
-from liveport.ovsdb.rows import Op, Snapshot, Update
+from liveport.ovsdb.rows import Change, Op, Snapshot, Update
 
 log = logging.getLogger("liveport.agent")
 SLOW_PASS = 0.1  # seconds: passes slower than this are logged
@@ -214,7 +216,14 @@ class Agent:
             leader_only=False,
             name="sb",
         )
-        self.sb.add_listener(kick)
+        previous: list[Snapshot] = []  # the last SB snapshot seen (owner thread only)
+
+        def kick_sb(change: Change) -> None:
+            if southbound.wakes_agent(change, me, previous[0] if previous else None):
+                loop.call_soon_threadsafe(self._kick.set)
+            previous[:] = [change.snapshot]
+
+        self.sb.add_listener(kick_sb)
         tasks = [
             asyncio.create_task(self._reconcile_loop(stop), name="reconcile"),
             asyncio.create_task(self._heartbeat_loop(stop), name="heartbeat"),
@@ -433,7 +442,17 @@ class Agent:
             # The datapath opens a port by itself (learn); the packet-in that tells us may be
             # lost, or this agent may have been down when it came. The learned flows are the
             # proof: ask the switch.
-            for dp, key in await self._learned_ports():
+            learned = await self._learned_ports()
+            if any(
+                (p := waiting.get(k)) is not None and p.name not in self._activated for k in learned
+            ):
+                # The packet-in that says how the VM announced itself may still be on its
+                # way (ovs-vswitchd can answer the dump before it sends a packet-in of the
+                # same moment) or queued here: past a barrier it has arrived; take it first.
+                await self.of.barrier()
+                for packet in self.of.queued_packet_ins():
+                    self._on_packet_in(packet)
+            for dp, key in learned:
                 port = waiting.get((dp, key))
                 if port is not None and port.name not in self._activated:
                     self._record_activation(port.name, "learned", "seen in the switch")
@@ -617,6 +636,11 @@ class Agent:
                     )
                 except (TxnError, ClientClosed) as exc:
                     log.debug("agent: heartbeat not written (%s)", exc)
+            if any(role is LocalRole.PENDING for role in self._roles.values()):
+                # The heartbeat coming back no longer wakes the reconcile loop; a pending
+                # port still wants a look at the switch now and then, for learned flows
+                # whose packet-in never reached us.
+                self._kick.set()
             await asyncio.sleep(self.config.heartbeat_interval)
 
 

@@ -22,7 +22,7 @@ from liveport.model.frozen import FrozenMap
 from liveport.model.logical import DEFAULT_STRATEGY, Strategy
 from liveport.model.pipeline import ChassisView, PortView
 from liveport.ovsdb.client import Condition
-from liveport.ovsdb.rows import Delete, Insert, Op, Snapshot, Update
+from liveport.ovsdb.rows import Change, Delete, Insert, Op, Snapshot, Update
 
 SB_TABLES: dict[str, list[str] | None] = {
     "SB_Global": ["nb_cfg"],
@@ -42,6 +42,29 @@ def own_conditions(me: str) -> dict[str, Condition]:
         "Port_Claim": [["chassis", "==", me]],
         "Port_Binding": [],
     }
+
+
+def wakes_agent(change: Change, me: str, previous: Snapshot | None) -> bool:
+    """Whether an SB update may call for a reconcile pass. Not when all it changed is this
+    chassis' own Chassis_Private row, still there: that is the agent's own heartbeat or
+    nb_cfg report coming back, and a pass over every port for it would be wasted (at idle
+    it was the only reason an agent woke). A reload, a deleted row, a new connection state
+    or a condition the server has just acknowledged (since `previous`) all wake."""
+    snap = change.snapshot
+    if (
+        change.reloaded
+        or previous is None
+        or snap.connected != previous.connected
+        or snap.cond_seqno != previous.cond_seqno
+    ):
+        return True
+    changed = {table: rows for table, rows in change.changed.items() if rows}
+    if set(changed) != {"Chassis_Private"}:
+        return True
+    rows = snap.table("Chassis_Private")
+    return not all(
+        (row := rows.get(u)) is not None and row["name"] == me for u in changed["Chassis_Private"]
+    )
 
 
 def port_binding_condition(sb: Snapshot, vif_ids: Iterable[str]) -> Condition:

@@ -299,6 +299,18 @@ class OpenFlowConnection:
             raise ConnectionLost(str(self._lost))
         return item
 
+    def queued_packet_ins(self) -> list[PacketIn]:
+        """Takes, without waiting, the packet-ins already read and not yet handed out (a
+        caller that learned something from a later reply handles them first)."""
+        out: list[PacketIn] = []
+        while not self._packet_ins.empty():
+            item = self._packet_ins.get_nowait()
+            if item is None:
+                self._packet_ins.put_nowait(None)  # the end stays for next_packet_in
+                break
+            out.append(item)
+        return out
+
     # ----- bundles ----------------------------------------------------------------------------
 
     def _bundle_control(self, bundle_id: int, kind: int) -> Any:
