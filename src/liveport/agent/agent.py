@@ -456,7 +456,7 @@ class Agent:
                 port = waiting.get((dp, key))
                 if port is not None and port.name not in self._activated:
                     self._record_activation(port.name, "learned", "seen in the switch")
-        view = southbound.build_view(sb, local, frozenset(self._activated))
+        view = dataclasses.replace(view, activated=frozenset(self._activated))
         self._view = view
         desired = self.compiler.compile(view)
         roles = {name: view.role(port) for name, port in view.ports.items()}

@@ -11,6 +11,7 @@ ports tell which datapaths).
 
 from __future__ import annotations
 
+import functools
 import json
 import uuid
 from collections.abc import Iterable, Mapping, Sequence
@@ -162,9 +163,14 @@ def _vif_values(vif: Any, modes: Mapping[str, str], errors: Mapping[str, str]) -
     }
 
 
-def _strategy(values: Iterable[str]) -> frozenset[Strategy]:
-    known = {str(s) for s in Strategy}
-    chosen = frozenset(Strategy(v) for v in values if v in known)
+_STRATEGIES = {str(s): s for s in Strategy}
+
+
+@functools.lru_cache(maxsize=64)
+def _strategy(values: frozenset[str]) -> frozenset[Strategy]:
+    """The activation strategies a Port_Binding names (a set column: a frozenset, so the
+    few distinct values are parsed once, not once per port per pass)."""
+    chosen = frozenset(_STRATEGIES[v] for v in values if v in _STRATEGIES)
     return chosen or DEFAULT_STRATEGY
 
 

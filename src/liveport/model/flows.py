@@ -12,6 +12,7 @@ field whose prerequisites are missing and OVS rejects the whole bundle over the 
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 
@@ -91,6 +92,14 @@ class MatchField:
 @dataclass(frozen=True, order=True)
 class Match:
     fields: tuple[MatchField, ...] = ()
+
+    def __hash__(self) -> int:
+        # Flow tables hash their keys on every pass; a Match is built once and kept.
+        cached: int | None = self.__dict__.get("_hash")
+        if cached is None:
+            cached = hash(self.fields)
+            object.__setattr__(self, "_hash", cached)
+        return cached
 
     def get(self, name: str) -> MatchField | None:
         for f in self.fields:
@@ -257,7 +266,7 @@ class Flow:
     actions: tuple[Action, ...]
     cookie: int = 0
 
-    @property
+    @functools.cached_property
     def key(self) -> FlowKey:
         return FlowKey(self.table, self.priority, self.match)
 

@@ -109,7 +109,7 @@ class PortNetwork:
     open: bool = False  # no port security: any source MAC/IP may leave the VIF
     problems: tuple[str, ...] = ()
 
-    @property
+    @functools.cached_property
     def macs(self) -> tuple[int, ...]:
         return tuple(a.mac.value for a in self.addresses)
 

@@ -199,6 +199,26 @@ class PortView:
     migration_state: str | None = None
     strategy: frozenset[Strategy] = frozenset(Strategy)
 
+    def __hash__(self) -> int:
+        # The compiler's cache hashes every port on every pass: hash the fields once.
+        cached: int | None = self.__dict__.get("_hash")
+        if cached is None:
+            cached = hash(
+                (
+                    self.name,
+                    self.dp_key,
+                    self.key,
+                    self.addresses,
+                    self.port_security,
+                    self.owner,
+                    self.destination,
+                    self.migration_state,
+                    self.strategy,
+                )
+            )
+            object.__setattr__(self, "_hash", cached)
+        return cached
+
     @property
     def state(self) -> PortState:
         return PortState(self.owner, self.destination, self.migration_state)
@@ -286,13 +306,15 @@ class Compiler:
                 )
                 key = (port, role, vif, remotes, macs)
                 port_flows = self._cache.get(key)
-                if port_flows is None:
-                    port_flows = tuple(_port_flows(port, role, vif, remotes, macs))
+                if port_flows is None:  # checked once, when compiled
+                    port_flows = tuple(
+                        check_flow(f) for f in _port_flows(port, role, vif, remotes, macs)
+                    )
                 cache[key] = port_flows
                 flows.extend(port_flows)
-            flows.extend(_datapath_flows(view, dp_key, ports))
+            flows.extend(check_flow(f) for f in _datapath_flows(view, dp_key, ports))
         self._cache = cache
-        return FlowSet.of(check_flow(f) for f in flows)
+        return FlowSet.of(flows)
 
 
 def compile_flows(view: ChassisView) -> FlowSet:
