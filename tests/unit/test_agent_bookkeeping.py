@@ -164,3 +164,52 @@ def test_the_agents_own_heartbeat_coming_back_does_not_wake_it() -> None:
     lost = sb_snapshot(private={MINE: "hv2"}, connected=False)
     assert southbound.wakes_agent(Change(lost, {}), "hv2", before)
     assert southbound.wakes_agent(Change(after, {}), "hv2", before)  # nothing named: wake
+
+
+# ----- the view's ports, rebuilt only where rows changed ----------------------------------------
+
+
+def pb_row(name: str, dp: uuid.UUID, key: int, chassis: str | None) -> Row:
+    return Row(
+        uuid.uuid5(uuid.NAMESPACE_OID, name),
+        "Port_Binding",
+        FrozenMap(
+            {
+                "logical_port": name,
+                "datapath": dp,
+                "tunnel_key": key,
+                "addresses": frozenset({f"0a:00:00:00:00:{key:02x} 10.0.0.{key}"}),
+                "port_security": frozenset(),
+                "chassis": chassis,
+                "migration_destination": None,
+                "migration_state": None,
+                "activation_strategy": frozenset({"rarp"}),
+            }
+        ),
+    )
+
+
+def dp_row(u: uuid.UUID, key: int) -> Row:
+    return Row(u, "Datapath_Binding", FrozenMap({"tunnel_key": key}))
+
+
+def sb_with(pbs: list[Row], dps: list[Row]) -> Snapshot:
+    return Snapshot(
+        1,
+        {"Port_Binding": {r.uuid: r for r in pbs}, "Datapath_Binding": {r.uuid: r for r in dps}},
+        connected=True,
+    )
+
+
+def test_port_views_are_rebuilt_only_for_rows_that_changed() -> None:
+    a, b, dp = pb_row("a", DP1, 1, "hv1"), pb_row("b", DP1, 2, None), dp_row(DP1, 7)
+    views = southbound.PortViews()
+    first = views.build(sb_with([a, b], [dp]))
+    assert (first["a"].dp_key, first["a"].owner, first["b"].owner) == (7, "hv1", None)
+    b2 = pb_row("b", DP1, 2, "hv2")  # b is bound: a new row object
+    second = views.build(sb_with([a, b2], [dp]))
+    assert second["a"] is first["a"] and second["b"].owner == "hv2"
+    assert second == southbound.PortViews().build(sb_with([a, b2], [dp]))  # same as fresh
+    third = views.build(sb_with([a, b2], [dp_row(DP1, 9)]))  # the datapath's key changed
+    assert third["a"].dp_key == third["b"].dp_key == 9
+    assert views.build(sb_with([b2], [dp])).keys() == {"b"}  # a is gone

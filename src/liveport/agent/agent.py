@@ -140,6 +140,7 @@ class Agent:
         self.config = config
         self.clock = clock or SystemClock()
         self.compiler = Compiler()
+        self._port_views = southbound.PortViews()
         self.identity: Identity | None = None
         self.ovs: OvsdbClient | None = None
         self.sb: OvsdbClient | None = None
@@ -426,7 +427,7 @@ class Agent:
 
     async def _install(self, sb: Snapshot, local: LocalState) -> None:
         assert self.sb is not None and self.of is not None
-        view = southbound.build_view(sb, local, frozenset())
+        view = southbound.build_view(sb, local, frozenset(), self._port_views)
         self._activated = set(
             kept_activations(
                 frozenset(self._activated),

@@ -23,7 +23,7 @@ from liveport.model.frozen import FrozenMap
 from liveport.model.logical import DEFAULT_STRATEGY, Strategy
 from liveport.model.pipeline import ChassisView, PortView
 from liveport.ovsdb.client import Condition
-from liveport.ovsdb.rows import Change, Delete, Insert, Op, Snapshot, Update
+from liveport.ovsdb.rows import Change, Delete, Insert, Op, Row, Snapshot, Update
 
 SB_TABLES: dict[str, list[str] | None] = {
     "SB_Global": ["nb_cfg"],
@@ -174,25 +174,55 @@ def _strategy(values: frozenset[str]) -> frozenset[Strategy]:
     return chosen or DEFAULT_STRATEGY
 
 
-def build_view(sb: Snapshot, local: LocalState, activated: frozenset[str]) -> ChassisView:
+class PortViews:
+    """The PortViews of the last pass, reused while their Port_Binding and Datapath_Binding
+    rows are the very same objects (the OVSDB client keeps the Row of an unchanged row from
+    one snapshot to the next): a pass rebuilds only the ports that changed."""
+
+    def __init__(self) -> None:
+        self._views: dict[uuid.UUID, tuple[Row, Row, PortView]] = {}
+
+    def build(self, sb: Snapshot) -> dict[str, PortView]:
+        ports: dict[str, PortView] = {}
+        kept: dict[uuid.UUID, tuple[Row, Row, PortView]] = {}
+        for pb in sb.rows("Port_Binding"):
+            dp = sb.get("Datapath_Binding", pb["datapath"])
+            if dp is None:
+                continue
+            hit = self._views.get(pb.uuid)
+            if hit is not None and hit[0] is pb and hit[1] is dp:
+                view = hit[2]
+            else:
+                view = _port_view(pb, dp)
+            kept[pb.uuid] = (pb, dp, view)
+            ports[view.name] = view
+        self._views = kept
+        return ports
+
+
+def _port_view(pb: Row, dp: Row) -> PortView:
+    return PortView(
+        name=pb["logical_port"],
+        dp_key=dp["tunnel_key"],
+        key=pb["tunnel_key"],
+        addresses=tuple(sorted(pb["addresses"])),
+        port_security=tuple(sorted(pb["port_security"])),
+        owner=pb["chassis"],
+        destination=pb["migration_destination"],
+        migration_state=pb["migration_state"],
+        strategy=_strategy(pb["activation_strategy"]),
+    )
+
+
+def build_view(
+    sb: Snapshot,
+    local: LocalState,
+    activated: frozenset[str],
+    port_views: PortViews | None = None,
+) -> ChassisView:
     me = local.identity.chassis
     assert me is not None
-    ports: dict[str, PortView] = {}
-    for pb in sb.rows("Port_Binding"):
-        dp = sb.get("Datapath_Binding", pb["datapath"])
-        if dp is None:
-            continue
-        ports[pb["logical_port"]] = PortView(
-            name=pb["logical_port"],
-            dp_key=dp["tunnel_key"],
-            key=pb["tunnel_key"],
-            addresses=tuple(sorted(pb["addresses"])),
-            port_security=tuple(sorted(pb["port_security"])),
-            owner=pb["chassis"],
-            destination=pb["migration_destination"],
-            migration_state=pb["migration_state"],
-            strategy=_strategy(pb["activation_strategy"]),
-        )
+    ports = (port_views or PortViews()).build(sb)
     claims = {
         row["logical_port"]: ClaimReport(
             row["chassis"], row["role"], row["installed"], row["activated"]
