@@ -281,6 +281,7 @@ class Agent:
 
     async def _reconcile_loop(self, stop: asyncio.Event) -> None:
         backoff = 0.0
+        gone_in_a_row = 0  # passes in a row that reported on a row northd had deleted
         self._kick.set()
         while not stop.is_set():
             if backoff:
@@ -292,15 +293,20 @@ class Agent:
                     self.of = await self._connect()
                 await self._reconcile()
                 backoff = 0.0
+                gone_in_a_row = 0
             except ConnectionLost as exc:
                 log.warning("agent: OpenFlow connection lost (%s); reconnecting", exc)
                 self.of = None
                 self._kick.set()
                 backoff = 0.05
             except (TxnError, OpenFlowError, ClientClosed) as exc:
-                if isinstance(exc, TxnError) and "does not exist" in exc.detail:
-                    # northd deleted a row this pass reported on: normal, the next pass
-                    # works from a snapshot without it.
+                gone = isinstance(exc, TxnError) and "does not exist" in exc.detail
+                gone_in_a_row = gone_in_a_row + 1 if gone else 0
+                if gone:
+                    # northd deleted a row this pass reported on (a claim whose VIF just
+                    # went): normal. The server sent that deletion before its answer, so
+                    # the snapshot has it already: retry at once -- a VIF plugged back in
+                    # the meantime waits for this pass -- and back off only if it repeats.
                     log.info("agent: %s; retrying", exc)
                 else:
                     log.warning("agent: reconcile failed (%s); retrying", exc)
@@ -308,7 +314,7 @@ class Agent:
                     # Resynchronise with what the switch really holds.
                     self.of.close()
                     self.of = None
-                backoff = min(1.0, (backoff or 0.02) * 2)
+                backoff = 0.0 if gone_in_a_row == 1 else min(1.0, (backoff or 0.02) * 2)
                 self._kick.set()
             except Exception:
                 # A bug must not leave the chassis unmanaged in silence: say it, try again.
