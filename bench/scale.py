@@ -632,7 +632,7 @@ class ScaleRun:
             [
                 sys.executable,
                 "-m",
-                "liveport.cli.main",
+                "liveport.cli.daemons",
                 "northd",
                 "--nb-db",
                 self.layout.nb_remote,

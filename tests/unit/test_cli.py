@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import subprocess
+import sys
+
 import pytest
 
 from liveport.cli import main as cli
@@ -118,3 +121,24 @@ def test_lab_up_options_reach_their_handler(monkeypatch: pytest.MonkeyPatch) -> 
 def test_security_commands_and_tls_options_parse(argv: list[str]) -> None:
     args = build_parser().parse_args(argv)
     assert callable(args.func)
+
+
+def test_the_daemon_entry_loads_only_its_daemon() -> None:
+    probe = (
+        "import sys\n"
+        "from liveport.cli import daemons\n"
+        "heavy = ['os_ken', 'liveport.agent.agent', 'liveport.northd.northd', 'liveport.lab.lab',"
+        " 'liveport.cms.migrate', 'liveport.cli.main']\n"
+        "print(sorted(m for m in heavy if m in sys.modules))\n"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", probe], capture_output=True, text=True, check=True
+    ).stdout
+    assert out.strip() == "[]"
+    usage = subprocess.run(
+        [sys.executable, "-m", "liveport.cli.daemons", "nothing"],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert usage.returncode == 2 and "northd|agent" in usage.stderr

@@ -27,7 +27,8 @@ if TYPE_CHECKING:
     from liveport.lab.lab import Layout
 
 Progress = Callable[[str], None]
-LIVEPORT = [sys.executable, "-m", "liveport.cli.main"]
+# The daemons' own entry: it loads only the daemon it runs, not the whole CLI.
+DAEMONS = [sys.executable, "-m", "liveport.cli.daemons"]
 
 
 def northd_role(index: int) -> str:
@@ -64,7 +65,7 @@ def start_northd(
     register(directory, [ref])
     spawn_detached(
         [
-            *LIVEPORT,
+            *DAEMONS,
             "northd",
             "--nb-db",
             tls.nb_remote if tls is not None else layout.nb_remote,
@@ -90,7 +91,7 @@ def start_agent(host: SimHost, marker: str, heartbeat: float, tls: LabTls | None
     register(host.directory.parent, [ref])
     spawn_detached(
         [
-            *LIVEPORT,
+            *DAEMONS,
             "agent",
             "--ovs-db",
             host.db_remote,
