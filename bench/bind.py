@@ -26,10 +26,11 @@ from dataclasses import dataclass  # noqa: E402
 from pathlib import Path  # noqa: E402
 
 from liveport.lab import faults, lab  # noqa: E402
+from liveport.lab.compare import create_ports, plug, rss_mb  # noqa: E402
 from liveport.lab.state import is_lab  # noqa: E402
 from liveport.ovsdb import schema  # noqa: E402
 from liveport.ovsdb.client import OvsdbClient, fetch_schema  # noqa: E402
-from liveport.ovsdb.rows import Delete, Insert, Mutate, Ref  # noqa: E402
+from liveport.ovsdb.rows import Delete, Mutate  # noqa: E402
 
 from common import Figure, print_table  # noqa: E402
 
@@ -40,17 +41,6 @@ REFERENCE = {
 }
 REBIND_REFERENCE = {1000: ("3.0 s", "5.8 s")}
 BATCH = 1000
-
-
-def rss_mb(pid: int) -> float:
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith("VmRSS:"):
-            return int(line.split()[1]) / 1024
-    return 0.0
-
-
-def mac(i: int) -> str:
-    return f"0a:00:{(i >> 16) & 0xFF:02x}:{(i >> 8) & 0xFF:02x}:{i & 0xFF:02x}:01"
 
 
 @dataclass
@@ -67,48 +57,6 @@ class Result:
 
 def _fmt(seconds: float) -> str:
     return f"{seconds * 1000:.0f} ms" if seconds < 1 else f"{seconds:.2f} s"
-
-
-def create_ports(nb: OvsdbClient, n: int) -> None:
-    nb.transact([Insert("Logical_Switch", {"name": "bench"}, name="ls")])
-    ls = nb.wait_until(lambda s: s.one("Logical_Switch", name="bench"), timeout=30)
-    for start in range(0, n, BATCH):
-        ops: list = []  # type: ignore[type-arg]
-        refs = []
-        for i in range(start, min(n, start + BATCH)):
-            ref = Ref(f"p{i}")
-            refs.append(ref)
-            ops.append(
-                Insert(
-                    "Logical_Switch_Port",
-                    {
-                        "name": f"b{i}",
-                        "addresses": [f"{mac(i)} 10.{i >> 16}.{(i >> 8) & 255}.{i & 255}"],
-                    },
-                    name=ref.name,
-                )
-            )
-        ops += [Mutate("Logical_Switch", ls.uuid, "ports", "add", r) for r in refs]
-        nb.transact(ops, timeout=120)
-
-
-def plug(ovs: OvsdbClient, n: int) -> None:
-    bridge = ovs.wait_until(lambda s: s.one("Bridge", name="br-int"), timeout=30)
-    for start in range(0, n, BATCH):
-        ops: list = []  # type: ignore[type-arg]
-        for i in range(start, min(n, start + BATCH)):
-            ops.append(
-                Insert(
-                    "Interface",
-                    {"name": f"b{i}", "type": "dummy", "external_ids": {"iface-id": f"b{i}"}},
-                    name=f"i{i}",
-                )
-            )
-            ops.append(
-                Insert("Port", {"name": f"b{i}", "interfaces": [Ref(f"i{i}")]}, name=f"p{i}")
-            )
-            ops.append(Mutate("Bridge", bridge.uuid, "ports", "add", Ref(f"p{i}")))
-        ovs.transact(ops, timeout=120)
 
 
 def unplug(ovs: OvsdbClient) -> None:
@@ -170,7 +118,7 @@ def measure(n: int) -> Result:
 
         def run_once() -> tuple[float, float]:
             t0 = time.monotonic()
-            plug(ovs, n)
+            plug(ovs, n, batch=BATCH)
             sb.wait_until(all_bound, timeout=900, what="all ports bound")
             bound = time.monotonic() - t0
             nb.wait_until(all_up, timeout=900, what="all ports up")

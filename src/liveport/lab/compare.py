@@ -521,7 +521,7 @@ def bind(engine: str, n: int) -> dict[str, Any]:
             )
             for client in (nb, sb, ovs):
                 client.wait_connected(30)
-            _create_ports(nb, n)
+            create_ports(nb, n)
             sb.wait_until(
                 lambda s: len(s.table("Port_Binding")) >= n, timeout=300, what=f"{n} bindings"
             )
@@ -536,7 +536,7 @@ def bind(engine: str, n: int) -> dict[str, Any]:
                 return len(rows) >= n and all(r["up"] for r in rows.values())
 
             t0 = time.monotonic()
-            _plug(ovs, n)
+            plug(ovs, n)
             sb.wait_until(all_bound, timeout=600, what="all ports bound")
             bound = time.monotonic() - t0
             nb.wait_until(all_up, timeout=600, what="all ports up")
@@ -556,7 +556,8 @@ def bind(engine: str, n: int) -> dict[str, Any]:
     raise AssertionError("unreachable")  # pragma: no cover - the with block returns
 
 
-def _create_ports(nb: OvsdbClient, n: int) -> None:
+def create_ports(nb: OvsdbClient, n: int) -> None:
+    """Switch `bench` with n ports b0..b(n-1), a MAC and an IPv4 address each."""
     nb.transact([Insert("Logical_Switch", {"name": "bench"}, name="ls")])
     ls = nb.wait_until(lambda s: s.one("Logical_Switch", name="bench"), timeout=30)
     for first in range(0, n, BATCH):
@@ -578,21 +579,26 @@ def _create_ports(nb: OvsdbClient, n: int) -> None:
         nb.transact(ops, timeout=120)
 
 
-def _plug(ovs: OvsdbClient, n: int) -> None:
-    """n VIFs on hv1's br-int in one transaction (as many VMs starting at once)."""
+def plug(ovs: OvsdbClient, n: int, batch: int | None = None) -> None:
+    """n VIFs b0..b(n-1) on hv1's br-int: in one transaction (as many VMs starting at once),
+    or in transactions of `batch`."""
     bridge = ovs.wait_until(lambda s: s.one("Bridge", name="br-int"), timeout=30)
-    ops: list[Insert | Mutate] = []
-    for i in range(n):
-        ops.append(
-            Insert(
-                "Interface",
-                {"name": f"b{i}", "type": "dummy", "external_ids": {"iface-id": f"b{i}"}},
-                name=f"i{i}",
+    step = batch or max(n, 1)
+    for first in range(0, n, step):
+        ops: list[Insert | Mutate] = []
+        for i in range(first, min(n, first + step)):
+            ops.append(
+                Insert(
+                    "Interface",
+                    {"name": f"b{i}", "type": "dummy", "external_ids": {"iface-id": f"b{i}"}},
+                    name=f"i{i}",
+                )
             )
-        )
-        ops.append(Insert("Port", {"name": f"b{i}", "interfaces": [Ref(f"i{i}")]}, name=f"q{i}"))
-        ops.append(Mutate("Bridge", bridge.uuid, "ports", "add", Ref(f"q{i}")))
-    ovs.transact(ops, timeout=120)
+            ops.append(
+                Insert("Port", {"name": f"b{i}", "interfaces": [Ref(f"i{i}")]}, name=f"q{i}")
+            )
+            ops.append(Mutate("Bridge", bridge.uuid, "ports", "add", Ref(f"q{i}")))
+        ovs.transact(ops, timeout=120)
 
 
 # ----- the whole comparison ---------------------------------------------------------------------
