@@ -392,10 +392,7 @@ def test_compile_flows_forwarding_table(
     frame: bytes, in_port: int, tunnel_id: int | None, outputs: set[tuple[int, int]]
 ) -> None:
     sw = Switch(compile_flows(view("hv1", TABLE_PORTS, TABLE_VIFS)))
-    fields = packet_fields(frame, in_port=in_port)
-    if tunnel_id is not None:
-        fields = packet_fields(frame, in_port=in_port, tunnel_id=tunnel_id)
-    res, _ = sw.process(fields)
+    res, _ = sw.process(packet_fields(frame, in_port, tunnel_id or 0))  # None: from a VIF
     tunnels = set(TUN.values())
     got = {(o, t if o in tunnels else 0) for o, t in zip(res.outputs, res.tunnel_ids, strict=True)}
     assert got == outputs
