@@ -457,16 +457,8 @@ class World:
         view = memory.view
         if activation is None or view is None:
             return
-        port = next(
-            (
-                p
-                for p in view.ports.values()
-                if (p.dp_key, p.key) == (activation.dp_key, activation.port_key)
-            ),
-            None,
-        )
-        vif = view.vifs.get(port.name) if port is not None else None
-        if port is None or vif is None or vif.ofport != in_port:
+        port = view.announcing(activation, in_port)
+        if port is None:
             return
         if view.role(port) is not LocalRole.PENDING or port.name in memory.activated:
             return

@@ -577,16 +577,8 @@ class Agent:
         view = self._view
         if activation is None or view is None or self.sb is None:
             return
-        port = next(
-            (
-                p
-                for p in view.ports.values()
-                if (p.dp_key, p.key) == (activation.dp_key, activation.port_key)
-            ),
-            None,
-        )
-        vif = view.vifs.get(port.name) if port is not None else None
-        if port is None or vif is None or vif.ofport != packet.in_port:
+        port = view.announcing(activation, packet.in_port)
+        if port is None:
             log.info(
                 "agent: announcement for unknown port %s/%s ignored",
                 activation.dp_key,

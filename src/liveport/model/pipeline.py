@@ -242,6 +242,21 @@ class ChassisView:
             locally_activated=port.name in self.activated,
         )
 
+    def announcing(self, activation: Activation, in_port: int) -> PortView | None:
+        """The port whose activation flow sent this packet-in: the port with its datapath
+        and key, whose VIF here is the ofport the announcement came in on (None if there
+        is no such port in this view)."""
+        port = next(
+            (
+                p
+                for p in self.ports.values()
+                if (p.dp_key, p.key) == (activation.dp_key, activation.port_key)
+            ),
+            None,
+        )
+        vif = self.vifs.get(port.name) if port is not None else None
+        return port if vif is not None and vif.ofport == in_port else None
+
 
 # ----- compilation --------------------------------------------------------------------------
 
