@@ -214,28 +214,16 @@ def vhost_ops(state: LocalState, chosen: VifModes, offered: Sequence[str]) -> li
                 )
             )
         if error != config.error:
-            if error is None:
-                ops.append(
-                    Mutate(
-                        "Interface",
-                        config.iface_uuid,
-                        "external_ids",
-                        "delkey",
-                        "liveport-vhost-error",
-                        None,
-                    )
+            ops.append(
+                Mutate(
+                    "Interface",
+                    config.iface_uuid,
+                    "external_ids",
+                    "delkey" if error is None else "setkey",
+                    "liveport-vhost-error",
+                    error,
                 )
-            else:
-                ops.append(
-                    Mutate(
-                        "Interface",
-                        config.iface_uuid,
-                        "external_ids",
-                        "setkey",
-                        "liveport-vhost-error",
-                        error,
-                    )
-                )
+            )
     return ops
 
 
