@@ -28,7 +28,10 @@ from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
 from liveport.cli import pki as pki_cli
 from liveport.model.errors import Conflict, InvalidInput, LiveportError, NotFound
+from liveport.model.security import NORTHD_IDENTITY
 from liveport.runtime import pki
+
+from tests.forgery import forge
 
 SERVER_AUTH = ExtendedKeyUsageOID.SERVER_AUTH
 CLIENT_AUTH = ExtendedKeyUsageOID.CLIENT_AUTH
@@ -100,11 +103,9 @@ def test_init_creates_two_ca_and_the_sb_bundle(pki_dir: Path) -> None:
         assert key_matches(pki_dir / "private" / f"{key}.key", ca)
         assert mode(pki_dir / "private" / f"{key}.key") == 0o600
     assert mode(pki_dir / "private") == 0o700
-    bundle = (pki_dir / "sb-trust.pem").read_bytes()
-    assert (
-        bundle
-        == (pki_dir / "control-ca.pem").read_bytes() + (pki_dir / "chassis-ca.pem").read_bytes()
-    )
+    # No bundle of both CAs: no process may trust both (a chassis CA key must not be able
+    # to mint a certificate that a control listener accepts).
+    assert not list(pki_dir.glob("*trust*"))
     assert (pki_dir / "certs").is_dir()
     assert not [p for p in pki_dir.parent.iterdir() if p.name != "pki"]  # no staging left
 
@@ -126,7 +127,6 @@ def test_init_into_an_existing_directory_keeps_what_is_there(tmp_path: Path) -> 
         "chassis-ca.pem",
         "control-ca.pem",
         "private",
-        "sb-trust.pem",
     ]
     assert mode(tmp_path / "private") == 0o700
 
@@ -184,7 +184,7 @@ def test_init_refuses_nonpositive_days(tmp_path: Path) -> None:
         ("northd", "northd", "liveport-northd", "control-ca", "control-ca.pem", [CLIENT_AUTH]),
         ("northd", "northd-2", "liveport-northd", "control-ca", "control-ca.pem", [CLIENT_AUTH]),
         ("cms", "cms", "liveport-cms", "control-ca", "control-ca.pem", [CLIENT_AUTH]),
-        ("server", "sb", "sb", "control-ca", "sb-trust.pem", [SERVER_AUTH, CLIENT_AUTH]),
+        ("server", "sb", "sb", "control-ca", "control-ca.pem", [SERVER_AUTH, CLIENT_AUTH]),
         ("server", "nb", "nb", "control-ca", "control-ca.pem", [SERVER_AUTH, CLIENT_AUTH]),
     ],
 )
@@ -478,7 +478,7 @@ def test_cli_init_issue_list(
 
     assert run_cli("pki", "issue", "server", "sb", "--host", "10.1.1.1", "--json") == 0
     doc = json.loads(capsys.readouterr().out)
-    assert doc["ca_cert"] == str(directory / "sb-trust.pem")
+    assert doc["ca_cert"] == str(directory / "control-ca.pem")
     assert doc["certificate"] == str(directory / "certs" / "sb.pem")
     assert doc["private_key"] == str(directory / "private" / "sb.key")
     san = extension(cert_of(directory / "certs" / "sb.pem"), x509.SubjectAlternativeName)
@@ -604,38 +604,59 @@ def refused_because(outcome: Exception | None, reason: str) -> bool:
     return isinstance(outcome, ssl.SSLError) and reason in str(outcome)
 
 
-def test_real_tls_sb_accepts_chassis_and_refuses_strangers(
+def test_real_tls_sb_accepts_control_identities_only(
     pki_dir: Path, tmp_path: Path, tls_server: Callable[[str], TlsServer]
 ) -> None:
+    """The SB server trusts the control CA alone: northd gets in, a chassis does not, and
+    neither does a certificate for northd's name minted with the chassis CA's key."""
     server = tls_server("sb")
     control_ca = pki_dir / "control-ca.pem"
-    hv1 = pki.issue(pki_dir, "chassis", "hv1")
-    assert hv1.ca_cert == control_ca
-
-    received, outcome = server.connect(client_context(hv1.ca_cert, hv1))
-    assert received == b"ok" and outcome is None
     northd = pki.issue(pki_dir, "northd", "northd")
     assert server.connect(client_context(northd.ca_cert, northd)) == (b"ok", None)
-
-    other = tmp_path / "other"
-    pki.init(other)
-    stranger = pki.issue(other, "chassis", "hv1")  # same CN, same CA names, other keys
-    received, outcome = server.connect(client_context(control_ca, stranger))
+    hv1 = pki.issue(pki_dir, "chassis", "hv1")
+    received, outcome = server.connect(client_context(control_ca, hv1))
+    assert received != b"ok" and refused_because(outcome, "certificate verify failed")
+    fake_northd = forge(pki_dir, "chassis-ca", NORTHD_IDENTITY, tmp_path / "forged")
+    received, outcome = server.connect(client_context(control_ca, fake_northd))
     assert received != b"ok" and refused_because(outcome, "certificate verify failed")
 
-    received, outcome = server.connect(client_context(control_ca, None))
-    assert received != b"ok" and refused_because(outcome, "did not return a certificate")
 
-    now = dt.datetime.now(dt.UTC)
-    expired = pki.issue(
-        pki_dir,
-        "chassis",
-        "hv2",
-        not_before=now - dt.timedelta(days=2),
-        not_after=now - dt.timedelta(days=1),
-    )
-    received, outcome = server.connect(client_context(control_ca, expired))
-    assert received != b"ok" and refused_because(outcome, "certificate has expired")
+def test_real_tls_chassis_relay_accepts_chassis_and_refuses_strangers(
+    pki_dir: Path, tmp_path: Path
+) -> None:
+    pki.issue(pki_dir, "server", "sb")
+    relay = TlsServer(pki.relay_credentials(pki_dir))
+    try:
+        control_ca = pki_dir / "control-ca.pem"
+        hv1 = pki.issue(pki_dir, "chassis", "hv1")
+        assert hv1.ca_cert == control_ca  # the client still checks the relay as a server
+        received, outcome = relay.connect(client_context(hv1.ca_cert, hv1))
+        assert received == b"ok" and outcome is None
+        northd = pki.issue(pki_dir, "northd", "northd")
+        received, outcome = relay.connect(client_context(control_ca, northd))
+        assert received != b"ok" and refused_because(outcome, "certificate verify failed")
+
+        other = tmp_path / "other"
+        pki.init(other)
+        stranger = pki.issue(other, "chassis", "hv1")  # same CN, same CA names, other keys
+        received, outcome = relay.connect(client_context(control_ca, stranger))
+        assert received != b"ok" and refused_because(outcome, "certificate verify failed")
+
+        received, outcome = relay.connect(client_context(control_ca, None))
+        assert received != b"ok" and refused_because(outcome, "did not return a certificate")
+
+        now = dt.datetime.now(dt.UTC)
+        expired = pki.issue(
+            pki_dir,
+            "chassis",
+            "hv2",
+            not_before=now - dt.timedelta(days=2),
+            not_after=now - dt.timedelta(days=1),
+        )
+        received, outcome = relay.connect(client_context(control_ca, expired))
+        assert received != b"ok" and refused_because(outcome, "certificate has expired")
+    finally:
+        relay.close()
 
 
 def test_real_tls_nb_refuses_chassis_and_clients_refuse_foreign_servers(
@@ -659,3 +680,12 @@ def test_real_tls_nb_refuses_chassis_and_clients_refuse_foreign_servers(
         assert outcome is not None
     finally:
         foreign_nb.close()
+
+
+def test_the_chassis_relay_trusts_only_the_chassis_ca(pki_dir: Path) -> None:
+    pki.issue(pki_dir, "server", "sb")
+    relay = pki.relay_credentials(pki_dir)
+    server = pki.credentials(pki_dir, "sb")
+    assert (relay.private_key, relay.certificate) == (server.private_key, server.certificate)
+    assert relay.ca_cert == pki_dir / "chassis-ca.pem"
+    assert server.ca_cert == pki_dir / "control-ca.pem"

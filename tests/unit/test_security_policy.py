@@ -67,7 +67,7 @@ def test_chassis_never_write_bindings_or_create_claims() -> None:
 @pytest.mark.parametrize("table", sorted(CONTROL_PERMISSIONS))
 def test_northd_may_write_every_column_of_its_tables_but_authority(table: str) -> None:
     kept = {
-        "SB_Global": {"connections", "ssl"},  # the operator's
+        "SB_Global": {"connections", "chassis_connections", "ssl"},  # the operator's
         "Port_Claim": {"logical_port", "chassis"},  # a claim is deleted, never re-pointed
     }.get(table, set())
     assert set(CONTROL_PERMISSIONS[table].update) == columns(table) - {AUTHORITY} - kept

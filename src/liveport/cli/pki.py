@@ -28,7 +28,7 @@ def cmd_pki_init(args: argparse.Namespace) -> int:
     print(f"PKI created in {directory}")
     print(f"  control CA  {directory / 'control-ca.pem'}  (NB, SB, northd, CMS)")
     print(f"  chassis CA  {directory / 'chassis-ca.pem'}  (hypervisors)")
-    print(f"  SB trusts   {directory / pki.SB_TRUST}  (both)")
+    print("  the NB and SB servers trust the control CA, the SB's chassis relay the chassis CA")
     return 0
 
 

@@ -150,9 +150,38 @@ class Layout:
         ]
 
     @property
+    def sb_chassis_relay(self) -> ServerSpec | None:
+        """A secure lab's chassis-facing SB server: a relay of the SB (through its unix
+        socket) whose TLS trusts only the chassis CA and whose listeners, with the chassis
+        role, are SB_Global.chassis_connections. The SB server itself trusts only the
+        control CA, so no certificate of the chassis CA can act as northd."""
+        if self.tls is None:
+            return None
+        creds = self.tls.relay_credentials()
+        return ServerSpec(
+            "sb-chassis",
+            self.directory / "sb",
+            schema.southbound_path(),
+            db_remotes=(f"db:{schema.SB_NAME},SB_Global,chassis_connections",),
+            options=(
+                f"--private-key={creds.private_key}",
+                f"--certificate={creds.certificate}",
+                f"--ca-cert={creds.ca_cert}",
+            ),
+            relay=self.sb.remote,
+            database=schema.SB_NAME,
+        )
+
+    @property
+    def relay_servers(self) -> list[ServerSpec]:
+        """Every relay of the lab: they start once the servers they relay are up."""
+        chassis_relay = self.sb_chassis_relay
+        return [*self.sb_relays, *([chassis_relay] if chassis_relay is not None else [])]
+
+    @property
     def servers(self) -> list[ServerSpec]:
         """Every database server of the lab, in start order."""
-        return [*self.nb_servers, *self.sb_servers, *self.sb_relays]
+        return [*self.nb_servers, *self.sb_servers, *self.relay_servers]
 
     @property
     def nb(self) -> ServerSpec:
@@ -416,11 +445,19 @@ def _start_all(
         progress(f"[{time.monotonic() - t0:6.3f}s] {text}")
 
     with ThreadPoolExecutor(max_workers=min(8, len(hosts) + 3)) as pool:
-        databases = [pool.submit(start_ovsdb, spec) for spec in layout.servers]
+        relays = set(layout.relay_servers)
+        databases = [pool.submit(start_ovsdb, s) for s in layout.servers if s not in relays]
         underlay = pool.submit(sim.start_underlay, layout.underlay)
         host_starts = [pool.submit(host.start) for host in hosts]
         _wait_all(databases)
+        # A relay that finds no server retries only after a back-off: start it after them.
+        relaying = [pool.submit(start_ovsdb, spec) for spec in layout.relay_servers]
         _init_databases(layout, layout.tls.sb_listeners if layout.tls is not None else None)
+        _wait_all(relaying)
+        if layout.tls is not None:
+            secure_lab.wait_listening(
+                [layout.tls.sb_control_port, layout.tls.sb_chassis_port], CONNECT_TIMEOUT
+            )
         if layout.clustered:
             step(
                 f"NB and SB clusters of {layout.members} up"

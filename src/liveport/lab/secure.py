@@ -5,8 +5,11 @@ What it adds to a plain lab:
 - a PKI in DIR/pki (liveport.runtime.pki): server certificates for NB and SB, one for
   northd, one for the CMS, one per chassis (CN = chassis name);
 - NB listens on pssl:NB_PORT (trusting the control CA only: no chassis can connect);
-- SB listens on pssl:CHASSIS_PORT with role liveport-chassis and on pssl:CONTROL_PORT with
-  role liveport-control (Connection rows; RBAC roles from liveport.model.security);
+- SB listens on pssl:CONTROL_PORT with role liveport-control, trusting only the control CA
+  (SB_Global.connections); an SB relay beside it (the chassis relay) listens on
+  pssl:CHASSIS_PORT with role liveport-chassis, trusting only the chassis CA
+  (SB_Global.chassis_connections), and forwards through the SB's unix socket; RBAC roles
+  from liveport.model.security;
 - northd connects to NB and to the SB control listener with its certificate, agents to the
   chassis listener with theirs, and lab clients (`liveport status --dir`, `lab.cms`) with the
   CMS certificate. The unix sockets stay for the lab's own tooling (the operator's access).
@@ -16,10 +19,12 @@ from __future__ import annotations
 
 import contextlib
 import socket
+import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
+from liveport.model.errors import Timeout
 from liveport.model.security import CHASSIS_ROLE, CONTROL_ROLE
 from liveport.runtime import pki
 
@@ -58,6 +63,9 @@ class LabTls:
 
     def credentials(self, name: str) -> pki.Credentials:
         return pki.credentials(Path(self.pki_dir), name)
+
+    def relay_credentials(self) -> pki.Credentials:
+        return pki.relay_credentials(Path(self.pki_dir))
 
     def server_options(self, name: str) -> tuple[str, ...]:
         """ovsdb-server's TLS options for the server certificate `name` (nb or sb)."""
@@ -119,6 +127,23 @@ def prepare(directory: Path, chassis: list[str]) -> LabTls:
         pki.issue(root, "chassis", name)
     nb, chassis_port, control = free_ports(3)
     return LabTls(str(root), nb, chassis_port, control)
+
+
+def wait_listening(ports: list[int], timeout: float) -> None:
+    """Waits until every loopback TCP port accepts connections (a relay listens only once
+    it has the data it relays)."""
+    deadline = time.monotonic() + timeout
+    for port in ports:
+        while True:
+            try:
+                with socket.create_connection((LOOPBACK, port), timeout=1.0):
+                    break
+            except OSError:
+                if time.monotonic() > deadline:
+                    raise Timeout(
+                        f"nothing listens on {LOOPBACK}:{port} after {timeout:.0f}s"
+                    ) from None
+                time.sleep(0.01)
 
 
 def free_ports(count: int) -> list[int]:

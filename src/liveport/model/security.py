@@ -8,17 +8,19 @@ only the listed columns. The check is made against the row as it was before the 
 never looks at new values, so no column named in `authorization` may ever be updatable by
 the same role: otherwise a client could hand its row to someone else, or take another's.
 
-Two roles, on two listeners:
+Two roles, on two listeners served by two processes (ovsdb-server has one TLS context per
+process, so the CA a process trusts is the same on all its listeners):
 - CHASSIS_ROLE (hypervisors, CN = chassis name): their own Chassis, Chassis_Private and
   Chassis_VIF rows, and the state columns of the Port_Claim rows that name them. They cannot
   insert or delete claims: northd creates exactly one per chassis the NB named for a port,
-  so a chassis can only ever speak for ports the cloud put on it.
+  so a chassis can only ever speak for ports the cloud put on it. Served by the SB's chassis
+  relay, which trusts only the chassis CA (SB_Global.chassis_connections).
 - CONTROL_ROLE (northd, CN = NORTHD_IDENTITY; the CMS, which writes nothing here): the rows
-  northd owns, which carry `authority` = NORTHD_IDENTITY. The schema allows no other value
-  in that column, so a chassis certificate presented on the control listener can neither
-  write northd's rows (its CN does not match) nor insert rows of its own into those tables
-  (an `authority` naming itself is a constraint violation, one naming northd does not
-  match): the listener needs no network-level protection.
+  northd owns, which carry `authority` = NORTHD_IDENTITY. Served by the SB server, which
+  trusts only the control CA (SB_Global.connections): a certificate minted with the chassis
+  CA, whatever its Common Name, cannot connect there. The schema allows no other value in
+  `authority`, so no other control identity (the CMS) can write northd's rows or insert
+  rows of its own into those tables.
 
 Rows are written without a role only through listeners that have none (the operator's unix
 socket).
@@ -113,7 +115,7 @@ ROLES: Mapping[str, Mapping[str, Permission]] = {
 # Tables only the operator writes (through a listener without a role).
 OPERATOR_TABLES = frozenset({"Connection", "SSL", "RBAC_Role", "RBAC_Permission"})
 # SB_Global columns only the operator writes.
-OPERATOR_COLUMNS = frozenset({"connections", "ssl", AUTHORITY})
+OPERATOR_COLUMNS = frozenset({"connections", "chassis_connections", "ssl", AUTHORITY})
 
 
 def valid_chassis_identity(name: str) -> bool:

@@ -2,6 +2,11 @@
 roles and permissions, the listeners (Connection rows, each with its role), and the
 `authority` of the rows northd owns. Run by the operator through a listener without a role
 (`liveport sb setup`, the secure lab); idempotent, and a pure function of a snapshot.
+
+Listeners for chassis go into SB_Global.chassis_connections, which only the SB's chassis
+relay serves (a process whose TLS trusts only the chassis CA); every other listener into
+SB_Global.connections, which the SB server serves (trusting only the control CA). So the
+role a listener gives is always backed by the CA its process trusts.
 """
 
 from __future__ import annotations
@@ -9,11 +14,11 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-from liveport.model.security import AUTHORITY, NORTHD_IDENTITY, ROLES, Permission
+from liveport.model.security import AUTHORITY, CHASSIS_ROLE, NORTHD_IDENTITY, ROLES, Permission
 from liveport.ovsdb.rows import Delete, Insert, Op, Ref, Row, Snapshot, Update
 
 SETUP_TABLES: dict[str, list[str] | None] = {
-    "SB_Global": ["connections", AUTHORITY],
+    "SB_Global": ["connections", "chassis_connections", AUTHORITY],
     "Connection": ["target", "role"],
     "RBAC_Role": None,
     "RBAC_Permission": None,
@@ -36,15 +41,13 @@ def setup_operations(
     ops: list[Op] = []
     changes: list[str] = []
     sb_global = next(iter(sb.rows("SB_Global")), None)
-    connections: list[Any] | None = None
+    columns: dict[str, list[Any]] = {}
     if listeners is not None:
-        connections, conn_ops, conn_changes = _listeners(sb, listeners)
+        columns, conn_ops, conn_changes = _listeners(sb, listeners)
         ops += conn_ops
         changes += conn_changes
     if sb_global is None:
-        values: dict[str, Any] = {AUTHORITY: NORTHD_IDENTITY}
-        if connections is not None:
-            values["connections"] = connections
+        values: dict[str, Any] = {AUTHORITY: NORTHD_IDENTITY, **columns}
         ops.append(Insert("SB_Global", values))
         changes.append("SB_Global: created")
     else:
@@ -52,8 +55,9 @@ def setup_operations(
         if sb_global[AUTHORITY] != NORTHD_IDENTITY:
             values[AUTHORITY] = NORTHD_IDENTITY
             changes.append(f"SB_Global: authority {NORTHD_IDENTITY}")
-        if connections is not None and frozenset(connections) != sb_global["connections"]:
-            values["connections"] = connections
+        for column, refs in columns.items():
+            if frozenset(refs) != sb_global[column]:
+                values[column] = refs
         if values:
             ops.append(Update("SB_Global", sb_global.uuid, values))
     role_ops, role_changes = _roles(sb)
@@ -67,12 +71,16 @@ def setup_operations(
     return ops, changes
 
 
-def _listeners(sb: Snapshot, listeners: Mapping[str, str]) -> tuple[list[Any], list[Op], list[str]]:
+def _listeners(
+    sb: Snapshot, listeners: Mapping[str, str]
+) -> tuple[dict[str, list[Any]], list[Op], list[str]]:
+    """The SB_Global listener columns (column -> Connection refs), and their changes."""
     ops: list[Op] = []
     changes: list[str] = []
-    refs: list[Any] = []
+    columns: dict[str, list[Any]] = {"connections": [], "chassis_connections": []}
     existing = {row["target"]: row for row in sb.rows("Connection")}
     for target, role in sorted(listeners.items()):
+        refs = columns["chassis_connections" if role == CHASSIS_ROLE else "connections"]
         row = existing.get(target)
         if row is None:
             name = f"conn{len(ops)}"
@@ -86,7 +94,7 @@ def _listeners(sb: Snapshot, listeners: Mapping[str, str]) -> tuple[list[Any], l
                 changes.append(f"listener {target}: role {role or 'none'}")
     changes += [f"listener {t}: removed" for t in sorted(set(existing) - set(listeners))]
     # Connection rows are not roots: dropping the reference from SB_Global removes them.
-    return refs, ops, changes
+    return columns, ops, changes
 
 
 def _roles(sb: Snapshot) -> tuple[list[Op], list[str]]:

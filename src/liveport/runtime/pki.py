@@ -1,23 +1,25 @@
 """liveport's small PKI: the certificates for TLS between OVSDB servers and their clients.
 
 Trust model. ovsdb-server has one TLS context per process, so it cannot trust different CAs on
-different listeners. liveport therefore runs two CAs:
+different listeners. liveport therefore runs two CAs, and gives each its own processes:
 
 - the **control CA** signs the database servers (NB, SB), northd and the CMS;
 - the **chassis CA** signs only hypervisor (chassis) certificates, whose Common Name is the
   chassis name (ovsdb-server's RBAC matches the CN against row columns).
 
-The NB server trusts only the control CA, so a chassis certificate cannot even connect to it;
-the SB server trusts both (``sb-trust.pem``). Every client verifies its server against the
-control CA. northd instances share the CN ``liveport-northd`` and CMS clients ``liveport-cms``;
-the prefix ``liveport-`` is reserved for these control identities and refused in chassis and
-server names.
+The NB server and the SB server trust only the control CA, so a chassis certificate cannot
+even connect to them. Chassis reach the SB through an SB relay that trusts only the chassis
+CA (``relay_credentials``) and forwards their writes, checked against the chassis role,
+to the SB server over its unix socket. A certificate the chassis CA signs can therefore
+never act as northd, whatever its Common Name. Every client verifies its server against
+the control CA. northd instances share the CN ``liveport-northd`` and CMS clients
+``liveport-cms``; the prefix ``liveport-`` is reserved for these control identities and
+refused in chassis and server names.
 
 Layout of a PKI directory::
 
     DIR/control-ca.pem            control CA certificate
-    DIR/chassis-ca.pem            chassis CA certificate
-    DIR/sb-trust.pem              both CA certificates (what the SB server trusts)
+    DIR/chassis-ca.pem            chassis CA certificate (what the SB's chassis relay trusts)
     DIR/private/control-ca.key    CA keys, 0600, in a 0700 directory
     DIR/private/chassis-ca.key
     DIR/certs/NAME.pem            an issued certificate (followed by nothing else)
@@ -64,9 +66,8 @@ CMS_CN: Final = CMS_IDENTITY
 
 CONTROL_CA: Final = "control-ca"
 CHASSIS_CA: Final = "chassis-ca"
-SB_TRUST: Final = "sb-trust.pem"
 _CA_LABELS: Final = {CONTROL_CA: "control", CHASSIS_CA: "chassis"}
-_TOP_LEVEL: Final = ("private", "certs", f"{CONTROL_CA}.pem", f"{CHASSIS_CA}.pem", SB_TRUST)
+_TOP_LEVEL: Final = ("private", "certs", f"{CONTROL_CA}.pem", f"{CHASSIS_CA}.pem")
 
 MAX_DAYS: Final = 100 * 365
 _BACKDATE: Final = dt.timedelta(minutes=5)  # tolerate clocks a little behind ours
@@ -215,6 +216,13 @@ def credentials(directory: Path, name: str) -> Credentials:
     if kind == "unknown":
         raise InvalidInput(f"{cert_path} was not issued by the PKI in {root}")
     return _credentials_for(root, kind, name)
+
+
+def relay_credentials(directory: Path, server: str = "sb") -> Credentials:
+    """What the SB's chassis relay runs with: the SB server's key and certificate (agents
+    check it against the control CA like any server), trusting only the chassis CA."""
+    creds = credentials(directory, server)
+    return Credentials(creds.private_key, creds.certificate, Path(directory) / f"{CHASSIS_CA}.pem")
 
 
 def common_name(certificate: Path) -> str:
@@ -432,11 +440,10 @@ def _ca_path(root: Path, ca: str) -> Path:
 
 
 def _credentials_for(root: Path, kind: str, name: str) -> Credentials:
-    trust = SB_TRUST if kind == "server" and name == "sb" else f"{CONTROL_CA}.pem"
     return Credentials(
         private_key=root / "private" / f"{name}.key",
         certificate=root / "certs" / f"{name}.pem",
-        ca_cert=root / trust,
+        ca_cert=root / f"{CONTROL_CA}.pem",
     )
 
 
@@ -609,7 +616,6 @@ def _populate(
     for label, key, cert in cas:
         _write_new(private / f"{label}.key", _key_pem(key), 0o600)
         _write_new(staging / f"{label}.pem", _cert_pem(cert), 0o644)
-    _write_new(staging / SB_TRUST, b"".join(_cert_pem(cert) for _, _, cert in cas), 0o644)
 
 
 def _init_by_rename(
