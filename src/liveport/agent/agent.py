@@ -63,6 +63,7 @@ from liveport.model.pipeline import (
     cookie_kind,
     parse_activation_userdata,
 )
+from liveport.model.untrusted import escape
 from liveport.openflow.conn import OpenFlowConnection
 from liveport.openflow.errors import ConnectionLost, OpenFlowError
 from liveport.openflow.packetin import PacketIn
@@ -158,6 +159,7 @@ class Agent:
         self.catalogue: Catalogue = load_catalogue()  # a broken catalogue stops us at once
         self.modes: tuple[str, ...] = ()
         self._refused: dict[str, str] = {}
+        self._invalid: tuple[str, ...] = ()
         self._vhost_reports: dict[str, dict[str, str]] = {}
         self.backends = agent_vhost.Backends(self._kick_threadsafe, self._rarp_threadsafe)
         self._loop: asyncio.AbstractEventLoop | None = None
@@ -347,11 +349,7 @@ class Agent:
             return  # keep the installed flows; never act on a stale view
         me = self.identity.chassis
         assert me is not None
-        wanted = {
-            c["name"]: c["encap_ip"]
-            for c in sb.rows("Chassis")
-            if c["name"] != me and c["encap_ip"]
-        }
+        wanted = southbound.tunnel_endpoints(sb, me)
         chosen = localswitch.choose_modes(local, self.catalogue, self.modes)
         await self._transact(
             self.ovs,
@@ -395,6 +393,13 @@ class Agent:
             log.warning(
                 "agent: iface-id plugged twice on this chassis: %s", ", ".join(local.duplicates)
             )
+        if local.invalid != self._invalid:
+            for iface_id in local.invalid:
+                log.warning(
+                    "agent: VIF with iface-id %s ignored: too long or not printable",
+                    escape(iface_id, 80),
+                )
+            self._invalid = local.invalid
         self._forget_unplugged(local.vifs.keys())
         if not await self._monitoring_complete(sb, local):
             return

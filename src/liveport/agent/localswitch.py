@@ -34,6 +34,7 @@ OVS_TABLES: dict[str, list[str] | None] = {
     "Interface": ["name", "type", "ofport", "external_ids", "options", "error"],
 }
 TUNNEL_KEY = "liveport-chassis"  # external_ids key on our tunnel ports
+MAX_IFACE_ID = 255  # characters: what the SB's Chassis_VIF.iface_id holds
 
 
 @dataclass(frozen=True)
@@ -79,6 +80,7 @@ class LocalState:
     vhost: Mapping[str, VhostConfig] = field(default_factory=dict)  # by iface-id
     root_uuid: uuid.UUID | None = None
     offered: str | None = None  # external_ids:liveport-vhost-modes-offered
+    invalid: tuple[str, ...] = ()  # iface-ids too long or not printable: never reported
 
     @property
     def tunnel_ofports(self) -> dict[str, int]:
@@ -108,6 +110,7 @@ def read_local(snap: Snapshot, identity: Identity) -> LocalState:
     duplicates: list[str] = []
     tunnels: dict[str, TunnelPort] = {}
     vhost: dict[str, VhostConfig] = {}
+    invalid: list[str] = []
     for port_uuid in bridge["ports"]:
         port = snap.get("Port", port_uuid)
         if port is None:
@@ -130,6 +133,9 @@ def read_local(snap: Snapshot, identity: Identity) -> LocalState:
                 continue
             iface_id = ids.get("iface-id")
             if not iface_id or ofport <= 0:
+                continue
+            if len(iface_id) > MAX_IFACE_ID or not iface_id.isprintable():
+                invalid.append(iface_id)  # the SB could not hold its report
                 continue
             status = ids.get("migration-status")
             if status not in (INCOMING, OUTGOING):
@@ -158,6 +164,7 @@ def read_local(snap: Snapshot, identity: Identity) -> LocalState:
         vhost,
         root.uuid if root is not None else None,
         root["external_ids"].get("liveport-vhost-modes-offered") if root is not None else None,
+        tuple(sorted(set(invalid))),
     )
 
 

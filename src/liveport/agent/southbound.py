@@ -22,6 +22,7 @@ from liveport.model.binding import ClaimReport, LocalRole, installed_state, reco
 from liveport.model.frozen import FrozenMap
 from liveport.model.logical import DEFAULT_STRATEGY, Strategy
 from liveport.model.pipeline import ChassisView, PortView
+from liveport.model.untrusted import chassis_problem, note
 from liveport.ovsdb.client import Condition
 from liveport.ovsdb.rows import Change, Delete, Insert, Op, Row, Snapshot, Update
 
@@ -34,6 +35,9 @@ SB_TABLES: dict[str, list[str] | None] = {
     "Port_Claim": None,
     "Chassis_VIF": None,
 }
+
+
+VIF_ERROR_LIMIT = 900  # characters of a refusal's text (the column holds at most 1024)
 
 
 def own_conditions(me: str) -> dict[str, Condition]:
@@ -66,6 +70,19 @@ def wakes_agent(change: Change, me: str, previous: Snapshot | None) -> bool:
     return not all(
         (row := rows.get(u)) is not None and row["name"] == me for u in changed["Chassis_Private"]
     )
+
+
+def tunnel_endpoints(sb: Snapshot, me: str) -> dict[str, str]:
+    """The other chassis to keep a tunnel to (name -> encapsulation IP): those with an
+    address and a row fit to be used (untrusted.chassis_problem; northd ignores the others
+    the same way)."""
+    return {
+        c["name"]: c["encap_ip"]
+        for c in sb.rows("Chassis")
+        if c["name"] != me
+        and c["encap_ip"]
+        and chassis_problem(c["name"], c["hostname"], c["encap_ip"]) is None
+    }
 
 
 def port_binding_condition(sb: Snapshot, vif_ids: Iterable[str]) -> Condition:
@@ -159,7 +176,8 @@ def _vif_values(vif: Any, modes: Mapping[str, str], errors: Mapping[str, str]) -
     return {
         "migration_status": vif.migration_status,
         "vhost_mode": modes.get(vif.iface_id),
-        "status": FrozenMap({"error": error} if error else {}),
+        # Within the schema's bound on the column (1024 characters), escaped as a note.
+        "status": FrozenMap({"error": note(error, VIF_ERROR_LIMIT)} if error else {}),
     }
 
 

@@ -27,6 +27,7 @@ from liveport.lab import demo, faults, hypervisor, lab, vms
 from liveport.lab.traffic import Traffic
 from liveport.model.errors import InvalidInput, LiveportError
 from liveport.model.security import CHASSIS_ROLE, CONTROL_ROLE
+from liveport.model.untrusted import escape
 
 Handler = Callable[[argparse.Namespace], int]
 
@@ -392,10 +393,13 @@ def cmd_migrations(args: argparse.Namespace) -> int:
                 if m.activated_at
                 else ""
             )
+            # Chassis write the activation: one escaped line per migration.
             print(
-                f"{m.port:<12} {m.source or '?'} -> {m.destination:<6} {m.state or '-':<10} "
-                f"{'ready' if m.ready else 'not ready':<9} owner {m.owner or '-':<6} "
-                f"form {m.form} {activated}"
+                escape(
+                    f"{m.port:<12} {m.source or '?'} -> {m.destination:<6} {m.state or '-':<10} "
+                    f"{'ready' if m.ready else 'not ready':<9} owner {m.owner or '-':<6} "
+                    f"form {m.form} {activated}"
+                )
             )
     return 0
 
@@ -409,11 +413,13 @@ def cmd_vhost_modes(args: argparse.Namespace) -> int:
     if args.json:
         _print_json(doc)
         return 0
-    for name, modes in per_chassis.items():
-        print(f"{name:<10} {', '.join(modes) or '(none)'}")
+    for name, modes in per_chassis.items():  # chassis publish their modes: escaped
+        print(escape(f"{name:<10} {', '.join(modes) or '(none)'}"))
     print(
-        f"newest mode common to {', '.join(per_chassis) or 'no chassis'}: "
-        f"{doc['newest_common'] or 'none'}"
+        escape(
+            f"newest mode common to {', '.join(per_chassis) or 'no chassis'}: "
+            f"{doc['newest_common'] or 'none'}"
+        )
     )
     return 0
 
@@ -435,9 +441,12 @@ def cmd_vhost_check(args: argparse.Namespace) -> int:
         )
     else:
         print(
-            verdict.text
-            if not verdict.ok
-            else f"{args.port} ({current.mode or 'no mode'}) can move to {args.to}"
+            escape(
+                verdict.text
+                if not verdict.ok
+                else f"{args.port} ({current.mode or 'no mode'}) can move to {args.to}",
+                limit=2000,
+            )
         )
     return 0 if verdict.ok else 1
 
@@ -802,7 +811,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         result: int = args.func(args)
         return result
     except LiveportError as exc:
-        print(f"liveport: error: {exc}", file=sys.stderr)
+        print(f"liveport: error: {escape(str(exc), 2000)}", file=sys.stderr)
         return exc.exit_code
     except KeyboardInterrupt:
         print("liveport: interrupted", file=sys.stderr)

@@ -52,6 +52,7 @@ from liveport.model.pipeline import (
     cookie,
     cookie_kind,
 )
+from liveport.model.untrusted import chassis_problem, escape
 from liveport.northd import northd
 from liveport.openflow.conn import OpenFlowConnection
 from liveport.openflow.encode import CodecError
@@ -62,6 +63,8 @@ from liveport.ovsdb.rows import Delete, Insert, Op, Ref, Row, Snapshot, Update
 Level = Literal["error", "info"]
 
 # Everything northd and the agents read and write in the SB.
+FINDING_LIMIT = 2000  # characters of one finding as printed
+
 SB_TABLES: dict[str, list[str] | None] = {
     "SB_Global": None,
     "Chassis": None,
@@ -89,10 +92,11 @@ class Finding:
     level: Level = "error"
 
     def __str__(self) -> str:
+        """One printable line (what chassis wrote is escaped, untrusted.escape)."""
         text = f"{self.where}: {self.what}"
-        if self.expected is None and self.actual is None:
-            return text
-        return f"{text}: expected {self.expected or 'nothing'}, found {self.actual or 'nothing'}"
+        if self.expected is not None or self.actual is not None:
+            text += f": expected {self.expected or 'nothing'}, found {self.actual or 'nothing'}"
+        return escape(text, FINDING_LIMIT)
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -254,7 +258,7 @@ def _structure(nb: Snapshot, sb: Snapshot) -> list[Finding]:
         if n > 1:
             where = f"datapath {_dp_name(sb, dp_uuid)}"
             out.append(Finding(where, f"port tunnel key {key} used by {n} ports"))
-    registered = {c["name"] for c in sb.rows("Chassis")}
+    registered = northd.usable_chassis(sb)
     for pb in sorted(sb.rows("Port_Binding"), key=lambda r: r["logical_port"]):
         owner = pb["chassis"]
         if owner is not None and owner not in registered:
@@ -276,7 +280,11 @@ def _progress(nb: Snapshot, sb: Snapshot) -> list[Finding]:
     if sb_global is None:
         return [Finding("SB", "no SB_Global row (has northd ever run?)")]
     out: list[Finding] = []
-    registered = {c["name"] for c in sb.rows("Chassis")}
+    registered = northd.usable_chassis(sb)
+    for row in sorted(sb.rows("Chassis"), key=lambda r: str(r.uuid)):
+        problem = chassis_problem(row["name"], row["hostname"], row["encap_ip"])
+        if problem is not None:
+            out.append(_note(f"chassis row {row.uuid}", f"ignored: {problem}"))
     alive = schema.live_chassis(sb)
     for name in sorted(registered - alive):
         out.append(_note(f"chassis {name}", "not alive (northd sees no heartbeat)"))
@@ -438,9 +446,8 @@ def _registration(
 def _tunnels(where: str, sb: Snapshot, local: localswitch.LocalState) -> list[Finding]:
     """One tunnel port per other chassis of the SB, to its encap IP (as the agent keeps)."""
     me = local.identity.chassis
-    wanted = {
-        c["name"]: c["encap_ip"] for c in sb.rows("Chassis") if c["name"] != me and c["encap_ip"]
-    }
+    assert me is not None
+    wanted = southbound.tunnel_endpoints(sb, me)
     out = []
     for chassis, ip in sorted(wanted.items()):
         tunnel = local.tunnels.get(chassis)

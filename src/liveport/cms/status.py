@@ -8,6 +8,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
 
+from liveport.model.untrusted import chassis_problem, escape
 from liveport.ovsdb import schema
 from liveport.ovsdb.client import OvsdbClient, fetch_schema
 from liveport.ovsdb.rows import Snapshot
@@ -104,6 +105,7 @@ def collect(nb: Snapshot, sb: Snapshot) -> dict[str, Any]:
                 "vhost_modes": [
                     m for m, _ in sorted(ch["vhost_modes"].items(), key=lambda kv: kv[1])
                 ],
+                "problem": chassis_problem(ch["name"], ch["hostname"], ch["encap_ip"]),
             }
         )
     nb_global = next(nb.rows("NB_Global"), None)
@@ -121,30 +123,42 @@ def collect(nb: Snapshot, sb: Snapshot) -> dict[str, Any]:
 
 
 def render(doc: dict[str, Any]) -> list[str]:
+    """The document as lines for people. Every value is escaped (untrusted.escape): chassis
+    write their own rows, and nothing they write may forge a line or reach the terminal
+    as control characters."""
     lines = []
     for ch in doc["chassis"]:
-        lines.append(
-            f"chassis {ch['name']:<8} {'alive' if ch['alive'] else 'DEAD':<6} "
-            f"encap {ch['encap_ip']:<15} nb_cfg {ch['nb_cfg']}"
+        state = "alive" if ch["alive"] else "DEAD"
+        line = (
+            f"chassis {escape(ch['name']):<8} {state:<6} "
+            f"encap {escape(ch['encap_ip']):<15} nb_cfg {ch['nb_cfg']}"
         )
+        if ch.get("problem"):
+            line += f"  UNUSABLE: {ch['problem']}"
+        lines.append(line)
     for sw in doc["switches"]:
-        lines.append(f"switch {sw['name']} (key {sw['tunnel_key']}): {len(sw['ports'])} ports")
+        lines.append(
+            f"switch {escape(sw['name'])} (key {sw['tunnel_key']}): {len(sw['ports'])} ports"
+        )
     for p in doc["ports"]:
-        where = p["chassis"] or "unbound"
+        where = escape(p["chassis"]) if p["chassis"] else "unbound"
         flags = ["up" if p["up"] else "down"]
         if p["migration_state"]:
             flags.append(
-                f"{p['migration_state']} {p['migration_source'] or '?'}"
-                f"->{p['migration_destination']}"
+                f"{escape(p['migration_state'])} {escape(p['migration_source'] or '?')}"
+                f"->{escape(p['migration_destination'] or '?')}"
             )
         if p["conflicts"]:
-            flags.append("conflict: " + ",".join(p["conflicts"]))
-        lines.append(f"  port {p['name']:<12} {p['switch'] or '-':<8} {where:<8} {' '.join(flags)}")
+            flags.append("conflict: " + ",".join(escape(c) for c in p["conflicts"]))
+        lines.append(
+            f"  port {escape(p['name']):<12} {escape(p['switch'] or '-'):<8} {where:<8} "
+            f"{' '.join(flags)}"
+        )
         for key, text in sorted(p["status"].items()):
-            lines.append(f"      {key}: {text}")
+            lines.append(f"      {escape(key)}: {escape(text)}")
     if doc["unsupported"]:
-        lines.append(f"not implemented by liveport (ignored): {doc['unsupported']}")
+        lines.append(f"not implemented by liveport (ignored): {escape(doc['unsupported'])}")
     lines.append(f"cfg: nb {doc['nb_cfg']} sb {doc['sb_cfg']} hv {doc['hv_cfg']}")
     if doc.get("northd"):
-        lines.append(f"active northd: {doc['northd']}")
+        lines.append(f"active northd: {escape(doc['northd'])}")
     return lines

@@ -222,7 +222,7 @@ def _reason(
         if requested is not None and chassis != requested:
             parts.append(f"VIF on {chassis} ignored: not the requested chassis {requested}")
         elif chassis not in registered:
-            parts.append(f"VIF on {chassis} ignored: chassis not registered")
+            parts.append(f"VIF on {chassis} ignored: chassis not registered or its row unusable")
         elif vifs[chassis].migration_status == OUTGOING:
             parts.append(f"VIF on {chassis} ignored: its hypervisor says the VM is leaving")
         elif owner is not None:

@@ -31,6 +31,7 @@ chassis reach the SB. The active northd names itself in SB_Global options:northd
 
 from __future__ import annotations
 
+import functools
 import logging
 import os
 import queue
@@ -54,6 +55,7 @@ from liveport.model.frozen import FrozenMap
 from liveport.model.logical import activation_strategy, parse_network, parse_options
 from liveport.model.pipeline import PortView, duplicate_macs
 from liveport.model.security import AUTHORITY, NORTHD_IDENTITY
+from liveport.model.untrusted import chassis_problem, note, valid_chassis_name
 from liveport.northd.liveness import Liveness
 from liveport.ovsdb import schema
 from liveport.ovsdb.client import OvsdbClient, TxnError, fetch_schema
@@ -175,6 +177,7 @@ class Northd:
         self._dirty: set[Key] = {FULL}
         self._alive: frozenset[str] = frozenset()
         self._unsupported = ""
+        self._unusable: dict[str, str] = {}  # Chassis row -> why it cannot be used
         self._written: dict[str, dict[str, Any]] = {}  # port -> what northd last wrote
         self.active = False  # holds the NB lock and writes
         self.identity = config.name or f"{socket.gethostname()}:{os.getpid()}"
@@ -218,12 +221,10 @@ class Northd:
         nb, sb = self.nb.snapshot(), self.sb.snapshot()
         if not (nb.connected and sb.connected):
             return False  # never act on a snapshot we know to be stale
+        self._report_unusable_chassis(sb)
+        usable = usable_chassis(sb)
         self.liveness.observe(
-            {
-                r["name"]: r["heartbeat"]
-                for r in sb.rows("Chassis_Private")
-                if sb.lookup("Chassis", "name", r["name"])
-            }
+            {r["name"]: r["heartbeat"] for r in sb.rows("Chassis_Private") if r["name"] in usable}
         )
         alive = self.liveness.alive()
         if alive != self._alive:
@@ -251,6 +252,18 @@ class Northd:
         except BaseException:
             self._dirty |= keys
             raise
+
+    def _report_unusable_chassis(self, sb: Snapshot) -> None:
+        """Logs each chassis whose row cannot be used (plan() ignores it) when that changes."""
+        unusable = {
+            str(r.uuid): problem
+            for r in sb.rows("Chassis")
+            if (problem := chassis_problem(r["name"], r["hostname"], r["encap_ip"])) is not None
+        }
+        for row_uuid, problem in sorted(unusable.items()):
+            if self._unusable.get(row_uuid) != problem:
+                log.warning("northd: chassis row %s ignored: %s", row_uuid, problem)
+        self._unusable = unusable
 
     # ----- which keys a change touches ------------------------------------------------------
 
@@ -403,7 +416,7 @@ class Northd:
         if nb_global is None:
             return
         sb_cfg = sb_global["nb_cfg"] if sb_global is not None else 0
-        registered = {r["name"] for r in sb.rows("Chassis")}
+        registered = usable_chassis(sb)
         reported = [
             r["nb_cfg"]
             for r in sb.rows("Chassis_Private")
@@ -423,6 +436,17 @@ class Northd:
     def _unsupported_report(self, nb: Snapshot) -> str:
         counts = {t: len(nb.table(t)) for t in UNSUPPORTED_TABLES if nb.table(t)}
         return ", ".join(f"{t}: {n}" for t, n in sorted(counts.items()))
+
+
+def usable_chassis(sb: Snapshot) -> frozenset[str]:
+    """Chassis that may hold ports and count for liveness and hv_cfg: registered, with a row
+    fit to be used (a malformed name, host name or tunnel address makes a chassis unusable
+    for everyone, and northd logs why)."""
+    return frozenset(
+        r["name"]
+        for r in sb.rows("Chassis")
+        if chassis_problem(r["name"], r["hostname"], r["encap_ip"]) is None
+    )
 
 
 def all_keys(nb: Snapshot, sb: Snapshot) -> set[Key]:
@@ -471,9 +495,9 @@ class Plan:
     # may be a reference to a row inserted in this batch.
     written: dict[str, dict[str, Any] | None] = field(default_factory=dict)
 
-    @property
+    @functools.cached_property
     def registered(self) -> frozenset[str]:
-        return frozenset(r["name"] for r in self.sb.rows("Chassis"))
+        return usable_chassis(self.sb)
 
     # ----- datapaths ---------------------------------------------------------------------
 
@@ -557,21 +581,28 @@ class Plan:
         pbs = sb.lookup("Port_Binding", "logical_port", name)
         claims = sb.lookup("Port_Claim", "logical_port", name)
         lsps = nb.lookup("Logical_Switch_Port", "name", name)
-        lss = nb.lookup("Logical_Switch", "ports", lsps[0].uuid) if lsps else []
-        dp = self.datapath(str(lss[0].uuid)) if lss else None
         for extra in pbs[1:]:
             self._delete_port(extra)
         pb = pbs[0] if pbs else None
-        if not lsps or dp is None:
+        lss = nb.lookup("Logical_Switch", "ports", lsps[0].uuid) if lsps else []
+        ls = self._home_switch(lss, pb)
+        dp = self.datapath(str(ls.uuid)) if ls is not None else None
+        if not lsps or ls is None or dp is None:
             self._remove_port(name, pb, claims)
             return
-        lsp, ls = lsps[0], lss[0]
+        lsp = lsps[0]
         dp_ref, dp_key = dp
         options = parse_options(lsp["options"])
         network = parse_network(lsp["addresses"], lsp["port_security"])
         problems = [*options.problems, *network.problems, *_unsupported_port_features(lsp)]
         if len(lsps) > 1:
             problems.append(f"{len(lsps)} logical switch ports are named {name}")
+        if len(lss) > 1:
+            others = sorted(_switch_name(s) for s in lss if s.uuid != ls.uuid)
+            problems.append(
+                f"the port is in {len(lss)} logical switches; liveport binds it in "
+                f"{_switch_name(ls)} only and ignores it in {', '.join(others)}"
+            )
         duplicate = self._duplicates(ls, dp_key).get(name)
         if duplicate:
             problems.append(duplicate)
@@ -587,17 +618,29 @@ class Plan:
             c["chassis"]: ClaimReport(c["chassis"], c["role"], c["installed"], c["activated"])
             for c in claims
         }
-        vif_rows = sb.lookup("Chassis_VIF", "iface_id", name)
+        # Reports from rows whose chassis name is not a chassis name are not reports.
+        vif_rows = [
+            r
+            for r in sb.lookup("Chassis_VIF", "iface_id", name)
+            if valid_chassis_name(r["chassis"])
+        ]
         # A VIF its chassis refused (e.g. a vhost-user mode it cannot honour) is not there.
         vifs = {
             r["chassis"]: VifReport(r["chassis"], r["migration_status"])
             for r in vif_rows
             if not r["status"].get("error")
         }
+        # Why it refused is repeated only for a chassis the port may be on, and only as a
+        # bounded, escaped note: nothing a chassis writes reaches a port's row verbatim,
+        # and a chassis the NB did not name cannot write into the status of a port.
         problems += [
-            f"VIF on {r['chassis']} refused: {r['status']['error']}"
+            f"VIF on {r['chassis']} refused: {note(r['status']['error'])}"
             for r in sorted(vif_rows, key=lambda r: r["chassis"])
             if r["status"].get("error")
+            and (
+                options.requested is None
+                or r["chassis"] in (options.requested, options.destination)
+            )
         ]
         result = arbitrate(
             requested=options.requested,
@@ -644,6 +687,19 @@ class Plan:
         if lsp["up"] != up:
             self.nb_ops.append(Update("Logical_Switch_Port", lsp.uuid, {"up": up}))
             self.nb_ports.add(name)
+
+    def _home_switch(self, switches: list[Row], pb: Row | None) -> Row | None:
+        """The switch a port is bound in when the NB puts it in several: the one it is bound
+        in already, else the first by name (then by UUID), so the choice never flaps."""
+        if not switches:
+            return None
+        if pb is not None and len(switches) > 1:
+            dp = self.sb.get("Datapath_Binding", pb["datapath"])
+            current = dp["external_ids"].get("nb-uuid") if dp is not None else None
+            for ls in switches:
+                if str(ls.uuid) == current:
+                    return ls
+        return min(switches, key=lambda ls: (_switch_name(ls), str(ls.uuid)))
 
     def _remove_port(self, name: str, pb: Row | None, claims: list[Row]) -> None:
         self.written[name] = None
@@ -733,6 +789,10 @@ def owner_vhost(claims: list[Row], owner: str | None) -> Mapping[str, str]:
         if claim["chassis"] == owner:
             return dict(claim["vhost"])
     return {}
+
+
+def _switch_name(ls: Row) -> str:
+    return str(ls["name"] or ls.uuid)
 
 
 def _unsupported_port_features(lsp: Row) -> list[str]:

@@ -1,0 +1,115 @@
+"""northd's plan() on in-memory databases: what it writes for a port, decided without a
+server (the reports of problems in the NB and in what chassis write)."""
+
+from __future__ import annotations
+
+import uuid
+from typing import Any
+
+from liveport.northd.northd import plan
+from liveport.ovsdb import schema
+
+from tests.snapshots import Db
+
+ENCAP = {"hv1": "198.18.0.1", "hv2": "198.18.0.2", "hv3": "198.18.0.3"}
+FORGED = "\x1b[31mX\x1b[0m\n  port vm1          ls0      hv3      up"
+
+
+class Net:
+    """ls0 with vm1 (requested on hv1, VIF there), ls1 empty; three chassis."""
+
+    def __init__(self) -> None:
+        self.nb = Db(schema.northbound_path())
+        self.sb = Db(schema.southbound_path())
+        self.nb.insert("NB_Global")
+        self.vm1 = self.nb.insert(
+            "Logical_Switch_Port",
+            name="vm1",
+            addresses={"00:00:00:00:00:01 10.0.0.1"},
+            options={"requested-chassis": "hv1"},
+        )
+        self.ls0 = self.nb.insert("Logical_Switch", name="ls0", ports={self.vm1})
+        self.ls1 = self.nb.insert("Logical_Switch", name="ls1", ports=set())
+        for name, ip in ENCAP.items():
+            self.sb.insert("Chassis", name=name, hostname=name, encap_type="geneve", encap_ip=ip)
+            self.sb.insert("Chassis_Private", name=name)
+        self.sb.insert("Chassis_VIF", chassis="hv1", iface_id="vm1")
+
+    def port(self, name: str = "vm1") -> dict[str, Any]:
+        """What northd would write into the port's binding."""
+        nb, sb = self.nb.snapshot(), self.sb.snapshot()
+        written = plan(nb, sb, frozenset(ENCAP), {("port", name)}).written[name]
+        assert written is not None
+        return written
+
+    def bind(self, name: str, switch: uuid.UUID) -> None:
+        """The SB as northd left it: the port bound in `switch`'s datapath."""
+        dp = self.sb.insert(
+            "Datapath_Binding", tunnel_key=1, name="x", external_ids={"nb-uuid": str(switch)}
+        )
+        self.sb.insert("Port_Binding", logical_port=name, datapath=dp, tunnel_key=1, chassis="hv1")
+
+
+def test_a_refusal_by_a_chassis_the_nb_did_not_name_is_not_repeated() -> None:
+    net = Net()
+    net.sb.insert("Chassis_VIF", chassis="hv3", iface_id="vm1", status={"error": FORGED})
+    written = net.port()
+    assert written["chassis"] == "hv1"
+    assert "hv3" not in str(dict(written["status"]))
+
+
+def test_a_refusal_by_the_named_chassis_is_repeated_escaped_and_bounded() -> None:
+    net = Net()
+    vif = net.sb.find("Chassis_VIF", chassis="hv1", iface_id="vm1")
+    net.sb.update("Chassis_VIF", vif, status={"error": FORGED + "B" * 900})
+    error = net.port()["status"]["error"]
+    assert error.startswith("VIF on hv1 refused: \\x1b[31mX\\x1b[0m\\n  port vm1")
+    assert error.isprintable() and len(error) < 300
+
+
+def test_reports_from_rows_with_no_chassis_name_are_not_reports() -> None:
+    net = Net()
+    net.sb.insert("Chassis_VIF", chassis="hv9\n  port vm1", iface_id="vm1")
+    written = net.port()
+    assert written["chassis"] == "hv1" and written["conflicts"] == frozenset()
+
+
+def test_a_chassis_with_a_malformed_address_holds_no_port() -> None:
+    net = Net()
+    net.nb.update("Logical_Switch_Port", net.vm1, options={})
+    hv1 = net.sb.find("Chassis", name="hv1")
+    assert net.port()["chassis"] == "hv1"
+    net.sb.update("Chassis", hv1, encap_ip="198.18.0.1\n  port vm1 ls0 hv3 up")
+    written = net.port()
+    assert written["chassis"] is None
+    assert written["status"]["binding"] == (
+        "no eligible chassis has a VIF for it; "
+        "VIF on hv1 ignored: chassis not registered or its row unusable"
+    )
+
+
+def test_a_broadcast_address_is_reported_and_not_the_ports() -> None:
+    net = Net()
+    net.nb.update("Logical_Switch_Port", net.vm1, addresses={"ff:ff:ff:ff:ff:ff 10.0.0.77"})
+    written = net.port()
+    assert (
+        "ff:ff:ff:ff:ff:ff is the broadcast address, not a unicast MAC"
+        in (written["status"]["error"])
+    )
+
+
+def test_a_port_in_two_switches_is_reported_and_bound_in_the_first_by_name() -> None:
+    net = Net()
+    net.nb.update("Logical_Switch", net.ls1, ports={net.vm1})
+    written = net.port()
+    assert written["status"]["error"] == (
+        "the port is in 2 logical switches; liveport binds it in ls0 only and ignores it in ls1"
+    )
+
+
+def test_a_port_in_two_switches_stays_where_it_is_bound() -> None:
+    net = Net()
+    net.nb.update("Logical_Switch", net.ls1, ports={net.vm1})
+    net.bind("vm1", net.ls1)
+    error = net.port()["status"]["error"]
+    assert "binds it in ls1 only and ignores it in ls0" in error
