@@ -53,6 +53,18 @@ class Mac:
     def is_broadcast(self) -> bool:
         return self.value == 0xFFFFFFFFFFFF
 
+    def unicast_problem(self) -> str | None:
+        """Why this MAC cannot be a port's own address, or None: broadcast, multicast and
+        the all-zero address are never one station's (a port claiming the broadcast address
+        would capture every switch-wide broadcast)."""
+        if self.is_broadcast:
+            return f"{self} is the broadcast address, not a unicast MAC"
+        if self.is_multicast:
+            return f"{self} is a multicast address, not a unicast MAC"
+        if self.value == 0:
+            return f"{self} is the all-zero address, not a unicast MAC"
+        return None
+
     def ipv6_link_local(self) -> ipaddress.IPv6Address:
         """The EUI-64 link-local address a guest derives from this MAC."""
         raw = bytearray(self.packed)

@@ -135,17 +135,29 @@ def _parse_network(addresses: tuple[str, ...], port_security: tuple[str, ...]) -
             special = True
             continue
         try:
-            parsed.append(parse_address_entry(entry))
+            address = parse_address_entry(entry)
         except InvalidInput as exc:
             problems.append(f"addresses {entry!r}: {exc}")
+            continue
+        refused = address.mac.unicast_problem()
+        if refused:
+            problems.append(f"addresses {entry!r}: {refused}; the entry is ignored")
+            continue
+        parsed.append(address)
     security: list[PortSecurity] = []
     ps_entries = sorted(e for e in port_security if e.split())
     if ps_entries:
         for entry in ps_entries:
             try:
-                security.append(parse_port_security_entry(entry))
+                allowed = parse_port_security_entry(entry)
             except InvalidInput as exc:
                 problems.append(f"port_security {entry!r}: {exc}")
+                continue
+            refused = allowed.mac.unicast_problem()
+            if refused:
+                problems.append(f"port_security {entry!r}: {refused}; the entry is ignored")
+                continue
+            security.append(allowed)
         open_port = False
     else:
         security = [
