@@ -1,20 +1,28 @@
 """M8 in a secure lab: the SB server itself refuses a rogue chassis, whatever it sends.
 
 The rogue holds hv3's genuine certificate and speaks raw OVSDB JSON-RPC over TLS (no agent
-in the way), on both SB listeners. Every write outside hv3's own rows is refused by
-ovsdb-server with a permission error (or, for a forged `authority`, a constraint
-violation), and the network does not notice: vm1 stays on hv1 and keeps receiving.
+in the way). On the chassis listener (the SB's chassis relay) every write outside hv3's own
+rows is refused by ovsdb-server with a permission error; the control listener (the SB
+server, which trusts only the control CA) does not even complete its handshake; the CMS,
+which may connect there, can write nothing (or, for a forged `authority`, hits a
+constraint violation). The network does not notice: vm1 stays on hv1 and keeps receiving.
+What hv3 writes into its own rows never reaches another port's row verbatim nor an
+operator's terminal unescaped, and a certificate minted with the chassis CA's key for
+northd's name is refused every write.
 """
 
 from __future__ import annotations
 
 import datetime as dt
 import json
+import re
 import shutil
 import socket
 import ssl
+import subprocess
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -22,16 +30,18 @@ from typing import Any
 import pytest
 
 from liveport.cms import security
-from liveport.lab import lab, vms
+from liveport.lab import faults, lab, vms
 from liveport.lab.secure import LabTls
 from liveport.lab.state import is_lab
 from liveport.lab.traffic import Traffic
 from liveport.lab.watch import BindingWatch
-from liveport.model.security import CHASSIS_ROLE, CONTROL_ROLE
+from liveport.model.security import CHASSIS_ROLE, CONTROL_ROLE, NORTHD_IDENTITY
 from liveport.ovsdb import schema, server
+from liveport.ovsdb.rows import Row
 from liveport.runtime import pki
 from liveport.runtime.process import stop_daemons
 
+from tests.forgery import forge
 from tests.lab.helpers import nbctl, run_cli
 
 pytestmark = pytest.mark.lab
@@ -221,21 +231,102 @@ ROGUE_WRITES = {
 }
 
 
-@pytest.mark.parametrize("listener", ["chassis", "control"])
 @pytest.mark.parametrize("attempt", sorted(ROGUE_WRITES))
-def test_a_rogue_chassis_is_refused_by_the_server(
-    net: SecureNet, attempt: str, listener: str
-) -> None:
-    port = net.tls.sb_chassis_port if listener == "chassis" else net.tls.sb_control_port
-    rogue = net.rpc("hv3", port)
+def test_a_rogue_chassis_is_refused_by_the_server(net: SecureNet, attempt: str) -> None:
+    rogue = net.rpc("hv3", net.tls.sb_chassis_port)
     try:
         result = outcome(rogue.transact(ROGUE_WRITES[attempt]))
     finally:
         rogue.close()
-    role = "liveport-chassis" if listener == "chassis" else "liveport-control"
-    assert result.startswith(f'permission error: RBAC rules for client "hv3" role "{role}"'), (
-        f"{attempt} via the {listener} listener: {result}"
-    )
+    assert result.startswith(
+        'permission error: RBAC rules for client "hv3" role "liveport-chassis"'
+    ), f"{attempt}: {result}"
+
+
+@pytest.mark.parametrize("attempt", sorted(ROGUE_WRITES))
+def test_the_cms_can_write_nothing_in_the_sb(net: SecureNet, attempt: str) -> None:
+    cms = net.rpc("cms", net.tls.sb_control_port)
+    try:
+        result = outcome(cms.transact(ROGUE_WRITES[attempt]))
+    finally:
+        cms.close()
+    assert result.startswith(
+        'permission error: RBAC rules for client "liveport-cms" role "liveport-control"'
+    ), f"{attempt}: {result}"
+
+
+def test_a_chassis_certificate_cannot_reach_the_control_listener(net: SecureNet) -> None:
+    """The SB server trusts only the control CA: a chassis' handshake fails there, while
+    the same request with the CMS's certificate is answered."""
+    with pytest.raises((ssl.SSLError, ConnectionError, OSError)):
+        rogue = net.rpc("hv3", net.tls.sb_control_port)
+        try:
+            rogue.call("list_dbs", [])
+        finally:
+            rogue.close()
+    cms = net.rpc("cms", net.tls.sb_control_port)
+    try:
+        assert SB in cms.call("list_dbs", [])
+    finally:
+        cms.close()
+
+
+NORTHD_WRITES = {
+    "re-point vm1 to hv3": update("Port_Binding", {"chassis": "hv3"}, logical_port="vm1"),
+    "activate hv2's claim on vm3": update(
+        "Port_Claim", {"activated": 1}, logical_port="vm3", chassis="hv2"
+    ),
+    "give hv3 a claim on vm1": {
+        "op": "insert",
+        "table": "Port_Claim",
+        "row": {
+            "logical_port": "vm1",
+            "chassis": "hv3",
+            "role": "destination",
+            "authority": "liveport-northd",
+        },
+    },
+    "rename a datapath": update("Datapath_Binding", {"name": "evil"}, name="ls0"),
+    "declare hv1 dead": update("SB_Global", {"live_chassis": ["set", []]}),
+}
+
+
+def test_a_northd_certificate_minted_by_the_chassis_ca_is_refused_every_write(
+    net: SecureNet, tmp_path: Path
+) -> None:
+    """With the chassis CA's key, an attacker signs a certificate for northd's name. The
+    control listener refuses its handshake (the SB server trusts only the control CA);
+    the chassis listener lets it in with the chassis role, where northd's rows are out of
+    reach. The genuine northd certificate can make each of these writes (checked inside
+    transactions that abort)."""
+    pki_dir = Path(net.tls.pki_dir)
+    fake = forge(pki_dir, "chassis-ca", NORTHD_IDENTITY, tmp_path / "forged")
+    with pytest.raises((ssl.SSLError, ConnectionError, OSError)):
+        rpc = Rpc.tls(net.tls.sb_control_port, fake, fake.ca_cert)
+        try:
+            rpc.transact(NORTHD_WRITES["re-point vm1 to hv3"])
+        finally:
+            rpc.close()
+    for attempt, op in NORTHD_WRITES.items():
+        rpc = Rpc.tls(net.tls.sb_chassis_port, fake, fake.ca_cert)
+        try:
+            result = outcome(rpc.transact(op))
+        finally:
+            rpc.close()
+        assert result.startswith(
+            f'permission error: RBAC rules for client "{NORTHD_IDENTITY}" role "liveport-chassis"'
+        ), f"{attempt}: {result}"
+    northd = net.rpc("northd", net.tls.sb_control_port)
+    try:
+        for attempt, op in NORTHD_WRITES.items():
+            results = northd.transact(op, {"op": "abort"})
+            assert "error" not in results[0], f"{attempt}: {results[0]}"
+            assert results[0].get("count", 1) >= 1, f"{attempt} matches no row"
+    finally:
+        northd.close()
+    with lab.cms(net.directory) as cms:
+        pb = cms.sb.snapshot().lookup("Port_Binding", "logical_port", "vm1")[0]
+        assert pb["chassis"] == "hv1"
 
 
 def test_each_rogue_write_is_real(net: SecureNet) -> None:
@@ -253,9 +344,9 @@ def test_each_rogue_write_is_real(net: SecureNet) -> None:
 
 
 def test_authority_cannot_be_forged(net: SecureNet) -> None:
-    """On the control listener a row naming the rogue as its authority would pass RBAC; the
-    schema allows only northd's name there."""
-    rogue = net.rpc("hv3", net.tls.sb_control_port)
+    """On the control listener a row naming another control identity (the CMS) as its
+    authority would pass RBAC; the schema allows only northd's name there."""
+    rogue = net.rpc("cms", net.tls.sb_control_port)
     try:
         dp = rogue.transact({"op": "select", "table": "Datapath_Binding", "where": []})[0]["rows"][
             0
@@ -269,7 +360,7 @@ def test_authority_cannot_be_forged(net: SecureNet) -> None:
                     "datapath": dp["_uuid"],
                     "tunnel_key": 999,
                     "chassis": "hv3",
-                    "authority": "hv3",
+                    "authority": "liveport-cms",
                 },
             }
         )
@@ -465,3 +556,208 @@ def test_daemons_refuse_a_certificate_that_is_not_theirs(net: SecureNet) -> None
     partial = run_cli("status", "--dir", str(net.directory), "-p", hv3[1])
     assert partial.returncode != 0
     assert "TLS needs all three of --private-key, --certificate, --ca-cert" in partial.stderr
+
+
+# ----- what a chassis writes into its own rows ----------------------------------------------
+
+FORGED = "\x1b[31mX\x1b[0m\n  port vm1          ls0      hv3      up"
+FORGED_LINE = re.compile(r"^\s*port vm1\s+\S+\s+hv3\s+up", re.M)
+
+
+def human_status(d: Path) -> str:
+    result = run_cli("status", "--dir", str(d))
+    assert result.returncode == 0, result.stderr
+    return result.stdout
+
+
+def json_status(d: Path) -> dict[str, Any]:
+    result = run_cli("status", "--dir", str(d), "--json")
+    assert result.returncode == 0, result.stderr
+    doc: dict[str, Any] = json.loads(result.stdout)  # stays valid JSON, whatever was written
+    return doc
+
+
+def doctor_output(d: Path) -> str:
+    result = run_cli("lab", "doctor", "--dir", str(d), "--settle", "0")
+    assert result.returncode in (0, 1), result.stderr
+    return result.stdout + result.stderr
+
+
+def assert_clean(text: str) -> None:
+    """No control character reached the output and no line was forged."""
+    assert not [c for c in text if ord(c) < 0x20 and c != "\n"], repr(text[:400])
+    assert not FORGED_LINE.search(text), text
+
+
+@contextmanager
+def rogue_chassis(net: SecureNet, chassis: str) -> Iterator[Rpc]:
+    """The chassis' agent stopped (SIGSTOP: the attacker owns the host) and a raw
+    connection with its genuine certificate; the agent resumes afterwards."""
+    faults.pause(net.directory, f"{chassis}/agent")
+    rpc = net.rpc(chassis, net.tls.sb_chassis_port)
+    try:
+        yield rpc
+    finally:
+        rpc.close()
+        faults.resume(net.directory, f"{chassis}/agent")
+
+
+def wait_port(d: Path, name: str, predicate: Callable[[Row], bool], what: str) -> Row:
+    """The port's binding once predicate holds of it (waits on the SB, not on time)."""
+    with lab.cms(d) as cms:
+        return cms.sb.wait_until(
+            lambda s: next(
+                (r for r in s.lookup("Port_Binding", "logical_port", name) if predicate(r)), None
+            ),
+            timeout=10,
+            what=what,
+        )
+
+
+def test_a_chassis_cannot_write_into_another_ports_status(net: SecureNet) -> None:
+    """hv3 reports a VIF of its own for vm1 (requested on hv1) and then refuses it with a
+    text of escape codes and a line that looks like vm1 bound on hv3. Nothing of that text
+    reaches vm1's row, status or doctor; a 300 KB text is refused by the server itself."""
+    d = net.directory
+    with rogue_chassis(net, "hv3") as rogue:
+        inserted = rogue.transact(
+            {
+                "op": "insert",
+                "table": "Chassis_VIF",
+                "row": {"chassis": "hv3", "iface_id": "vm1"},
+            }
+        )
+        assert outcome(inserted) == "ok", outcome(inserted)
+        wait_port(
+            d,
+            "vm1",
+            lambda r: "VIF on hv3 ignored" in r["status"].get("binding", ""),
+            "hv3's VIF recorded as ignored",
+        )
+        huge = rogue.transact(
+            update(
+                "Chassis_VIF",
+                {"status": ["map", [["error", "A" * 300_000]]]},
+                chassis="hv3",
+                iface_id="vm1",
+            )
+        )
+        assert outcome(huge).startswith("constraint violation"), outcome(huge)[:200]
+        forged = rogue.transact(
+            update(
+                "Chassis_VIF",
+                {"status": ["map", [["error", FORGED]]]},
+                chassis="hv3",
+                iface_id="vm1",
+            )
+        )
+        assert outcome(forged) == "ok", outcome(forged)
+        # The refused VIF is no longer a candidate: northd drops it from the reasons.
+        pb = wait_port(
+            d,
+            "vm1",
+            lambda r: "hv3" not in r["status"].get("binding", ""),
+            "hv3's refused VIF dropped",
+        )
+        assert pb["chassis"] == "hv1"
+        assert "31m" not in str(dict(pb["status"])) and "hv3" not in str(dict(pb["status"]))
+        text = human_status(d)
+        assert_clean(text)
+        assert re.search(r"^\s*port vm1\s+ls0\s+hv1\s+up", text, re.M), text
+        doc = json_status(d)
+        vm1 = next(p for p in doc["ports"] if p["name"] == "vm1")
+        assert vm1["chassis"] == "hv1" and "31m" not in json.dumps(vm1["status"])
+        assert_clean(doctor_output(d))
+        rogue.transact(
+            {"op": "delete", "table": "Chassis_VIF", "where": where(chassis="hv3", iface_id="vm1")}
+        )
+
+
+def test_a_named_chassis_refusal_is_repeated_only_escaped_and_bounded(net: SecureNet) -> None:
+    """hv2, vm3's migration destination, may say why it refuses vm3's VIF: northd repeats
+    that, escaped and cut, in vm3's status."""
+    d = net.directory
+    with rogue_chassis(net, "hv2") as rogue:
+        text = FORGED + "B" * 5000
+        inserted = rogue.transact(
+            {
+                "op": "insert",
+                "table": "Chassis_VIF",
+                "row": {
+                    "chassis": "hv2",
+                    "iface_id": "vm3",
+                    "status": ["map", [["error", text[:1000]]]],
+                },
+            }
+        )
+        assert outcome(inserted) == "ok", outcome(inserted)
+        try:
+            pb = wait_port(
+                d,
+                "vm3",
+                lambda r: "VIF on hv2 refused" in r["status"].get("error", ""),
+                "hv2's refusal noted",
+            )
+            error = pb["status"]["error"]
+            assert "\x1b" not in error and "\n" not in error
+            assert "\\x1b[31mX\\x1b[0m\\n  port vm1" in error
+            assert len(error) < 400
+            human = human_status(d)
+            assert_clean(human)
+            assert "VIF on hv2 refused: \\x1b[31mX" in human
+        finally:
+            rogue.transact(
+                {
+                    "op": "delete",
+                    "table": "Chassis_VIF",
+                    "where": where(chassis="hv2", iface_id="vm3"),
+                }
+            )
+
+
+def test_a_chassis_with_a_forged_address_is_ignored_and_printed_escaped(net: SecureNet) -> None:
+    """hv3 sets its own encap_ip to an address followed by a line that looks like vm1 bound
+    on hv3. It is no IP address: nobody builds a tunnel to it, northd takes hv3 for unusable
+    (its own port vm4 loses its binding until it mends its row), and status prints the value
+    escaped on hv3's own line; --json keeps it and stays valid."""
+    d = net.directory
+    forged = "198.18.0.3\n  port vm1          ls0      hv3      up"
+    with rogue_chassis(net, "hv3") as rogue:
+        original = rogue.transact(
+            {
+                "op": "select",
+                "table": "Chassis",
+                "where": where(name="hv3"),
+                "columns": ["encap_ip"],
+            }
+        )[0]["rows"][0]["encap_ip"]
+        try:
+            assert outcome(rogue.transact(update("Chassis", {"encap_ip": forged}, name="hv3"))) == (
+                "ok"
+            )
+            wait_port(d, "vm4", lambda r: r["chassis"] is None, "hv3 taken for unusable")
+            text = human_status(d)
+            assert_clean(text)
+            hv3 = next(line for line in text.splitlines() if line.startswith("chassis hv3"))
+            assert "198.18.0.3\\n  port vm1" in hv3 and "UNUSABLE" in hv3, hv3
+            doc = json_status(d)
+            assert next(c for c in doc["chassis"] if c["name"] == "hv3")["encap_ip"] == forged
+            assert_clean(doctor_output(d))
+            for chassis in ("hv1", "hv2"):
+                tunnels = run_ovs_vsctl(
+                    d, chassis, "--bare", "--columns=name", "find", "Interface", "type=geneve"
+                )
+                assert "lp-hv3" not in tunnels.split(), (chassis, tunnels)
+        finally:
+            rogue.transact(update("Chassis", {"encap_ip": original}, name="hv3"))
+    wait_port(d, "vm4", lambda r: r["chassis"] == "hv3" and r["up"], "vm4 back on hv3")
+
+
+def run_ovs_vsctl(d: Path, chassis: str, *args: str) -> str:
+    host = lab.Layout.of(d).chassis(chassis)
+    return subprocess.run(
+        ["ovs-vsctl", f"--db={host.db_remote}", *args],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout

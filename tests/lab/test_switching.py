@@ -291,6 +291,59 @@ def test_bad_nb_input_is_reported_by_port_and_crashes_nothing(network: Path) -> 
         assert "Traceback" not in (d / chassis / "agent.log").read_text()
 
 
+def _arp_requests_for(frames: list[vms.Captured], target: str) -> int:
+    return sum(
+        1 for f in frames if f.info.kind is packets.Kind.ARP and str(f.info.target) == target
+    )
+
+
+def test_a_port_claiming_the_broadcast_address_is_refused_and_broadcast_keeps_working(
+    network: Path,
+) -> None:
+    """A port whose addresses name ff:ff:ff:ff:ff:ff (or any multicast or the all-zero MAC)
+    does not get the switch's broadcasts: the entry is refused and reported on the port,
+    and an ARP request between two other VMs of the switch still reaches them."""
+    d = network
+    nbctl(d, "set", "Logical_Switch_Port", "vm3", 'addresses="ff:ff:ff:ff:ff:ff 10.0.0.77"')
+    nbctl(d, "--wait=hv", "sync")
+    error = port_status(d, "vm3")["status"].get("error", "")
+    assert "ff:ff:ff:ff:ff:ff is the broadcast address, not a unicast MAC" in error, error
+    vms.send(d, "vm1", vms.SendSpec(kind="arp", to="vm2"))
+    vms.wait_capture(
+        d, "vm2", lambda f: _arp_requests_for(f, "10.0.0.2") > 0, what="vm1's ARP request"
+    )
+    nbctl(d, "set", "Logical_Switch_Port", "vm3", 'addresses="01:00:5e:00:00:01 10.0.0.77"')
+    nbctl(d, "--wait=hv", "sync")
+    assert "is a multicast address" in port_status(d, "vm3")["status"].get("error", "")
+    before = _arp_requests_for(vms.capture(d, "vm1"), "10.0.0.1")
+    vms.send(d, "vm2", vms.SendSpec(kind="arp", to="vm1"))
+    vms.wait_capture(
+        d,
+        "vm1",
+        lambda f: _arp_requests_for(f, "10.0.0.1") > before,
+        what="vm2's ARP request",
+    )
+
+
+def test_a_port_in_two_switches_is_reported_and_stays_in_the_first(network: Path) -> None:
+    d = network
+    vm2 = nbctl(d, "--bare", "--columns=_uuid", "find", "Logical_Switch_Port", "name=vm2")
+    nbctl(d, "add", "Logical_Switch", "ls1", "ports", vm2)
+    nbctl(d, "--wait=hv", "sync")
+    port = port_status(d, "vm2")
+    assert port["switch"] == "ls0" and port["chassis"] == "hv2" and port["up"]
+    error = port["status"].get("error", "")
+    assert (
+        "the port is in 2 logical switches; liveport binds it in ls0 only and ignores it "
+        "in ls1" in error
+    ), error
+    text = run_cli("status", "--dir", str(d))
+    assert "the port is in 2 logical switches" in text.stdout
+    # It keeps working where it is bound.
+    vms.send(d, "vm1", vms.SendSpec(kind="udp", to="vm2", seq=4242))
+    vms.wait_capture(d, "vm2", lambda f: 4242 in _seqs(f))
+
+
 def test_a_dead_owner_hands_over_only_to_another_holder(lab_factory: LabFactory) -> None:
     d = lab_factory(chassis=3, heartbeat=0.2, dead_after=1.5)
     nbctl(d, "ls-add", "ls0")
