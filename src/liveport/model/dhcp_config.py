@@ -457,19 +457,22 @@ def _encode_all(
 
 def _check_timers(encoded: dict[str, bytes], problems: list[str]) -> None:
     """RFC 2131 4.4.5: renewal (T1) comes before rebinding (T2), both before the lease ends.
-    A timer out of that order is dropped, so the client uses its default instead."""
-    lease = int.from_bytes(encoded["lease_time"], "big")
-    t2 = int.from_bytes(encoded["T2"], "big") if "T2" in encoded else None
-    if t2 is not None and lease != INFINITE_LEASE and t2 >= lease:
-        problems.append(f"DHCPv4 option T2={t2} ignored: not below lease_time={lease}")
-        del encoded["T2"]
-        t2 = None
-    if "T1" in encoded:
-        t1 = int.from_bytes(encoded["T1"], "big")
-        limit, limit_name = (t2, "T2") if t2 is not None else (lease, "lease_time")
-        if limit != INFINITE_LEASE and t1 >= limit:
-            problems.append(f"DHCPv4 option T1={t1} ignored: not below {limit_name}={limit}")
-            del encoded["T1"]
+    Timers out of that order are reported but still sent, as OVN sends them (its own tests
+    configure T1 above the lease); clients then fall back to their defaults."""
+    values: dict[str, int] = {
+        n: int.from_bytes(encoded[n], "big") for n in ("T1", "T2") if n in encoded
+    }
+    if int.from_bytes(encoded["lease_time"], "big") != INFINITE_LEASE:
+        values["lease_time"] = int.from_bytes(encoded["lease_time"], "big")
+    for early, lates in (("T1", ("T2", "lease_time")), ("T2", ("lease_time",))):
+        if early not in values:
+            continue
+        late = next((n for n in lates if n in values and values[early] >= values[n]), None)
+        if late is not None:
+            problems.append(
+                f"DHCPv4 option {early}={values[early]} is not below {late}={values[late]} "
+                "(sent anyway, as OVN does)"
+            )
 
 
 def parse_hostname(value: str) -> bytes:
