@@ -536,8 +536,12 @@ class Dhcpv6Config:
 
     @property
     def server_duid(self) -> bytes:
-        """DUID-LL (RFC 8415 section 11.4): type 3, hardware type 1 (Ethernet), the MAC."""
-        return struct.pack("!HH", 3, 1) + self.server_mac.packed
+        return duid_ll(self.server_mac)
+
+
+def duid_ll(mac: Mac) -> bytes:
+    """DUID-LL (RFC 8415 section 11.4): type 3, hardware type 1 (Ethernet), the MAC."""
+    return struct.pack("!HH", 3, 1) + mac.packed
 
 
 def parse_dhcpv6_options(
