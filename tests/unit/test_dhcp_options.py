@@ -143,6 +143,8 @@ def test_each_option_type_is_encoded_as_ovn_encodes_it(name: str, value: str, wi
         ("router", '"10.0.0.1"', "written without quotes"),
         ("router", "10.0.0.1/24", "is not an IPv4 address"),
         ("router", "", "no value"),
+        ("dns_server", "8.8.8.8, 7.7.7.7", "must be a set in braces"),
+        ("dns_server", "8.8.8.8 7.7.7.7", "must be a set in braces"),
         ("router", "{}", "no value"),
         ("dns_server", "{8.8.8.8, {7.7.7.7}}", "unexpected '{'"),
         ("dns_server", "{8.8.8.8, fe80::1}", "'fe80::1' is not an IPv4 address"),

@@ -134,7 +134,6 @@ class _Token:
     quoted: bool
 
 
-_SEPARATORS = re.compile(r"[\s,]*")
 _STRING = re.compile(r'"((?:[^"\\]|\\.)*)"', re.DOTALL)
 _WORD = re.compile(r'[^\s,{}"]+')
 _INTEGER = re.compile(r"(0[xX][0-9a-fA-F]+|[0-9]+)")
@@ -144,12 +143,13 @@ def _tokens(value: str) -> tuple[_Token, ...]:
     """Splits an option value into its constants: one, or a set in braces separated by
     commas and/or blanks, as OVN's action lexer reads it. Strings take JSON escapes."""
     text = value.strip()
-    if text.startswith("{"):
+    braced = text.startswith("{")
+    if braced:
         if not text.endswith("}"):
             raise InvalidInput("a set opened with '{' must close with '}'")
         text = text[1:-1]
     found: list[_Token] = []
-    pos = _SEPARATORS.match(text, 0).end()  # type: ignore[union-attr]
+    pos = _skip_separators(text, 0)
     while pos < len(text):
         if (string := _STRING.match(text, pos)) is not None:
             found.append(_Token(_unescape(string.group(1)), quoted=True))
@@ -159,10 +159,18 @@ def _tokens(value: str) -> tuple[_Token, ...]:
             pos = word.end()
         else:
             raise InvalidInput(f"unexpected {text[pos]!r} at offset {pos}")
-        pos = _SEPARATORS.match(text, pos).end()  # type: ignore[union-attr]
+        pos = _skip_separators(text, pos)
     if not found:
         raise InvalidInput("no value")
+    if len(found) > 1 and not braced:  # OVN would read the second as the next option's name
+        raise InvalidInput("several values must be a set in braces: {a, b}")
     return tuple(found)
+
+
+def _skip_separators(text: str, pos: int) -> int:
+    while pos < len(text) and (text[pos] == "," or text[pos].isspace()):
+        pos += 1
+    return pos
 
 
 def _unescape(raw: str) -> str:
