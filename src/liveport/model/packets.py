@@ -1,9 +1,9 @@
 """Frames that VMs send in the lab and in tests, and a decoder for what they receive.
 
 Builds the announcements a migrating VM makes (QEMU's RARP, a guest's gratuitous ARP and
-IPv6 unsolicited Neighbor Advertisement), ordinary ARP, and UDP datagrams that carry a
-sequence number and a send timestamp so captures can measure loss and delay. Pure: bytes in,
-bytes or frozen values out.
+IPv6 unsolicited Neighbor Advertisement), ordinary ARP, UDP datagrams that carry a
+sequence number and a send timestamp so captures can measure loss and delay, and checksummed
+UDP frames for DHCP. Pure: bytes in, bytes or frozen values out.
 """
 
 from __future__ import annotations
@@ -112,6 +112,47 @@ def _ipv4_header(
     )
     csum = _checksum(header)
     return header[:10] + struct.pack("!H", csum) + header[12:]
+
+
+def udp4_frame(
+    dst: Mac,
+    src: Mac,
+    src_ip: ipaddress.IPv4Address,
+    dst_ip: ipaddress.IPv4Address,
+    src_port: int,
+    dst_port: int,
+    payload: bytes,
+) -> bytes:
+    """An Ethernet/IPv4/UDP frame with valid IP and UDP checksums (DHCP clients and servers)."""
+    length = 8 + len(payload)
+    pseudo = src_ip.packed + dst_ip.packed + struct.pack("!xBH", IPPROTO_UDP, length)
+    udp = _udp_with_checksum(pseudo, src_port, dst_port, payload)
+    return _eth(dst, src, ETH_IPV4, _ipv4_header(src_ip, dst_ip, IPPROTO_UDP, length) + udp)
+
+
+def udp6_frame(
+    dst: Mac,
+    src: Mac,
+    src_ip: ipaddress.IPv6Address,
+    dst_ip: ipaddress.IPv6Address,
+    src_port: int,
+    dst_port: int,
+    payload: bytes,
+    hop_limit: int = 255,
+) -> bytes:
+    """An Ethernet/IPv6/UDP frame with a valid UDP checksum (mandatory over IPv6)."""
+    length = 8 + len(payload)
+    pseudo = src_ip.packed + dst_ip.packed + struct.pack("!I3xB", length, IPPROTO_UDP)
+    udp = _udp_with_checksum(pseudo, src_port, dst_port, payload)
+    ip6 = struct.pack("!IHBB", 0x60000000, length, IPPROTO_UDP, hop_limit)
+    return _eth(dst, src, ETH_IPV6, ip6 + src_ip.packed + dst_ip.packed + udp)
+
+
+def _udp_with_checksum(pseudo: bytes, src_port: int, dst_port: int, payload: bytes) -> bytes:
+    header = struct.pack("!HHHH", src_port, dst_port, 8 + len(payload), 0)
+    # A computed checksum of zero is sent as all ones: zero means "no checksum" (RFC 768).
+    csum = _checksum(pseudo + header + payload) or 0xFFFF
+    return header[:6] + struct.pack("!H", csum) + payload
 
 
 def udp_seq(
