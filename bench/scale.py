@@ -64,7 +64,7 @@ import flowsink  # noqa: E402
 from liveport.agent.agent import Agent, AgentConfig  # noqa: E402
 from liveport.cms.migrate import Cms  # noqa: E402
 from liveport.lab import lab, sim  # noqa: E402
-from liveport.model.pipeline import Kind, cookie  # noqa: E402
+from liveport.model.cookies import Kind, cookie  # noqa: E402
 from liveport.ovsdb import rbac, schema  # noqa: E402
 from liveport.ovsdb.client import OvsdbClient, fetch_schema  # noqa: E402
 from liveport.ovsdb.rows import Change, Insert, Mutate, Op, Ref, Update  # noqa: E402

@@ -10,9 +10,10 @@ from typing import Any
 from liveport.agent import southbound
 from liveport.agent.agent import Agent, AgentConfig, learning_ports
 from liveport.agent.localswitch import Identity, LocalState
+from liveport.model.cookies import Kind, cookie
 from liveport.model.flows import Flow, match
 from liveport.model.frozen import FrozenMap
-from liveport.model.pipeline import Kind, LocalVif, cookie
+from liveport.model.pipeline import LocalVif
 from liveport.ovsdb.client import Condition
 from liveport.ovsdb.rows import Change, Row, Snapshot
 

@@ -16,16 +16,15 @@ from liveport.cms import doctor
 from liveport.cms.doctor import Finding, Report, check, check_chassis, check_databases
 from liveport.model.binding import ClaimReport
 from liveport.model.catalogue import load_catalogue, supported_modes
+from liveport.model.cookies import Kind, cookie
 from liveport.model.errors import InvalidInput
 from liveport.model.flows import Flow, FlowSet, Load, match
 from liveport.model.pipeline import (
     ChassisView,
-    Kind,
     LocalVif,
     PortView,
     Table,
     compile_flows,
-    cookie,
 )
 from liveport.ovsdb import schema
 from liveport.ovsdb.rows import Snapshot

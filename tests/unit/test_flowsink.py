@@ -11,20 +11,16 @@ import sys
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 
+from liveport.model import cookies
 from liveport.model.addr import Mac
 from liveport.model.binding import ClaimReport
+from liveport.model.cookies import Kind, cookie
 from liveport.model.flows import FlowDiff, FlowSet, diff
 from liveport.model.pipeline import (
-    COOKIE_KIND_MASK,
-    COOKIE_MAGIC,
-    COOKIE_MAGIC_MASK,
-    LEARNED_MASK,
     ChassisView,
-    Kind,
     LocalVif,
     PortView,
     compile_flows,
-    cookie,
     parse_activation_userdata,
 )
 from liveport.openflow.conn import OpenFlowConnection
@@ -80,15 +76,15 @@ def test_dump_hands_back_exactly_what_the_bundles_installed(short_tmp: Path) -> 
         await conn.apply(diff(FlowSet(), flows))
         await conn.barrier()
         assert len(bridge.table) == len(flows) and bridge.bundles == 1
-        assert await conn.dump_flows(COOKIE_MAGIC, COOKIE_MAGIC_MASK) == flows
+        assert await conn.dump_flows(*cookies.ALL) == flows
         # Activated: the agent's next diff replaces the blocking flows by normal ones.
         after = compile_flows(pending_view(frozenset({"vm1"})))
         await conn.apply(diff(flows, after))
-        assert await conn.dump_flows(COOKIE_MAGIC, COOKIE_MAGIC_MASK) == after
+        assert await conn.dump_flows(*cookies.ALL) == after
         # A whole port's flows go by cookie; the other port's stay.
         vm2 = cookie(Kind.PORT, DP, 2)
         await conn.delete_cookie(vm2, (1 << 64) - 1)
-        left = await conn.dump_flows(COOKIE_MAGIC, COOKIE_MAGIC_MASK)
+        left = await conn.dump_flows(*cookies.ALL)
         assert left == FlowSet({k: f for k, f in after.flows.items() if f.cookie != vm2})
         assert len(left) < len(after)
         assert bridge.table.mods > len(flows)
@@ -124,12 +120,12 @@ def test_an_announcement_learns_in_the_table_and_tells_the_agent(short_tmp: Path
         assert (activation.dp_key, activation.port_key) == (DP, KEY)
         assert packet.in_port == VIF_OFPORT and packet.cookie == cookie(Kind.ACTIVATION, DP, KEY)
         assert Mac.parse(MAC).value.to_bytes(6, "big") in packet.data
-        learned = await conn.dump_flows(cookie(Kind.LEARNED), COOKIE_KIND_MASK)
+        learned = await conn.dump_flows(*cookies.of_kind(Kind.LEARNED))
         assert len(learned) == 2
         assert {f.cookie for f in learned} == {cookie(Kind.LEARNED, DP, KEY)}
         # The agent removes them per port with the learned mask.
-        await conn.delete_cookie(cookie(Kind.LEARNED, DP, KEY), LEARNED_MASK)
-        assert not await conn.dump_flows(cookie(Kind.LEARNED), COOKIE_KIND_MASK)
+        await conn.delete_cookie(*cookies.owned_by(Kind.LEARNED, DP, KEY))
+        assert not await conn.dump_flows(*cookies.of_kind(Kind.LEARNED))
 
     with_bridge(short_tmp, body)
 

@@ -128,7 +128,7 @@ from hypothesis.stateful import (
 
 from liveport.agent.agent import learning_ports
 from liveport.agent.southbound import condition_covers, port_binding_condition
-from liveport.model import packets
+from liveport.model import cookies, packets
 from liveport.model.addr import Mac
 from liveport.model.binding import (
     ACTIVATED,
@@ -144,6 +144,7 @@ from liveport.model.binding import (
     learned_bookkeeping,
     records_activation,
 )
+from liveport.model.cookies import Kind
 from liveport.model.flows import FlowSet, diff
 from liveport.model.flowsim import Result, Switch, packet_fields
 from liveport.model.frozen import FrozenMap
@@ -151,10 +152,8 @@ from liveport.model.logical import Strategy, activation_strategy, parse_options
 from liveport.model.pipeline import (
     ChassisView,
     Compiler,
-    Kind,
     LocalVif,
     PortView,
-    cookie_kind,
     parse_activation_userdata,
 )
 from liveport.ovsdb.client import Condition
@@ -556,7 +555,7 @@ class World:
             kind
             for f in (*switch.flows, *switch.learned)
             if learned_port(f.cookie) == (DP, KEY[port])
-            and (kind := cookie_kind(f.cookie)) is not None
+            and (kind := cookies.kind_of(f.cookie)) is not None
         }
 
     def role(self, chassis: str, port: str) -> LocalRole | None:

@@ -9,9 +9,10 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from liveport.model import packets
+from liveport.model import cookies, packets
 from liveport.model.addr import Mac
 from liveport.model.binding import ClaimReport
+from liveport.model.cookies import Kind
 from liveport.model.flows import Flow, FlowError, FlowSet, apply_diff, diff, match
 from liveport.model.flowsim import Switch, packet_fields
 from liveport.model.logical import Strategy
@@ -19,13 +20,11 @@ from liveport.model.pipeline import (
     FLOOD_CHUNK,
     ChassisView,
     Compiler,
-    Kind,
     LocalVif,
     PortView,
     Table,
     check_flow,
     compile_flows,
-    cookie_kind,
     duplicate_macs,
     parse_activation_userdata,
 )
@@ -170,7 +169,7 @@ def test_announcement_activates_inside_the_datapath(strategy: Strategy, frame: b
     sw = _pending_switch()
     res, sw = sw.process(packet_fields(frame, in_port=5))
     assert len(res.learned) == 2
-    assert all(cookie_kind(f.cookie) is Kind.LEARNED for f in res.learned)
+    assert all(cookies.kind_of(f.cookie) is Kind.LEARNED for f in res.learned)
     activation = parse_activation_userdata(res.controller[0])
     assert activation is not None and activation.strategy is strategy
     assert (activation.dp_key, activation.port_key) == (1, 1)
@@ -244,7 +243,7 @@ def test_every_flow_respects_its_table_declaration() -> None:
     ):
         for flow in flows:
             check_flow(flow)
-            assert cookie_kind(flow.cookie) is not None
+            assert cookies.kind_of(flow.cookie) is not None
     with pytest.raises(FlowError, match="GATE does not match on"):
         check_flow(Flow(5, 1, match(in_port=1), ()))
 

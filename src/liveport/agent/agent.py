@@ -38,7 +38,7 @@ from dataclasses import dataclass
 from liveport.agent import localswitch, southbound
 from liveport.agent import vhost as agent_vhost
 from liveport.agent.localswitch import Identity, LocalState
-from liveport.model import packets
+from liveport.model import cookies, packets
 from liveport.model.addr import Mac
 from liveport.model.binding import (
     ClaimReport,
@@ -49,18 +49,12 @@ from liveport.model.binding import (
 )
 from liveport.model.catalogue import Catalogue, load_catalogue, supported_modes
 from liveport.model.clock import Clock, SystemClock
+from liveport.model.cookies import Kind
 from liveport.model.errors import LiveportError
 from liveport.model.flows import OFPP_TABLE, Flow, FlowDiff, FlowSet, Output, diff
 from liveport.model.pipeline import (
-    COOKIE_KIND_MASK,
-    COOKIE_MAGIC,
-    COOKIE_MAGIC_MASK,
-    LEARNED_MASK,
     ChassisView,
     Compiler,
-    Kind,
-    cookie,
-    cookie_kind,
     parse_activation_userdata,
 )
 from liveport.model.untrusted import escape
@@ -128,7 +122,7 @@ def learning_ports(flows: Iterable[Flow]) -> set[tuple[int, int]]:
     return {
         _port_of(f.cookie)
         for f in flows
-        if cookie_kind(f.cookie) in (Kind.LEARNED, Kind.ACTIVATION)
+        if cookies.kind_of(f.cookie) in (Kind.LEARNED, Kind.ACTIVATION)
     }
 
 
@@ -260,10 +254,14 @@ class Agent:
                 log.info("agent: bridge not reachable at %s (%s); retrying", self.mgmt_socket, exc)
                 await asyncio.sleep(backoff)
                 backoff = min(2.0, backoff * 2)
-        installed = await conn.dump_flows(COOKIE_MAGIC, COOKIE_MAGIC_MASK)
-        learned = installed.with_cookie(cookie(Kind.LEARNED), COOKIE_KIND_MASK)
+        installed = await conn.dump_flows(*cookies.ALL)
+        learned = installed.with_cookie(*cookies.of_kind(Kind.LEARNED))
         self._installed = FlowSet(
-            {k: f for k, f in installed.flows.items() if cookie_kind(f.cookie) is not Kind.LEARNED}
+            {
+                k: f
+                for k, f in installed.flows.items()
+                if cookies.kind_of(f.cookie) is not Kind.LEARNED
+            }
         )
         # Learned flows may belong to ports that are no longer pending here, and a port
         # whose activation flows are installed may learn some before the first pass (the
@@ -483,7 +481,7 @@ class Agent:
             await self.of.apply(
                 change,
                 delete_cookies=[(c, ALL_COOKIE_BITS) for c in whole]
-                + [(cookie(Kind.LEARNED, dp, key), LEARNED_MASK) for dp, key in sorted(stale)],
+                + [cookies.owned_by(Kind.LEARNED, dp, key) for dp, key in sorted(stale)],
             )
             await self.of.barrier()
             self._installed = desired
@@ -520,7 +518,7 @@ class Agent:
 
     async def _learned_ports(self) -> set[tuple[int, int]]:
         assert self.of is not None
-        learned = await self.of.dump_flows(cookie(Kind.LEARNED), COOKIE_KIND_MASK)
+        learned = await self.of.dump_flows(*cookies.of_kind(Kind.LEARNED))
         return {_port_of(f.cookie) for f in learned}
 
     def _record_activation(self, port: str, kind: str, how: str) -> int:

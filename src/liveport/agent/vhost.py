@@ -11,9 +11,12 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 from liveport.model.virtio import Mode, Negotiated
-from liveport.vhostuser.backend import BackendState, VhostUserBackend
+
+if TYPE_CHECKING:  # the back-end is loaded with the first VIF that asks for one
+    from liveport.vhostuser.backend import BackendState, VhostUserBackend
 
 log = logging.getLogger("liveport.agent")
 
@@ -55,6 +58,9 @@ class Backends:
         for iface_id, want in wanted.items():
             if iface_id in self._running:
                 continue
+            # Most hosts run OVS-DPDK's back-end, not liveport's: load it only when asked.
+            from liveport.vhostuser.backend import VhostUserBackend  # noqa: PLC0415
+
             backend = VhostUserBackend(
                 want.mode,
                 want.socket,

@@ -21,6 +21,7 @@ from pathlib import Path
 from liveport.cli.tls import add_tls_options, apply_tls
 from liveport.model.errors import InvalidInput, LiveportError
 from liveport.model.security import NORTHD_IDENTITY
+from liveport.openflow import light
 from liveport.runtime import logs
 from liveport.runtime.process import write_pidfile
 
@@ -105,6 +106,7 @@ def run_northd(args: argparse.Namespace) -> int:
 def run_agent(args: argparse.Namespace) -> int:
     identity = apply_tls(args)
     _start(args)
+    light.install()  # os-ken's codec without the rest of os-ken (openflow.light)
     from liveport.agent import agent as agentlib  # noqa: PLC0415 - see above
 
     agentlib.run(

@@ -39,18 +39,14 @@ from pathlib import Path
 from typing import Any, Literal
 
 from liveport.agent import localswitch, southbound
+from liveport.model import cookies
 from liveport.model.binding import LocalRole, installed_state
 from liveport.model.catalogue import Catalogue, load_catalogue, supported_modes
+from liveport.model.cookies import Kind
 from liveport.model.errors import LiveportError
 from liveport.model.flows import Flow, FlowSet, diff
 from liveport.model.pipeline import (
-    COOKIE_KIND_MASK,
-    COOKIE_MAGIC,
-    COOKIE_MAGIC_MASK,
-    Kind,
     compile_flows,
-    cookie,
-    cookie_kind,
 )
 from liveport.model.untrusted import chassis_problem, escape
 from liveport.northd import northd
@@ -354,7 +350,7 @@ def check_chassis(
     vifs = {k: v for k, v in local.vifs.items() if k not in chosen.errors}
     local = replace(local, vifs=vifs)
 
-    learned = installed.with_cookie(cookie(Kind.LEARNED), COOKIE_KIND_MASK)
+    learned = installed.with_cookie(*cookies.of_kind(Kind.LEARNED))
     normal = FlowSet({k: f for k, f in installed.flows.items() if k not in learned.flows})
     first = southbound.build_view(sb, local, frozenset())
     pending = {
@@ -418,7 +414,7 @@ class _Namer:
         self.switches = {dp["tunnel_key"]: dp["name"] for dp in sb.rows("Datapath_Binding")}
 
     def __call__(self, flow: Flow) -> str:
-        kind = cookie_kind(flow.cookie)
+        kind = cookies.kind_of(flow.cookie)
         dp, key = _object_of(flow.cookie)
         if kind in (Kind.PORT, Kind.ACTIVATION, Kind.LEARNED):
             name = self.ports.get((dp, key))
@@ -697,7 +693,7 @@ async def _dump_all(sockets: Mapping[str, str], timeout: float) -> dict[str, Flo
             raise DoctorError(f"cannot reach the switch of {name} at {path}: {exc}") from None
         async with conn:
             try:
-                return await conn.dump_flows(COOKIE_MAGIC, COOKIE_MAGIC_MASK, timeout=timeout)
+                return await conn.dump_flows(*cookies.ALL, timeout=timeout)
             except CodecError as exc:
                 return str(exc)
             except LiveportError as exc:

@@ -30,9 +30,9 @@ Tunnels carry only the datapath key (Geneve VNI, 24 bits); the receiving chassis
 own L2 lookup. A flooded frame is never delivered back to the port that owns its source
 MAC (hairpin), which matters while a VM has a VIF on two chassis.
 
-Every flow carries a cookie: 0x4C50 ("LP") in the top 16 bits, the kind of flow in the next
-8, and the object (datapath << 16 | port key) in the low 40. Learned flows get their own
-kind so they can be deleted per port.
+Every flow carries a cookie (model.cookies): liveport's mark, the kind of flow, and the
+datapath and port it belongs to. Learned flows get their own kind so they can be deleted
+per port.
 """
 
 from __future__ import annotations
@@ -45,6 +45,7 @@ from enum import IntEnum
 
 from liveport.model.addr import BROADCAST, Mac
 from liveport.model.binding import ClaimReport, LocalRole, PortState, decide_binding
+from liveport.model.cookies import Kind, cookie
 from liveport.model.flows import (
     ETH_ARP,
     ETH_IPV4,
@@ -117,36 +118,6 @@ FLAG_FLOOD = 2
 # A flood has its own copy to every other chassis (FLOOD_REMOTE), and a frame that came
 # from a tunnel never leaves through one (split horizon).
 LOCAL_UNICAST = (0, FLAG_FROM_TUNNEL | FLAG_FLOOD)
-
-# Cookies.
-COOKIE_MAGIC = 0x4C50 << 48
-COOKIE_MAGIC_MASK = 0xFFFF << 48
-COOKIE_KIND_MASK = 0xFFFFFF << 40  # magic + kind
-
-
-class Kind(IntEnum):
-    PIPELINE = 1
-    DATAPATH = 2
-    PORT = 3
-    ACTIVATION = 4  # a pending destination's blocking and activation flows
-    LEARNED = 5  # installed by the switch itself at activation
-
-
-def cookie(kind: Kind, dp_key: int = 0, port_key: int = 0) -> int:
-    return COOKIE_MAGIC | (int(kind) << 40) | (dp_key << 16) | port_key
-
-
-def cookie_kind(value: int) -> Kind | None:
-    if value & COOKIE_MAGIC_MASK != COOKIE_MAGIC:
-        return None
-    try:
-        return Kind((value >> 40) & 0xFF)
-    except ValueError:
-        return None
-
-
-LEARNED_MASK = COOKIE_KIND_MASK | 0xFFFFFFFFFF  # one port's learned flows
-ALL_LEARNED = cookie(Kind.LEARNED)  # with COOKIE_KIND_MASK: every learned flow
 
 # Activation userdata: b"LPA" + version, then strategy, datapath key, port key.
 ACTIVATION_USERDATA = struct.Struct("!3sBBIH")

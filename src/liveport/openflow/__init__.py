@@ -5,14 +5,9 @@
 - errors: OpenFlowError (the switch refused something), ConnectionLost.
 - conn: OpenFlowConnection, asyncio, over a bridge's unix management socket: atomic bundles
   of flow changes, flow dumps, barriers, packet-out, packet-ins.
+- light: loads os-ken's codec without the rest of os-ken (daemons only).
 
 Only os-ken's message codec is used (no app manager, no eventlet). Imports only
-liveport.model and liveport.runtime.
+liveport.model and liveport.runtime. The package itself imports nothing, so that
+`light.install()` can run before os-ken is loaded.
 """
-
-from liveport.openflow.conn import OpenFlowConnection
-from liveport.openflow.encode import CodecError
-from liveport.openflow.errors import ConnectionLost, OpenFlowError
-from liveport.openflow.packetin import PacketIn
-
-__all__ = ["CodecError", "ConnectionLost", "OpenFlowConnection", "OpenFlowError", "PacketIn"]
