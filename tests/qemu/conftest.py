@@ -12,7 +12,8 @@ from pathlib import Path
 import pytest
 
 from liveport.model import virtio
-from liveport.model.catalogue import CATALOGUE_ENV, Catalogue, load_catalogue
+from liveport.model.catalogue import Catalogue
+from liveport.vhostuser.catalogue import CATALOGUE_ENV, load_catalogue
 
 from .harness import QEMU, Guest, Rig
 

@@ -20,8 +20,9 @@ from pathlib import Path
 import pytest
 
 from liveport.model import virtio
-from liveport.model.catalogue import CATALOGUE_ENV, Catalogue
+from liveport.model.catalogue import Catalogue
 from liveport.vhostuser.backend import VhostUserBackend
+from liveport.vhostuser.catalogue import CATALOGUE_ENV
 
 from .conftest import NO_ANNOUNCE
 from .harness import HEARTBEAT, UNSUPPORTED, MigrationResult, Rig, Vm

@@ -11,15 +11,10 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from liveport.model import virtio
-from liveport.model.catalogue import (
-    CATALOGUE_ENV,
-    Catalogue,
-    load_catalogue,
-    parse_catalogue,
-    validate,
-)
+from liveport.model.catalogue import Catalogue, parse_catalogue, validate
 from liveport.model.errors import InvalidInput, NotFound
 from liveport.model.virtio import check_modes, mask, protocol_mask
+from liveport.vhostuser.catalogue import CATALOGUE_ENV, load_catalogue
 
 SHIPPED_NAMES = (
     "upstream.ovs-dpdk.v2.17",

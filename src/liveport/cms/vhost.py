@@ -14,7 +14,14 @@ from typing import Any
 
 from liveport.model.catalogue import Catalogue
 from liveport.model.errors import NotFound
-from liveport.model.virtio import Mode, Negotiated, Verdict, check_migration, describe
+from liveport.model.virtio import (
+    Mode,
+    Negotiated,
+    Verdict,
+    bits_of,
+    check_migration,
+    describe,
+)
 from liveport.ovsdb.rows import Snapshot
 
 
@@ -110,7 +117,7 @@ def modes_document(
 
 
 def negotiated_text(n: Negotiated) -> str:
-    bits = [describe(b) for b in range(64) if n.features >> b & 1]
+    bits = [describe(b) for b in bits_of(n.features)]
     return (
         f"{len(bits)} features, {n.queue_pairs} queue pair(s), rings "
         f"{','.join(str(r) for r in n.ring_sizes) or '-'}"
