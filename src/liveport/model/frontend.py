@@ -230,7 +230,8 @@ class DevicePlan:
 
     @property
     def exact(self) -> bool:
-        """Whether the guest can see none of the features the mode lacks."""
+        """Whether the guest can see none of the features the mode lacks (QEMU's own
+        control-queue features, which the plan leaves alone, aside)."""
         return not self.cannot
 
     def device_args(self) -> str:
