@@ -354,7 +354,7 @@ def test_load_refuses_unreadable_and_malformed_files(tmp_path: Path) -> None:
         ([spec("m", family=3)], "f.json: mode 'm': 'family' must be a string"),
         (
             [spec("m", extra={"backend": "tap"})],
-            "f.json: mode 'm': mode m: extra 'backend' is vhost-user, vhost-net, not 'tap'",
+            "f.json: mode 'm': mode m: extra 'backend' must be vhost-user or vhost-net, not 'tap'",
         ),
     ],
 )

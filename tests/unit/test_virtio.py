@@ -253,7 +253,9 @@ def test_a_vhost_user_back_end_offers_only_the_first_64_bits() -> None:
     assert Mode("k", MIGRATABLE, LOG_SHMFD, 1, 256, FrozenMap(backend="vhost-net")).backend == (
         "vhost-net"
     )
-    with pytest.raises(InvalidInput, match="extra 'backend' is vhost-user, vhost-net, not 'dpdk'"):
+    with pytest.raises(
+        InvalidInput, match="extra 'backend' must be vhost-user or vhost-net, not 'dpdk'"
+    ):
         Mode("k", MIGRATABLE, LOG_SHMFD, 1, 256, FrozenMap(backend="dpdk"))
 
 

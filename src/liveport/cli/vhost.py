@@ -215,7 +215,11 @@ def register(
         "libvirt-xml", help="the same as a libvirt <interface> and <qemu:override>"
     )
     _add_selectors(p, add_remotes)
-    p.add_argument("--socket", help="vhost-user: the socket path (QEMU is its server)")
+    p.add_argument(
+        "--socket",
+        help="vhost-user: the socket path, QEMU being its server (default "
+        "/run/openvswitch/PORT, or .../vhost-user0 without --port)",
+    )
     p.add_argument("--bridge", default="br-int", help="vhost-net: the Open vSwitch bridge")
     p.add_argument("--iface-id", help="vhost-net: external_ids:iface-id (default: --port)")
     p.add_argument("--mac", help="the interface's MAC address")

@@ -31,7 +31,10 @@ Everything here is data read from QEMU's sources, cited per entry:
 
 QEMU emulates the control-queue bits (QEMU_EMULATED) itself and offers them the same way
 in every version covered; the plan leaves them alone, as the checks of model.virtio do.
-The versions covered are the QEMU releases 7.2 to 10.2, the ones whose sources were read.
+The releases covered are 7.2 to 10.2: the sources of 8.1, 8.2, 9.0, 9.2 and 10.2 were read;
+7.2, 8.0, 9.1, 10.0 and 10.1 follow from the compat tables of hw/core/machine.c and the
+pull requests that added properties (in_order: July 2024, before 9.1's freeze). A newer
+release is taken to have 10.2's properties, and the plan says so.
 """
 
 from __future__ import annotations

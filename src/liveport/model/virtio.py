@@ -3,8 +3,10 @@
 A vhost-user *mode* (DESIGN.md V1) is what a backend offers a guest: a virtio feature mask
 (the backend's reply to VHOST_USER_GET_FEATURES: virtio-net device and transport bits plus
 the vhost bits VHOST_F_LOG_ALL and VHOST_USER_F_PROTOCOL_FEATURES), a vhost-user protocol
-feature mask (its reply to GET_PROTOCOL_FEATURES), and limits. What a guest then
-*negotiated* is recorded as a `Negotiated` value.
+feature mask (its reply to GET_PROTOCOL_FEATURES), and limits. A mode may also be taken
+from a front-end: what QEMU's virtio-net-pci offers over the kernel's vhost-net (its
+`backend` says which); liveport.model.frontend turns any mode into the QEMU properties that
+hold a guest to it. What a guest then *negotiated* is recorded as a `Negotiated` value.
 
 How QEMU (7.2, the referee of V7) treats these bits decides what a check must look at:
 
@@ -443,7 +445,7 @@ class Mode:
         kind = self.extra.get("backend", VHOST_USER)
         if kind not in BACKENDS:
             raise InvalidInput(
-                f"mode {self.name}: extra 'backend' is {', '.join(BACKENDS)}, not {kind!r}"
+                f"mode {self.name}: extra 'backend' must be {' or '.join(BACKENDS)}, not {kind!r}"
             )
 
     @property
