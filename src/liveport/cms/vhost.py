@@ -3,7 +3,9 @@
 Each chassis publishes the modes it offers (SB Chassis.vhost_modes: name -> rank, 0 the
 newest); each VIF reports the mode it runs in (Chassis_VIF.vhost_mode); the owner's
 vhost-user backend records what the guest negotiated (Port_Claim.vhost). From these, the
-checks of model.virtio say whether a migration can work -- before anything changes.
+checks of model.virtio say whether a migration can work -- before anything changes. And
+they say which mode a port's QEMU device is to be held to (`mode_for_port`): its own, or
+the newest one common to its chassis and those it may move to.
 """
 
 from __future__ import annotations
