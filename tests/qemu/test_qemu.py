@@ -20,8 +20,9 @@ from pathlib import Path
 import pytest
 
 from liveport.model import virtio
-from liveport.model.catalogue import CATALOGUE_ENV, Catalogue
+from liveport.model.catalogue import Catalogue
 from liveport.vhostuser.backend import VhostUserBackend
+from liveport.vhostuser.catalogue import CATALOGUE_ENV
 
 from .conftest import NO_ANNOUNCE
 from .harness import HEARTBEAT, UNSUPPORTED, MigrationResult, Rig, Vm
@@ -35,10 +36,11 @@ GUEST_ANNOUNCE = 1 << F.VIRTIO_NET_F_GUEST_ANNOUNCE
 
 #: Backend-controlled bits this guest (Linux 6.1 virtio_net behind QEMU 7.2's virtio-net-pci
 #: with default properties) acknowledges whenever the back-end offers them; measured with
-#: every shipped mode. Offered but never acked: MTU (needs host_mtu), GSO and ANY_LAYOUT
-#: (legacy only), MQ (mq=off), RING_PACKED (packed=off), IN_ORDER (not in QEMU 7.2).
+#: every shipped mode up to v2.17. Offered but never acked: MTU (needs host_mtu), GSO and
+#: ANY_LAYOUT (legacy only), MQ (mq=off), RING_PACKED (packed=off), IN_ORDER (not in QEMU
+#: 7.2). CSUM, first offered by v3.2, is in the driver's feature table (not yet measured).
 GUEST_ACKS = virtio.mask(
-    "GUEST_CSUM GUEST_TSO4 GUEST_TSO6 GUEST_ECN GUEST_UFO HOST_ECN HOST_UFO MRG_RXBUF "
+    "CSUM GUEST_CSUM GUEST_TSO4 GUEST_TSO6 GUEST_ECN GUEST_UFO HOST_ECN HOST_UFO MRG_RXBUF "
     "GUEST_ANNOUNCE INDIRECT_DESC EVENT_IDX VERSION_1"
 )
 #: The bits QEMU emulates itself that the guest acknowledges, whatever the mode.
@@ -55,7 +57,9 @@ def refusal_pair(catalogue: Catalogue, bit: int) -> tuple[virtio.Mode, virtio.Mo
     the destination's back-end and never refuses a migration over them, while liveport's
     check does (a back-end losing, say, NET_MTU under a running guest changes behaviour).
     """
-    shipped = [mode for mode in catalogue if mode.name != NO_ANNOUNCE]
+    shipped = [
+        mode for mode in catalogue if mode.name != NO_ANNOUNCE and catalogue.family(mode.name) == ""
+    ]
     for source in shipped:
         for dest in shipped:
             if (
@@ -153,7 +157,8 @@ def test_a_negotiated_feature_the_destination_lacks_is_refused_by_both(
     rig: Rig, catalogue: Catalogue, feature: str
 ) -> None:
     """Source and destination modes differ, for this guest, in that feature alone (v2.7 ->
-    v2.6 for INDIRECT_DESC; v2.11 -> v2.17 for HOST_UFO, which newer OVS stopped offering)."""
+    v2.6 for INDIRECT_DESC; v2.11 -> v3.2 for HOST_UFO, which newer OVS stopped offering).
+    Only the OVS-DPDK modes (the default family) are looked at."""
     bit = virtio.bit(feature)
     source_mode, dest_mode = refusal_pair(catalogue, bit)
     _, source, negotiated = boot(rig, source_mode)
@@ -174,7 +179,11 @@ def test_a_negotiated_feature_the_destination_lacks_is_refused_by_both(
 
 def test_older_to_newer_mode_migrates(rig: Rig, catalogue: Catalogue) -> None:
     newest = catalogue.newest()
-    older = next(m for m in reversed(catalogue.modes) if m.name != NO_ANNOUNCE)
+    older = next(
+        m
+        for m in reversed(catalogue.modes)
+        if m.name != NO_ANNOUNCE and catalogue.family(m.name) == ""
+    )
     _, source, negotiated = boot(rig, older)
     assert virtio.check_negotiated(negotiated, newest) == []
     verdict = virtio.check_migration(older, negotiated, [newest])

@@ -21,7 +21,7 @@ from liveport.lab.state import editing
 from liveport.lab.traffic import Traffic
 from liveport.lab.watch import BindingWatch
 from liveport.model import virtio
-from liveport.model.catalogue import CATALOGUE_ENV
+from liveport.vhostuser.catalogue import CATALOGUE_ENV
 
 from .conftest import NO_ANNOUNCE
 from .harness import Rig

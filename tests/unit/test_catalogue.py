@@ -1,6 +1,7 @@
 """The vhost-user mode catalogue (DESIGN.md V1-V3): the shipped data, distribution files,
 validation, and choosing a mode."""
 
+import itertools
 import json
 from importlib import resources
 from pathlib import Path
@@ -11,17 +12,13 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from liveport.model import virtio
-from liveport.model.catalogue import (
-    CATALOGUE_ENV,
-    Catalogue,
-    load_catalogue,
-    parse_catalogue,
-    validate,
-)
+from liveport.model.catalogue import Catalogue, parse_catalogue, supported_modes, validate
 from liveport.model.errors import InvalidInput, NotFound
 from liveport.model.virtio import check_modes, mask, protocol_mask
+from liveport.vhostuser.catalogue import CATALOGUE_ENV, SHIPPED, load_catalogue, shipped_text
 
-SHIPPED_NAMES = (
+OVS_DPDK = (
+    "upstream.ovs-dpdk.v3.2",
     "upstream.ovs-dpdk.v2.17",
     "upstream.ovs-dpdk.v2.15",
     "upstream.ovs-dpdk.v2.13",
@@ -31,6 +28,15 @@ SHIPPED_NAMES = (
     "upstream.ovs-dpdk.v2.7",
     "upstream.ovs-dpdk.v2.6",
 )
+OVS_DPDK_TSO = ("upstream.ovs-dpdk-tso.v3.0",)
+QEMU_VHOST_NET = (
+    "qemu-10.2.vhost-net.linux-6.17",
+    "qemu-8.2.vhost-net.linux-6.3",
+    "qemu-7.2.vhost-net.linux-6.3",
+    "qemu-7.2.vhost-net",
+)
+SHIPPED_NAMES = OVS_DPDK + OVS_DPDK_TSO + QEMU_VHOST_NET
+FAMILIES = {"": OVS_DPDK, "ovs-dpdk-tso": OVS_DPDK_TSO, "qemu-vhost-net": QEMU_VHOST_NET}
 
 # What each release changed against the one before (older, newer): virtio features
 # added/removed, protocol features added. This is the history the catalogue encodes.
@@ -63,6 +69,8 @@ HISTORY = [
     ("v2.11", "v2.13", set(), {"VIRTIO_NET_F_HOST_UFO"}, set()),
     ("v2.13", "v2.15", set(), set(), {"VHOST_USER_PROTOCOL_F_STATUS"}),
     ("v2.15", "v2.17", set(), set(), {"VHOST_USER_PROTOCOL_F_REPLY_ACK"}),
+    # OVS 3.2 enabled checksum offload by default: the guest may hand over partial csums.
+    ("v2.17", "v3.2", {"VIRTIO_NET_F_CSUM"}, set(), set()),
 ]
 
 LOG = ["VHOST_F_LOG_ALL", "VHOST_USER_F_PROTOCOL_FEATURES"]
@@ -92,16 +100,89 @@ def full(version: str) -> str:
 def test_the_shipped_catalogue_is_newest_first() -> None:
     catalogue = shipped()
     assert catalogue.names() == SHIPPED_NAMES
-    assert catalogue.newest().name == "upstream.ovs-dpdk.v2.17"
+    assert catalogue.newest().name == "upstream.ovs-dpdk.v3.2"
     assert all(catalogue.sources[name] == "liveport/vhostuser/modes.json" for name in SHIPPED_NAMES)
 
 
-def test_every_shipped_mode_can_migrate_and_says_what_it_follows() -> None:
+@pytest.mark.parametrize(("family", "names"), FAMILIES.items())
+def test_each_family_is_a_line_of_modes(family: str, names: tuple[str, ...]) -> None:
     catalogue = shipped()
-    for mode in catalogue:
-        assert virtio.migration_blockers(mode) == [], mode.name
-        assert "DPDK" in catalogue.based_on(mode.name)
-        assert set(mode.extra) == {"ovs", "dpdk"}
+    assert tuple(n for n in catalogue.names() if catalogue.family(n) == family) == names
+    # Within a family each mode offers at least what the older ones did, but for
+    # HOST_UFO, which OVS 2.13 stopped offering.
+    for newer, older in itertools.pairwise(names):
+        lost = catalogue.get(older).features & ~catalogue.get(newer).features
+        assert lost in (0, mask("HOST_UFO")), (newer, older)
+
+
+@pytest.mark.parametrize("name", SHIPPED_NAMES)
+def test_every_shipped_mode_can_migrate_and_says_what_it_follows(name: str) -> None:
+    catalogue = shipped()
+    mode = catalogue.get(name)
+    assert virtio.migration_blockers(mode) == []
+    note = catalogue.based_on(name)
+    if mode.backend == "vhost-user":
+        assert "DPDK" in note and "Open vSwitch" in note
+        assert {"ovs", "dpdk"} <= set(mode.extra)
+        assert virtio.extended(mode.features) == 0  # GET_FEATURES has 64 bits
+    else:
+        assert "QEMU" in note and "hw/net/virtio-net.c" in note and "Linux" in note
+        assert set(mode.extra) == {"backend", "qemu", "linux"}
+        assert (mode.max_queue_pairs, mode.max_ring_size) == (256, 1024)
+
+
+def test_the_qemu_9_2_to_8_2_failure_is_a_kernel_difference_named_bit_by_bit() -> None:
+    """qemu-devel, November 2025: QEMU 9.2.4 on a newer kernel -> QEMU 8.2.10 on an older
+    one failed with 'Features 0x1c0010130afffa7 unsupported. Allowed features:
+    0x179bfffe7'. Source and destination are the two modes below."""
+    catalogue = shipped()
+    source = catalogue.get("qemu-8.2.vhost-net.linux-6.3")  # QEMU 9.2.4 is 8.2 and later
+    dest = catalogue.get("qemu-7.2.vhost-net")  # QEMU 8.2.10 on a kernel before 6.2
+    assert [(p.kind, p.bit) for p in check_modes(source, dest)] == [
+        ("feature", 40),
+        ("feature", 54),
+        ("feature", 55),
+        ("feature", 56),
+    ]
+    acked = virtio.Negotiated(0x1C0010130AFFFA7, 0, 1)
+    assert [p.bit for p in virtio.check_negotiated(acked, dest)] == [40, 54, 55, 56]
+    # The destination QEMU allowed exactly the mode's features but for MQ and MTU (which
+    # its guest had not been given: no mq=on, no host_mtu) and the vhost bit LOG_ALL.
+    allowed = 0x179BFFFE7
+    assert dest.features & ~allowed == mask("MQ MTU LOG_ALL")
+    assert allowed & ~dest.features == 0
+    verdict = virtio.check_migration(source, acked, [dest], port="vm1", destination="hv2")
+    assert verdict.text.endswith(
+        "VIRTIO_F_RING_RESET (bit 40), VIRTIO_NET_F_GUEST_USO4 (bit 54), "
+        "VIRTIO_NET_F_GUEST_USO6 (bit 55), VIRTIO_NET_F_HOST_USO (bit 56) would be missing"
+    )
+
+
+def test_only_a_front_end_mode_holds_bits_past_63() -> None:
+    catalogue = shipped()
+    tunnel = catalogue.get("qemu-10.2.vhost-net.linux-6.17")
+    assert virtio.names(virtio.extended(tunnel.features)) == (
+        "VIRTIO_NET_F_GUEST_UDP_TUNNEL_GSO",
+        "VIRTIO_NET_F_GUEST_UDP_TUNNEL_GSO_CSUM",
+        "VIRTIO_NET_F_HOST_UDP_TUNNEL_GSO",
+        "VIRTIO_NET_F_HOST_UDP_TUNNEL_GSO_CSUM",
+    )
+    assert [p.bit for p in check_modes(tunnel, catalogue.get("qemu-8.2.vhost-net.linux-6.3"))] == [
+        65,
+        66,
+        67,
+        68,
+    ]
+
+
+def test_ovs_tso_and_plain_ports_cannot_swap_guests_either_way() -> None:
+    catalogue = shipped()
+    plain, tso = catalogue.get(full("v3.2")), catalogue.get("upstream.ovs-dpdk-tso.v3.0")
+    assert [p.bit for p in check_modes(plain, tso)] == [virtio.bit("HOST_ECN")]
+    assert [p.bit for p in check_modes(tso, plain)] == [
+        virtio.bit("HOST_TSO4"),
+        virtio.bit("HOST_TSO6"),
+    ]
 
 
 def test_the_shipped_file_uses_names_not_numbers() -> None:
@@ -140,9 +221,15 @@ def test_each_release_changed_what_it_did(
 
 
 def test_what_ovs_masks_is_never_offered() -> None:
-    masked = mask("HOST_TSO4 HOST_TSO6 CSUM IOMMU_PLATFORM")
     needed = mask("MRG_RXBUF GUEST_ANNOUNCE MQ VERSION_1 CTRL_VQ CTRL_RX") | mask(LOG)
-    for mode in shipped():
+    catalogue = shipped()
+    for mode in (catalogue.get(name) for name in OVS_DPDK + OVS_DPDK_TSO):
+        # Linear buffers without TSO: no host TSO; CSUM only since OVS 3.2; no vIOMMU.
+        masked = mask("IOMMU_PLATFORM")
+        if "tso" not in mode.name:
+            masked |= mask("HOST_TSO4 HOST_TSO6")
+        if mode.name not in (full("v3.2"), "upstream.ovs-dpdk-tso.v3.0"):
+            masked |= mask("CSUM")
         assert mode.features & masked == 0, mode.name
         assert mode.features & needed == needed, mode.name
         assert mode.protocol_features & protocol_mask("MQ LOG_SHMFD RARP") == protocol_mask(
@@ -204,8 +291,10 @@ def test_load_reads_env_then_directory_then_extra_paths(tmp_path: Path) -> None:
     catalogue = load_catalogue([extra], environ={CATALOGUE_ENV: f"{env_file}::"}, config_dir=etc)
     assert catalogue.names() == (
         "extra.x",
-        *SHIPPED_NAMES,
+        *OVS_DPDK,
         "fc26.ovs-dpdk.v2.6",
+        *OVS_DPDK_TSO,
+        *QEMU_VHOST_NET,
         "dir.a",
         "dir.b",
     )
@@ -262,6 +351,11 @@ def test_load_refuses_unreadable_and_malformed_files(tmp_path: Path) -> None:
         ([spec("m", extra={"k": 1})], "f.json: mode 'm': 'extra' must be an object of strings"),
         ([spec("m", after="x", newest=True)], "f.json: mode 'm': give either 'after' or 'newest'"),
         ([spec("m", newest="yes")], "f.json: mode 'm': 'newest' must be true or false"),
+        ([spec("m", family=3)], "f.json: mode 'm': 'family' must be a string"),
+        (
+            [spec("m", extra={"backend": "tap"})],
+            "f.json: mode 'm': mode m: extra 'backend' must be vhost-user or vhost-net, not 'tap'",
+        ),
     ],
 )
 def test_validation_refuses_bad_catalogues(doc: object, message: str) -> None:
@@ -278,6 +372,42 @@ def test_parse_refuses_cross_file_problems() -> None:
         parse_catalogue([("s.json", [spec("a")]), ("d.json", [spec("b", after="zz")])])
     with pytest.raises(InvalidInput, match="defines no modes"):
         parse_catalogue([("s.json", [])])
+
+
+@pytest.mark.parametrize(
+    ("backend", "offered"),
+    [
+        ("upstream.ovs-dpdk.v2.9", OVS_DPDK[OVS_DPDK.index(full("v2.9")) :]),
+        ("upstream.ovs-dpdk.v3.2", OVS_DPDK),
+        ("upstream.ovs-dpdk-tso.v3.0", OVS_DPDK_TSO),
+        ("qemu-8.2.vhost-net.linux-6.3", QEMU_VHOST_NET[1:]),
+    ],
+)
+def test_a_back_end_offers_its_mode_and_the_older_ones_of_its_family(
+    backend: str, offered: tuple[str, ...]
+) -> None:
+    assert supported_modes(shipped(), backend) == offered
+
+
+def test_a_distribution_mode_is_of_the_default_family_unless_it_names_one() -> None:
+    distro = [
+        spec("fc26.ovs-dpdk.v2.6", after=full("v2.6")),
+        spec("fc26.vhost-net", family="qemu-vhost-net", after="qemu-7.2.vhost-net"),
+        spec("fc26.unnamed", after="qemu-7.2.vhost-net"),
+    ]
+    catalogue = parse_catalogue([(SHIPPED, json.loads(shipped_text())), ("fc26.json", distro)])
+    assert supported_modes(catalogue, full("v2.7")) == (
+        full("v2.7"),
+        full("v2.6"),
+        "fc26.ovs-dpdk.v2.6",
+        "fc26.unnamed",
+    )
+    assert supported_modes(catalogue, "qemu-7.2.vhost-net") == (
+        "qemu-7.2.vhost-net",
+        "fc26.vhost-net",
+    )
+    assert catalogue.family("fc26.vhost-net") == "qemu-vhost-net"
+    assert catalogue.family("fc26.ovs-dpdk.v2.6") == catalogue.family("fc26.unnamed") == ""
 
 
 def test_get_and_contains() -> None:

@@ -15,7 +15,7 @@ from liveport.cli.main import main
 from liveport.cms import doctor
 from liveport.cms.doctor import Finding, Report, check, check_chassis, check_databases
 from liveport.model.binding import ClaimReport
-from liveport.model.catalogue import load_catalogue, supported_modes
+from liveport.model.catalogue import supported_modes
 from liveport.model.cookies import Kind, cookie
 from liveport.model.errors import InvalidInput
 from liveport.model.flows import Flow, FlowSet, Load, match
@@ -28,6 +28,7 @@ from liveport.model.pipeline import (
 )
 from liveport.ovsdb import schema
 from liveport.ovsdb.rows import Snapshot
+from liveport.vhostuser.catalogue import load_catalogue
 
 from tests.snapshots import Db
 

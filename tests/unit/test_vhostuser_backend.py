@@ -19,10 +19,10 @@ from typing import Any
 import pytest
 
 from liveport.model import virtio
-from liveport.model.catalogue import load_catalogue
 from liveport.model.errors import Timeout
 from liveport.vhostuser import protocol as p
 from liveport.vhostuser.backend import BackendError, BackendState, VhostUserBackend
+from liveport.vhostuser.catalogue import load_catalogue
 from liveport.vhostuser.protocol import Request
 
 FEATURES = virtio.mask(

@@ -10,6 +10,7 @@ from hypothesis import strategies as st
 
 from liveport.model import virtio
 from liveport.model.errors import InvalidInput
+from liveport.model.frozen import FrozenMap
 from liveport.model.virtio import (
     BACKEND_FILTERED,
     QEMU_EMULATED,
@@ -71,7 +72,9 @@ SPEC_BITS = {
     "VIRTIO_F_NOTIF_CONFIG_DATA": 39,
     "VIRTIO_F_RING_RESET": 40,
     "VIRTIO_F_ADMIN_VQ": 41,
+    "VIRTIO_F_SUSPEND": 43,
     "VIRTIO_NET_F_DEVICE_STATS": 50,
+    "VIRTIO_NET_F_HASH_TUNNEL": 51,
     "VIRTIO_NET_F_VQ_NOTF_COAL": 52,
     "VIRTIO_NET_F_NOTF_COAL": 53,
     "VIRTIO_NET_F_GUEST_USO4": 54,
@@ -83,6 +86,14 @@ SPEC_BITS = {
     "VIRTIO_NET_F_RSC_EXT": 61,
     "VIRTIO_NET_F_STANDBY": 62,
     "VIRTIO_NET_F_SPEED_DUPLEX": 63,
+    # virtio 1.4 numbers net features past bit 63; Linux 6.17 has 65-68.
+    "VIRTIO_NET_F_RSS_CONTEXT": 64,
+    "VIRTIO_NET_F_GUEST_UDP_TUNNEL_GSO": 65,
+    "VIRTIO_NET_F_GUEST_UDP_TUNNEL_GSO_CSUM": 66,
+    "VIRTIO_NET_F_HOST_UDP_TUNNEL_GSO": 67,
+    "VIRTIO_NET_F_HOST_UDP_TUNNEL_GSO_CSUM": 68,
+    "VIRTIO_NET_F_OUT_NET_HEADER": 69,
+    "VIRTIO_NET_F_IPSEC": 70,
 }
 SPEC_PROTOCOL_BITS = {
     "MQ": 0,
@@ -143,7 +154,11 @@ def test_names_are_canonical_and_in_bit_order() -> None:
         "VIRTIO_F_VERSION_1",
     )
     assert names(1 << 33) == ("VIRTIO_F_ACCESS_PLATFORM",)  # not the legacy IOMMU_PLATFORM
-    assert names(1 << 4 | 1 << 58) == ("BIT_4", "BIT_58")
+    assert names(1 << 4 | 1 << 58 | 1 << 100) == ("BIT_4", "BIT_58", "BIT_100")
+    assert names(1 << 65 | 1 << 67) == (
+        "VIRTIO_NET_F_GUEST_UDP_TUNNEL_GSO",
+        "VIRTIO_NET_F_HOST_UDP_TUNNEL_GSO",
+    )
     assert protocol_names(1 << 5 | 1 << 10) == (
         "VHOST_USER_PROTOCOL_F_BACKEND_REQ",
         "VHOST_USER_PROTOCOL_F_BACKEND_SEND_FD",
@@ -165,6 +180,8 @@ def test_names_are_canonical_and_in_bit_order() -> None:
         ("VIRTIO_F_IOMMU_PLATFORM", 33),
         ("RING_PACKED", 34),
         ("BIT_42", 42),
+        ("HOST_UDP_TUNNEL_GSO", 67),
+        ("BIT_127", 127),
     ],
 )
 def test_short_and_legacy_names_are_accepted(spelling: str, bit: int) -> None:
@@ -192,7 +209,7 @@ def test_a_string_is_a_list_of_names() -> None:
     assert mask("MTU, INDIRECT_DESC MRG_RXBUF") == 1 << 3 | 1 << 28 | 1 << 15
 
 
-@pytest.mark.parametrize("bad", ["INDIRECT", "VIRTIO_NET_F_FOO", "BIT_64", ""])
+@pytest.mark.parametrize("bad", ["INDIRECT", "VIRTIO_NET_F_FOO", "BIT_128", ""])
 def test_unknown_names_are_refused_by_name(bad: str) -> None:
     with pytest.raises(InvalidInput, match=f"unknown virtio feature {bad!r}"):
         mask(["MTU", bad])
@@ -208,17 +225,52 @@ def test_unknown_protocol_name_is_refused() -> None:
         protocol_mask(["LOG_ALL"])
 
 
-def test_masks_are_64_bit() -> None:
-    with pytest.raises(InvalidInput, match="64-bit"):
-        names(1 << 64)
-    with pytest.raises(InvalidInput, match="64-bit"):
+def test_feature_masks_are_128_bit_and_protocol_masks_64_bit() -> None:
+    with pytest.raises(InvalidInput, match="a virtio feature mask is a 128-bit unsigned value"):
+        names(1 << 128)
+    with pytest.raises(InvalidInput, match="128-bit"):
         names(-1)
+    with pytest.raises(InvalidInput, match="vhost-user protocol feature mask is a 64-bit"):
+        protocol_names(1 << 64)
+    with pytest.raises(InvalidInput, match="unknown vhost-user protocol feature 'BIT_64'"):
+        protocol_mask(["BIT_64"])
 
 
-@given(st.integers(min_value=0, max_value=2**64 - 1))
+@given(st.integers(min_value=0, max_value=2**128 - 1))
 def test_names_and_mask_round_trip(value: int) -> None:
     assert mask(names(value)) == value
-    assert protocol_mask(protocol_names(value)) == value
+    protocol = value & (2**64 - 1)
+    assert protocol_mask(protocol_names(protocol)) == protocol
+
+
+def test_a_vhost_user_back_end_offers_only_the_first_64_bits() -> None:
+    # A front-end mode may hold the UDP tunnel bits; GET_FEATURES has no room for them.
+    tunnel = mask("GUEST_UDP_TUNNEL_GSO HOST_UDP_TUNNEL_GSO")
+    mode = make_mode("front", mask("MRG_RXBUF") | tunnel)
+    assert virtio.backend_offer(mode) == mode.features & ~tunnel
+    assert virtio.extended(mode.features) == tunnel
+    assert mode.backend == "vhost-user"
+    assert Mode("k", MIGRATABLE, LOG_SHMFD, 1, 256, FrozenMap(backend="vhost-net")).backend == (
+        "vhost-net"
+    )
+    with pytest.raises(
+        InvalidInput, match="extra 'backend' must be vhost-user or vhost-net, not 'dpdk'"
+    ):
+        Mode("k", MIGRATABLE, LOG_SHMFD, 1, 256, FrozenMap(backend="dpdk"))
+
+
+def test_checks_see_bits_past_63() -> None:
+    tunnel = mask("HOST_UDP_TUNNEL_GSO")
+    wide = make_mode("wide", mask("MRG_RXBUF") | tunnel)
+    narrow = make_mode("narrow", mask("MRG_RXBUF"))
+    assert [(p.kind, p.bit) for p in check_modes(wide, narrow)] == [("feature", 67)]
+    negotiated = Negotiated(MIGRATABLE | tunnel, LOG_SHMFD, 1)
+    assert [p.text for p in check_negotiated(negotiated, narrow)] == [
+        "VIRTIO_NET_F_HOST_UDP_TUNNEL_GSO (bit 67) was negotiated but mode narrow does not offer it"
+    ]
+    verdict = check_migration(wide, negotiated, [narrow], port="vm1", destination="hv2")
+    assert "VIRTIO_NET_F_HOST_UDP_TUNNEL_GSO (bit 67) would be missing" in verdict.text
+    assert check_migration(narrow, None, [wide]).problems[0].kind == "mode"
 
 
 @given(st.sets(st.sampled_from(sorted(SPEC_BITS))))
@@ -360,16 +412,19 @@ def test_bad_values_are_refused() -> None:
         Mode("m", MIGRATABLE, LOG_SHMFD, 1, 65536)
     with pytest.raises(InvalidInput, match="malformed vhost-user mode name"):
         Mode("two words", MIGRATABLE, LOG_SHMFD, 1, 256)
+    with pytest.raises(InvalidInput, match="128-bit"):
+        Mode("m", 1 << 128, LOG_SHMFD, 1, 256)
     with pytest.raises(InvalidInput, match="64-bit"):
-        Mode("m", 1 << 64, LOG_SHMFD, 1, 256)
+        Mode("m", MIGRATABLE, 1 << 64, 1, 256)
     with pytest.raises(InvalidInput, match="queue_pairs"):
         Negotiated(MIGRATABLE, LOG_SHMFD, 0)
     with pytest.raises(InvalidInput, match="ring size"):
         Negotiated(MIGRATABLE, LOG_SHMFD, 1, (0,))
 
 
-# Backend-controlled bits a guest can negotiate (everything but QEMU's own and the vhost bits).
-GUEST_BITS = sorted(set(range(64)) - set(virtio.bits_of(QEMU_EMULATED | MIGRATABLE)))
+# Backend-controlled bits a guest can negotiate (everything but QEMU's own and the vhost
+# bits), including the extended ones a front-end offers past bit 63.
+GUEST_BITS = sorted(set(range(72)) - set(virtio.bits_of(QEMU_EMULATED | MIGRATABLE)))
 
 
 @st.composite

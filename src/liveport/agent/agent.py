@@ -47,7 +47,7 @@ from liveport.model.binding import (
     learned_bookkeeping,
     records_activation,
 )
-from liveport.model.catalogue import Catalogue, load_catalogue, supported_modes
+from liveport.model.catalogue import Catalogue, supported_modes
 from liveport.model.clock import Clock, SystemClock
 from liveport.model.cookies import Kind
 from liveport.model.errors import LiveportError
@@ -64,6 +64,7 @@ from liveport.openflow.packetin import PacketIn
 from liveport.ovsdb import schema
 from liveport.ovsdb.client import ClientClosed, OvsdbClient, TxnError, json_parser
 from liveport.ovsdb.rows import Change, Op, Snapshot, Update
+from liveport.vhostuser.catalogue import load_catalogue
 
 log = logging.getLogger("liveport.agent")
 SLOW_PASS = 0.1  # seconds: passes slower than this are logged

@@ -21,8 +21,9 @@ from liveport.cli import bench as bench_cli
 from liveport.cli import daemons
 from liveport.cli import doctor as doctor_cli
 from liveport.cli import pki as pki_cli
+from liveport.cli import vhost as vhost_cli
 from liveport.cli.tls import add_tls_options, apply_tls
-from liveport.cms import migrate, ovn, security, status, vhost
+from liveport.cms import migrate, ovn, security, status
 from liveport.lab import demo, faults, hypervisor, lab, vms
 from liveport.lab.traffic import Traffic
 from liveport.model.errors import InvalidInput, LiveportError
@@ -404,53 +405,6 @@ def cmd_migrations(args: argparse.Namespace) -> int:
     return 0
 
 
-def cmd_vhost_modes(args: argparse.Namespace) -> int:
-    nb_remote, sb_remote = _remotes(args)
-    only = [c.strip() for c in args.chassis.split(",") if c.strip()] if args.chassis else None
-    with migrate.Cms(nb_remote, sb_remote, connect_timeout=args.timeout) as cms:
-        per_chassis = vhost.chassis_modes(cms.sb.snapshot(), only)
-        doc = vhost.modes_document(cms.catalogue, per_chassis)
-    if args.json:
-        _print_json(doc)
-        return 0
-    for name, modes in per_chassis.items():  # chassis publish their modes: escaped
-        print(escape(f"{name:<10} {', '.join(modes) or '(none)'}"))
-    print(
-        escape(
-            f"newest mode common to {', '.join(per_chassis) or 'no chassis'}: "
-            f"{doc['newest_common'] or 'none'}"
-        )
-    )
-    return 0
-
-
-def cmd_vhost_check(args: argparse.Namespace) -> int:
-    nb_remote, sb_remote = _remotes(args)
-    with migrate.Cms(nb_remote, sb_remote, connect_timeout=args.timeout) as cms:
-        verdict = vhost.check(cms.sb.snapshot(), cms.catalogue, args.port, args.to)
-        current = vhost.port_mode(cms.sb.snapshot(), args.port)
-    if args.json:
-        _print_json(
-            {
-                "ok": verdict.ok,
-                "text": verdict.text,
-                "mode": current.mode,
-                "owner": current.owner,
-                "problems": [{"kind": p.kind, "text": p.text} for p in verdict.problems],
-            }
-        )
-    else:
-        print(
-            escape(
-                verdict.text
-                if not verdict.ok
-                else f"{args.port} ({current.mode or 'no mode'}) can move to {args.to}",
-                limit=2000,
-            )
-        )
-    return 0 if verdict.ok else 1
-
-
 def _add_remotes(p: argparse.ArgumentParser) -> None:
     p.add_argument("--nb-db", help="NB remote (default: the lab's, or $LIVEPORT_NB_DB/$OVN_NB_DB)")
     p.add_argument("--sb-db", help="SB remote (default: the lab's, or $LIVEPORT_SB_DB)")
@@ -733,19 +687,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_remotes(p)
     p.set_defaults(func=cmd_migrations)
 
-    vh = sub.add_parser("vhost", help="vhost-user compatibility modes")
-    vh_sub = vh.add_subparsers(dest="vhost_command", required=True, parser_class=_Parser)
-    p = vh_sub.add_parser("modes", help="modes per chassis and the newest common one")
-    p.add_argument("--chassis", help="only these chassis (comma-separated)")
-    p.add_argument("--json", action="store_true")
-    _add_remotes(p)
-    p.set_defaults(func=cmd_vhost_modes)
-    p = vh_sub.add_parser("check", help="can a port's vhost-user mode run on a chassis?")
-    p.add_argument("port")
-    p.add_argument("--to", required=True, metavar="CHASSIS")
-    p.add_argument("--json", action="store_true")
-    _add_remotes(p)
-    p.set_defaults(func=cmd_vhost_check)
+    vhost_cli.register(sub, _add_remotes, _remotes, _Parser)
 
     sbp = sub.add_parser("sb", help="southbound database administration")
     sb_sub = sbp.add_subparsers(dest="sb_command", required=True, parser_class=_Parser)

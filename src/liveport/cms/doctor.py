@@ -41,7 +41,7 @@ from typing import Any, Literal
 from liveport.agent import localswitch, southbound
 from liveport.model import cookies
 from liveport.model.binding import LocalRole, installed_state
-from liveport.model.catalogue import Catalogue, load_catalogue, supported_modes
+from liveport.model.catalogue import Catalogue, supported_modes
 from liveport.model.cookies import Kind
 from liveport.model.errors import LiveportError
 from liveport.model.flows import Flow, FlowSet, diff
@@ -55,6 +55,7 @@ from liveport.openflow.encode import CodecError
 from liveport.ovsdb import schema
 from liveport.ovsdb.client import OvsdbClient, fetch_schema
 from liveport.ovsdb.rows import Delete, Insert, Op, Ref, Row, Snapshot, Update
+from liveport.vhostuser.catalogue import load_catalogue
 
 Level = Literal["error", "info"]
 

@@ -22,12 +22,12 @@ from dataclasses import dataclass, field
 from typing import Any, Literal, Self
 
 from liveport.cms import vhost
-from liveport.model.catalogue import load_catalogue
 from liveport.model.errors import Conflict, LiveportError, NotFound, Timeout
 from liveport.model.logical import parse_options
 from liveport.ovsdb import schema
 from liveport.ovsdb.client import OvsdbClient, fetch_schema
 from liveport.ovsdb.rows import Row, Snapshot, Update, Verify
+from liveport.vhostuser.catalogue import load_catalogue
 
 NB_TABLES: dict[str, list[str] | None] = {
     "Logical_Switch_Port": ["name", "options", "up"],

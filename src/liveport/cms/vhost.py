@@ -3,7 +3,9 @@
 Each chassis publishes the modes it offers (SB Chassis.vhost_modes: name -> rank, 0 the
 newest); each VIF reports the mode it runs in (Chassis_VIF.vhost_mode); the owner's
 vhost-user backend records what the guest negotiated (Port_Claim.vhost). From these, the
-checks of model.virtio say whether a migration can work -- before anything changes.
+checks of model.virtio say whether a migration can work -- before anything changes. And
+they say which mode a port's QEMU device is to be held to (`mode_for_port`): its own, or
+the newest one common to its chassis and those it may move to.
 """
 
 from __future__ import annotations
@@ -13,8 +15,15 @@ from dataclasses import dataclass
 from typing import Any
 
 from liveport.model.catalogue import Catalogue
-from liveport.model.errors import NotFound
-from liveport.model.virtio import Mode, Negotiated, Verdict, check_migration, describe
+from liveport.model.errors import InvalidInput, NotFound
+from liveport.model.virtio import (
+    Mode,
+    Negotiated,
+    Verdict,
+    bits_of,
+    check_migration,
+    describe,
+)
 from liveport.ovsdb.rows import Snapshot
 
 
@@ -41,8 +50,62 @@ def newest_common(catalogue: Catalogue, per_chassis: Mapping[str, Sequence[str]]
     return common.name if common is not None else None
 
 
+def common_mode(catalogue: Catalogue, per_chassis: Mapping[str, Sequence[str]]) -> Mode:
+    """The newest mode every chassis of per_chassis offers; InvalidInput naming the chassis
+    when they have none in common."""
+    name = newest_common(catalogue, per_chassis)
+    if name is None:
+        raise InvalidInput(
+            f"no vhost-user mode is common to {', '.join(per_chassis) or 'no chassis'}"
+        )
+    return catalogue.get(name)
+
+
+@dataclass(frozen=True)
+class Selection:
+    """The mode a port's device is to be held to, and why that one."""
+
+    port: str
+    mode: Mode
+    why: str
+
+
+def select_for_port(
+    current: PortMode,
+    catalogue: Catalogue,
+    per_chassis: Mapping[str, Sequence[str]],
+    to: Sequence[str] = (),
+) -> Selection:
+    """Without `to`, the port's own mode; with it, the newest mode common to the port's
+    chassis and every chassis in `to` (per_chassis holds what each of them offers)."""
+    if not to:
+        if current.mode is None:
+            raise InvalidInput(f"port {current.port} reports no vhost-user mode; name a mode")
+        mode = catalogue.get(current.mode)
+        return Selection(current.port, mode, f"the mode {current.port} runs in")
+    if current.owner is None:
+        raise InvalidInput(f"port {current.port} is bound to no chassis; name a mode")
+    chassis = list(dict.fromkeys([current.owner, *to]))
+    mode = common_mode(catalogue, {name: per_chassis[name] for name in chassis})
+    return Selection(current.port, mode, f"the newest mode common to {', '.join(chassis)}")
+
+
+def mode_for_port(
+    sb: Snapshot, catalogue: Catalogue, port: str, to: Sequence[str] = ()
+) -> Selection:
+    """select_for_port on the SB: the port's binding and mode, and the chassis' modes
+    (NotFound for an unknown port or chassis)."""
+    current = port_mode(sb, port)
+    wanted = [current.owner, *to] if to and current.owner is not None else list(to)
+    per_chassis = chassis_modes(sb, wanted) if to else {}
+    return select_for_port(current, catalogue, per_chassis, to)
+
+
 @dataclass(frozen=True)
 class PortMode:
+    """A port as the SB has it: its owner chassis, the mode its VIF reports there, and what
+    its guest negotiated."""
+
     port: str
     owner: str | None
     mode: str | None
@@ -110,7 +173,7 @@ def modes_document(
 
 
 def negotiated_text(n: Negotiated) -> str:
-    bits = [describe(b) for b in range(64) if n.features >> b & 1]
+    bits = [describe(b) for b in bits_of(n.features)]
     return (
         f"{len(bits)} features, {n.queue_pairs} queue pair(s), rings "
         f"{','.join(str(r) for r in n.ring_sizes) or '-'}"

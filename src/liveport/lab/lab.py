@@ -35,7 +35,6 @@ from liveport.lab.state import (
     locked,
     save,
 )
-from liveport.model.catalogue import load_catalogue
 from liveport.model.errors import Conflict, InvalidInput
 from liveport.ovsdb import rbac, schema
 from liveport.ovsdb.client import OvsdbClient, configure_tls
@@ -43,6 +42,7 @@ from liveport.ovsdb.rows import Insert
 from liveport.ovsdb.server import ServerError, ServerSpec, cluster_status
 from liveport.ovsdb.server import start as start_ovsdb
 from liveport.runtime.process import stop_daemons
+from liveport.vhostuser.catalogue import load_catalogue
 
 DEFAULT_DIR = Path(os.environ.get("LIVEPORT_LAB_DIR", "/tmp/liveport-lab"))
 MAX_CHASSIS = 64

@@ -10,6 +10,7 @@ of modes, newest first:
      "protocol_features": ["VHOST_USER_PROTOCOL_F_MQ", ...],
      "max_queue_pairs": 128, "max_ring_size": 32768,
      "extra": {"key": "value"},                         # optional, strings only
+     "family": "ovs-dpdk-tso",                          # optional
      "after": "upstream.ovs-dpdk.v2.6"}                  # optional placement
 
 A mode of a later file is placed right after the mode that `after` names (so it counts
@@ -19,30 +20,30 @@ Every mode must keep migration possible (VHOST_F_LOG_ALL, VHOST_USER_F_PROTOCOL_
 VHOST_USER_PROTOCOL_F_LOG_SHMFD); unknown bit names, duplicate names, non-positive limits
 and unknown fields are refused with one line naming the file and the mode.
 
-`parse_catalogue` and `validate` take already-parsed JSON and are pure; `load_catalogue`
-at the end of this module is the only code that reads files.
+A *family* is a line of modes that one kind of back-end went through release by release
+(the upstream OVS-DPDK modes are the default family, ""). A chassis whose back-end
+implements a mode offers that mode and the older modes of its family (`supported_modes`),
+not the modes of other kinds of back-end that happen to sort after it.
+
+Everything here is pure: `parse_catalogue` and `validate` take already-parsed JSON;
+liveport.vhostuser.catalogue reads the files.
 """
 
 from __future__ import annotations
 
 import json
-import os
 from collections.abc import Collection, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
-from importlib import resources
-from pathlib import Path
 from typing import NoReturn
 
 from liveport.model.errors import InvalidInput, NotFound
 from liveport.model.frozen import FrozenMap
 from liveport.model.virtio import Mode, mask, migration_blockers, protocol_mask
 
-CATALOGUE_ENV = "LIVEPORT_VHOST_CATALOGUE"  # colon-separated paths of distribution files
-CATALOGUE_DIR = Path("/etc/liveport/vhost-modes.d")  # every *.json in it, sorted by name
-SHIPPED = "liveport/vhostuser/modes.json"
+DEFAULT_FAMILY = ""
 
 _REQUIRED = ("name", "features", "protocol_features", "max_queue_pairs", "max_ring_size")
-_OPTIONAL = ("based_on", "extra", "after", "newest")
+_OPTIONAL = ("based_on", "extra", "family", "after", "newest")
 
 
 @dataclass(frozen=True)
@@ -53,15 +54,18 @@ class CatalogueEntry:
     based_on: str = ""
     after: str | None = None
     newest: bool = False
+    family: str = DEFAULT_FAMILY
 
 
 @dataclass(frozen=True)
 class Catalogue:
-    """The known modes, newest first, with the note on each and the file it came from."""
+    """The known modes, newest first, with the note on each, the file it came from and its
+    family (absent: the default family)."""
 
     modes: tuple[Mode, ...]
     notes: FrozenMap[str, str] = field(default_factory=FrozenMap[str, str])
     sources: FrozenMap[str, str] = field(default_factory=FrozenMap[str, str])
+    families: FrozenMap[str, str] = field(default_factory=FrozenMap[str, str])
 
     def __post_init__(self) -> None:
         if not self.modes:
@@ -95,6 +99,10 @@ class Catalogue:
     def based_on(self, name: str) -> str:
         """The note saying what the mode follows."""
         return self.notes.get(self.get(name).name, "")
+
+    def family(self, name: str) -> str:
+        """The family of the mode called name ("" for the default family)."""
+        return self.families.get(self.get(name).name, DEFAULT_FAMILY)
 
     def newest(self) -> Mode:
         """The newest mode."""
@@ -156,8 +164,11 @@ def _entry(source: str, where: str, raw: Mapping[str, object]) -> CatalogueEntry
     based_on = raw.get("based_on", "")
     after = raw.get("after")
     newest = raw.get("newest", False)
+    family = raw.get("family", DEFAULT_FAMILY)
     if not isinstance(based_on, str):
         _fail(source, where, "'based_on' must be a string")
+    if not isinstance(family, str):
+        _fail(source, where, "'family' must be a string")
     if after is not None and not isinstance(after, str):
         _fail(source, where, "'after' must be the name of a mode")
     if not isinstance(newest, bool):
@@ -180,7 +191,7 @@ def _entry(source: str, where: str, raw: Mapping[str, object]) -> CatalogueEntry
     blockers = migration_blockers(mode)
     if blockers:
         _fail(source, where, "cannot migrate: " + "; ".join(blockers))
-    return CatalogueEntry(mode, based_on, after, newest)
+    return CatalogueEntry(mode, based_on, after, newest, family)
 
 
 def validate(doc: object, source: str) -> tuple[CatalogueEntry, ...]:
@@ -208,6 +219,7 @@ def parse_catalogue(docs: Iterable[tuple[str, object]]) -> Catalogue:
     order: list[Mode] = []
     notes: dict[str, str] = {}
     sources: dict[str, str] = {}
+    families: dict[str, str] = {}
     for source, doc in docs:
         cursor: int | None = None  # where the next mode of this file goes by default
         for entry in validate(doc, source):
@@ -228,9 +240,11 @@ def parse_catalogue(docs: Iterable[tuple[str, object]]) -> Catalogue:
             cursor = position + 1
             notes[name] = entry.based_on
             sources[name] = source
+            if entry.family != DEFAULT_FAMILY:
+                families[name] = entry.family
     if not order:
         raise InvalidInput("the vhost-user mode catalogue defines no modes")
-    return Catalogue(tuple(order), FrozenMap(notes), FrozenMap(sources))
+    return Catalogue(tuple(order), FrozenMap(notes), FrozenMap(sources), FrozenMap(families))
 
 
 def decode(text: str, source: str) -> object:
@@ -243,44 +257,14 @@ def decode(text: str, source: str) -> object:
         ) from None
 
 
-# --- The loader: the only code of this module that reads files. ---------------------------
-
-
-def load_catalogue(
-    extra_paths: Iterable[str | os.PathLike[str]] = (),
-    *,
-    environ: Mapping[str, str] | None = None,
-    config_dir: Path | None = CATALOGUE_DIR,
-) -> Catalogue:
-    """The shipped catalogue plus the distribution files: those named in
-    $LIVEPORT_VHOST_CATALOGUE (colon-separated), then config_dir/*.json, then extra_paths."""
-    env = os.environ if environ is None else environ
-    shipped = resources.files("liveport").joinpath("vhostuser", "modes.json")
-    docs = [(SHIPPED, decode(shipped.read_text(encoding="utf-8"), SHIPPED))]
-    paths = [Path(p) for p in env.get(CATALOGUE_ENV, "").split(":") if p]
-    if config_dir is not None and config_dir.is_dir():
-        paths += sorted(config_dir.glob("*.json"))
-    paths += [Path(p) for p in extra_paths]
-    for path in paths:
-        try:
-            text = path.read_text(encoding="utf-8")
-        except OSError as err:
-            reason = err.strerror or str(err)
-            raise InvalidInput(
-                f"{path}: cannot read the vhost-user mode catalogue: {reason}"
-            ) from None
-        docs.append((str(path), decode(text, str(path))))
-    return parse_catalogue(docs)
-
-
 def supported_modes(
     catalogue: Catalogue, backend: str | None = None, explicit: str | None = None
 ) -> tuple[str, ...]:
     """The modes a chassis offers, newest first.
 
     `explicit` (comma-separated names) lists them; otherwise `backend` names the newest mode
-    the chassis' vhost-user backend implements, which offers it and every older mode (as a
-    QEMU machine type does); with neither, every mode of the catalogue.
+    the chassis' vhost-user backend implements, which offers it and every older mode of its
+    family (as a QEMU machine type does); with neither, every mode of the catalogue.
     """
     if explicit:
         wanted = [n.strip() for n in explicit.split(",") if n.strip()]
@@ -289,6 +273,7 @@ def supported_modes(
         return tuple(n for n in catalogue.names() if n in wanted)
     names = catalogue.names()
     if backend:
-        catalogue.get(backend)
-        return names[names.index(backend) :]
+        family = catalogue.family(backend)
+        older = names[names.index(backend) :]
+        return tuple(name for name in older if catalogue.family(name) == family)
     return names

@@ -3,8 +3,10 @@
 A vhost-user *mode* (DESIGN.md V1) is what a backend offers a guest: a virtio feature mask
 (the backend's reply to VHOST_USER_GET_FEATURES: virtio-net device and transport bits plus
 the vhost bits VHOST_F_LOG_ALL and VHOST_USER_F_PROTOCOL_FEATURES), a vhost-user protocol
-feature mask (its reply to GET_PROTOCOL_FEATURES), and limits. What a guest then
-*negotiated* is recorded as a `Negotiated` value.
+feature mask (its reply to GET_PROTOCOL_FEATURES), and limits. A mode may also be taken
+from a front-end: what QEMU's virtio-net-pci offers over the kernel's vhost-net (its
+`backend` says which); liveport.model.frontend turns any mode into the QEMU properties that
+hold a guest to it. What a guest then *negotiated* is recorded as a `Negotiated` value.
 
 How QEMU (7.2, the referee of V7) treats these bits decides what a check must look at:
 
@@ -27,12 +29,19 @@ comparison of two modes before anything was negotiated, and `check_migration` is
 verdict: the destination must offer the port's mode by name, and what was negotiated
 must fit it.
 
-Bit numbers follow the virtio 1.3 specification, Linux's include/uapi/linux/virtio_net.h,
-virtio_config.h and virtio_ring.h (as copied into QEMU's include/standard-headers) and
-QEMU's docs/interop/vhost-user.rst. Names are the canonical C names; input also accepts
-short forms ("MTU", "INDIRECT_DESC", "RING_INDIRECT_DESC"), legacy names
-("VIRTIO_F_IOMMU_PLATFORM", "VHOST_USER_PROTOCOL_F_SLAVE_REQ") and "BIT_<n>" for a bit
-liveport has no name for. Feature masks are 64-bit, as in the vhost-user protocol.
+Bit numbers follow the virtio 1.4 specification (content.tex, device-types/net), Linux's
+include/uapi/linux/virtio_net.h, virtio_config.h and virtio_ring.h (as copied into QEMU
+10.2's include/standard-headers) and QEMU's docs/interop/vhost-user.rst. Names are the
+canonical C names; input also accepts short forms ("MTU", "INDIRECT_DESC",
+"RING_INDIRECT_DESC"), legacy names ("VIRTIO_F_IOMMU_PLATFORM",
+"VHOST_USER_PROTOCOL_F_SLAVE_REQ") and "BIT_<n>" for a bit liveport has no name for.
+
+Virtio feature masks are 128-bit: virtio 1.4 numbers net features past bit 63 (the UDP
+tunnel GSO bits 65-68 that Linux 6.17 and QEMU 10.2 implement), and QEMU 10.2 keeps its
+device features in 128 bits. The vhost-user protocol does not: GET_FEATURES and
+SET_FEATURES carry 64 bits, so a vhost-user back-end can offer only bits 0-63
+(`backend_offer`); bits 64 and up can only come from the front-end itself (QEMU with a
+tap/vhost-net back-end). Protocol feature masks stay 64-bit.
 """
 
 from __future__ import annotations
@@ -45,7 +54,10 @@ from enum import IntEnum
 from liveport.model.errors import InvalidInput
 from liveport.model.frozen import FrozenMap
 
-MASK_BITS = 64
+FEATURE_BITS = 128  # virtio feature masks (virtio 1.4 numbers features past bit 63)
+PROTOCOL_FEATURE_BITS = 64  # vhost-user protocol feature masks
+VHOST_USER_FEATURE_BITS = 64  # what GET_FEATURES/SET_FEATURES carry
+VHOST_USER_FEATURES = (1 << VHOST_USER_FEATURE_BITS) - 1
 MAX_QUEUE_PAIRS = 0x8000  # virtio-net: max_virtqueue_pairs is at most 0x8000
 MAX_RING_SIZE = 32768  # virtio: a virtqueue has at most 32768 entries
 
@@ -92,7 +104,9 @@ class Feature(IntEnum):
     VIRTIO_F_NOTIF_CONFIG_DATA = 39
     VIRTIO_F_RING_RESET = 40
     VIRTIO_F_ADMIN_VQ = 41
+    VIRTIO_F_SUSPEND = 43
     VIRTIO_NET_F_DEVICE_STATS = 50
+    VIRTIO_NET_F_HASH_TUNNEL = 51
     VIRTIO_NET_F_VQ_NOTF_COAL = 52
     VIRTIO_NET_F_NOTF_COAL = 53
     VIRTIO_NET_F_GUEST_USO4 = 54
@@ -104,6 +118,14 @@ class Feature(IntEnum):
     VIRTIO_NET_F_RSC_EXT = 61
     VIRTIO_NET_F_STANDBY = 62
     VIRTIO_NET_F_SPEED_DUPLEX = 63
+    # Past bit 63: only the virtio transport carries these, never vhost-user.
+    VIRTIO_NET_F_RSS_CONTEXT = 64
+    VIRTIO_NET_F_GUEST_UDP_TUNNEL_GSO = 65
+    VIRTIO_NET_F_GUEST_UDP_TUNNEL_GSO_CSUM = 66
+    VIRTIO_NET_F_HOST_UDP_TUNNEL_GSO = 67
+    VIRTIO_NET_F_HOST_UDP_TUNNEL_GSO_CSUM = 68
+    VIRTIO_NET_F_OUT_NET_HEADER = 69
+    VIRTIO_NET_F_IPSEC = 70
     # Legacy names (enum aliases): accepted on input, never printed.
     VIRTIO_F_IOMMU_PLATFORM = 33
 
@@ -144,10 +166,11 @@ _MODE_NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._+-]*$")
 
 @dataclass(frozen=True)
 class _BitSpace:
-    """Names, masks and descriptions for one 64-bit feature space."""
+    """Names, masks and descriptions for one feature space (128 or 64 bits wide)."""
 
     what: str  # "virtio feature" | "vhost-user protocol feature"
     unit: str  # how describe() calls a bit: "bit" | "protocol bit"
+    width: int
     canonical: Mapping[int, str]
     by_name: Mapping[str, int]
 
@@ -155,7 +178,7 @@ class _BitSpace:
         return self.canonical.get(bit, f"BIT_{bit}")
 
     def names(self, mask: int) -> tuple[str, ...]:
-        _check_mask(mask, self.what)
+        _check_mask(mask, self.what, self.width)
         return tuple(self.name(bit) for bit in bits_of(mask))
 
     def bit(self, name: str) -> int:
@@ -165,7 +188,7 @@ class _BitSpace:
         if key in self.by_name:
             return self.by_name[key]
         numbered = _BIT_RE.match(key)
-        if numbered and int(numbered.group(1)) < MASK_BITS:
+        if numbered and int(numbered.group(1)) < self.width:
             return int(numbered.group(1))
         raise InvalidInput(
             f"unknown {self.what} {name!r} (use a name such as {self.example}, "
@@ -188,7 +211,9 @@ class _BitSpace:
         return next(iter(self.canonical.values()))
 
 
-def _space(enum: type[IntEnum], prefixes: Sequence[str], what: str, unit: str) -> _BitSpace:
+def _space(
+    enum: type[IntEnum], prefixes: Sequence[str], what: str, unit: str, width: int
+) -> _BitSpace:
     """Build a bit space from an enum: canonical names, legacy aliases and short forms."""
     canonical = {member.value: member.name for member in enum}
     by_name: dict[str, int] = {}
@@ -208,7 +233,7 @@ def _space(enum: type[IntEnum], prefixes: Sequence[str], what: str, unit: str) -
                     add("RING_" + short, member.value)
                     add("VIRTIO_F_" + short, member.value)
                     add("VIRTIO_F_RING_" + short, member.value)
-    return _BitSpace(what, unit, FrozenMap(canonical), FrozenMap(by_name))
+    return _BitSpace(what, unit, width, FrozenMap(canonical), FrozenMap(by_name))
 
 
 _FEATURES = _space(
@@ -216,9 +241,14 @@ _FEATURES = _space(
     ("VIRTIO_NET_F_", "VIRTIO_RING_F_", "VIRTIO_F_", "VHOST_USER_F_", "VHOST_F_"),
     "virtio feature",
     "bit",
+    FEATURE_BITS,
 )
 _PROTOCOL = _space(
-    ProtocolFeature, ("VHOST_USER_PROTOCOL_F_",), "vhost-user protocol feature", "protocol bit"
+    ProtocolFeature,
+    ("VHOST_USER_PROTOCOL_F_",),
+    "vhost-user protocol feature",
+    "protocol bit",
+    PROTOCOL_FEATURE_BITS,
 )
 
 
@@ -229,9 +259,17 @@ def bits_of(mask: int) -> tuple[int, ...]:
     return tuple(bit for bit in range(mask.bit_length()) if mask >> bit & 1)
 
 
-def _check_mask(mask: int, what: str) -> None:
-    if not 0 <= mask < 1 << MASK_BITS:
-        raise InvalidInput(f"a {what} mask is a 64-bit unsigned value, not {mask:#x}")
+def _check_mask(mask: int, what: str, width: int) -> None:
+    if not 0 <= mask < 1 << width:
+        raise InvalidInput(f"a {what} mask is a {width}-bit unsigned value, not {mask:#x}")
+
+
+def _check_features(mask: int) -> None:
+    _check_mask(mask, "virtio feature", FEATURE_BITS)
+
+
+def _check_protocol(mask: int) -> None:
+    _check_mask(mask, "vhost-user protocol feature", PROTOCOL_FEATURE_BITS)
 
 
 def names(mask: int) -> tuple[str, ...]:
@@ -345,7 +383,7 @@ def guest_visible(mode_features: int) -> int:
     That is mode_features ∩ BACKEND_FILTERED; QEMU's device properties may take more away,
     and QEMU adds QEMU_EMULATED on its own.
     """
-    _check_mask(mode_features, "virtio feature")
+    _check_features(mode_features)
     return mode_features & BACKEND_FILTERED
 
 
@@ -354,13 +392,37 @@ def backend_relevant(features: int) -> int:
     return features & ~QEMU_EMULATED
 
 
+def backend_offer(mode: Mode) -> int:
+    """What a vhost-user back-end serving mode answers to GET_FEATURES: the mode's bits 0-63.
+
+    Bits 64 and up do not fit the protocol's 64-bit feature word; a mode that lists them
+    describes what a front-end (QEMU with a tap/vhost-net back-end) offers, not a vhost-user
+    back-end.
+    """
+    return mode.features & VHOST_USER_FEATURES
+
+
+def extended(features: int) -> int:
+    """The bits of a feature mask past bit 63, which only the virtio transport carries."""
+    _check_features(features)
+    return features & ~VHOST_USER_FEATURES
+
+
+VHOST_USER = "vhost-user"
+VHOST_NET = "vhost-net"  # QEMU's tap netdev with the kernel's vhost-net
+BACKENDS = (VHOST_USER, VHOST_NET)
+
+
 @dataclass(frozen=True)
 class Mode:
-    """A named vhost-user compatibility mode: what the backend offers, and its limits.
+    """A named vhost-user compatibility mode: the features a guest may be offered, and limits.
 
-    features is the backend's virtio feature mask (its GET_FEATURES reply, including the
-    vhost bits 26 and 30), protocol_features its vhost-user protocol feature mask.
-    extra holds free key/values; liveport attaches no meaning to them (yet).
+    features is the mode's virtio feature mask. For a mode taken from a vhost-user
+    back-end it is the back-end's GET_FEATURES reply (including the vhost bits 26 and 30);
+    a mode taken from a front-end may also hold bits 64 and up, which a vhost-user back-end
+    can never offer (`backend_offer`). protocol_features is the vhost-user protocol feature
+    mask. extra holds free key/values; liveport reads one of them: "backend" ("vhost-user",
+    the default, or "vhost-net"), the kind of back-end the mode was taken from.
     """
 
     name: str
@@ -376,10 +438,20 @@ class Mode:
                 f"malformed vhost-user mode name {self.name!r} (letters, digits and . _ + - "
                 "only, e.g. upstream.ovs-dpdk.v2.6)"
             )
-        _check_mask(self.features, "virtio feature")
-        _check_mask(self.protocol_features, "vhost-user protocol feature")
+        _check_features(self.features)
+        _check_protocol(self.protocol_features)
         _check_limit("max_queue_pairs", self.max_queue_pairs, MAX_QUEUE_PAIRS)
         _check_limit("max_ring_size", self.max_ring_size, MAX_RING_SIZE)
+        kind = self.extra.get("backend", VHOST_USER)
+        if kind not in BACKENDS:
+            raise InvalidInput(
+                f"mode {self.name}: extra 'backend' must be {' or '.join(BACKENDS)}, not {kind!r}"
+            )
+
+    @property
+    def backend(self) -> str:
+        """The kind of back-end the mode was taken from: "vhost-user" or "vhost-net"."""
+        return self.extra.get("backend", VHOST_USER)
 
 
 @dataclass(frozen=True)
@@ -392,8 +464,8 @@ class Negotiated:
     ring_sizes: tuple[int, ...] = ()
 
     def __post_init__(self) -> None:
-        _check_mask(self.features, "virtio feature")
-        _check_mask(self.protocol_features, "vhost-user protocol feature")
+        _check_features(self.features)
+        _check_protocol(self.protocol_features)
         _check_limit("queue_pairs", self.queue_pairs, MAX_QUEUE_PAIRS)
         for size in self.ring_sizes:
             _check_limit("a ring size", size, MAX_RING_SIZE)

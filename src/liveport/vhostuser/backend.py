@@ -492,8 +492,8 @@ def _write_state(path: Path, state: BackendState) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     """Runs one back-end until SIGTERM or SIGINT (with --fd: until that connection ends)."""
-    from liveport.model.catalogue import load_catalogue  # noqa: PLC0415  # CLI-only need
     from liveport.runtime import logs  # noqa: PLC0415
+    from liveport.vhostuser.catalogue import load_catalogue  # noqa: PLC0415  # CLI-only need
 
     parser = argparse.ArgumentParser(
         prog="python -m liveport.vhostuser.backend",

@@ -54,9 +54,9 @@ _NEEDS: dict[int, _PF] = {
 
 
 def offered_features(mode: virtio.Mode) -> int:
-    """GET_FEATURES for a mode: its virtio and vhost bits, plus PROTOCOL_FEATURES, without
-    which QEMU would not negotiate the mode's protocol features at all."""
-    return mode.features | 1 << _PROTOCOL_FEATURES
+    """GET_FEATURES for a mode: its virtio and vhost bits that fit the 64-bit reply, plus
+    PROTOCOL_FEATURES, without which QEMU would not negotiate the mode's protocol features."""
+    return virtio.backend_offer(mode) | 1 << _PROTOCOL_FEATURES
 
 
 @dataclass(frozen=True)
