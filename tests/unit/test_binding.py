@@ -14,8 +14,6 @@ from liveport.model.binding import (
     arbitrate,
     claim_changes,
     decide_binding,
-    kept_activations,
-    learned_bookkeeping,
     records_activation,
 )
 
@@ -458,22 +456,8 @@ def test_claim_changes() -> None:
     assert not claim_changes({"hv1": existing["hv1"]}, {"hv1": "main"}, frozenset({"hv1"}))
 
 
-def test_agent_bookkeeping() -> None:
-    assert kept_activations(
-        frozenset({"a", "b", "c"}),
-        "hv2",
-        {"a": "hv2", "b": "hv3", "c": "hv2"},
-        frozenset({"a", "b"}),
-    ) == {"a"}
+def test_only_an_untouched_destination_claim_records_an_activation() -> None:
     assert records_activation(ClaimReport("hv2", "destination"))
     assert not records_activation(ClaimReport("hv2", "main"))
     assert not records_activation(ClaimReport("hv2", "destination", activated=1))
     assert not records_activation(None)
-    p, q, r = (1, 1), (1, 2), (1, 3)
-    # q was pending (may have learned); p activated while we were away; r is pending now.
-    stale, after = learned_bookkeeping(
-        frozenset({q}), {p: LocalRole.ACTIVATED, q: LocalRole.OWNER, r: LocalRole.PENDING}
-    )
-    assert stale == {p, q} and after == {r}
-    stale, after = learned_bookkeeping(frozenset({r}), {r: LocalRole.PENDING})
-    assert stale == frozenset() and after == {r}

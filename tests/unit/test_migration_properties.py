@@ -1,40 +1,28 @@
-"""Migration semantics (DESIGN.md M1-M7, M10) as a property over interleavings.
+"""Migration semantics (M1-M7, M10 of docs/migration.md) as a property over interleavings.
 
-A hypothesis RuleBasedStateMachine drives one logical switch (datapath key 1) with two
-ports that migrate among hv1..hv3 (vm1, vm2) and a peer port that never moves and sends
-them traffic. Everything is the pure model; nothing runs, nothing listens:
+A hypothesis RuleBasedStateMachine drives one logical switch with two ports that migrate
+among hv1..hv3 (vm1, vm2) and a peer port that never moves and sends them traffic. Nothing
+runs and nothing listens, but every decision is the daemons' own code:
 
-- NB: each port's options (requested-chassis in single or list form, migration-destination,
-  activation-strategy); the hypervisors: which chassis have a VIF for which port, with an
-  optional migration-status; northd's liveness verdict per chassis (a chassis declared
-  dead may still run its agent and switch, as behind a partition).
-- northd (`World.northd_run`): for every port, `arbitrate` fed as northd._Batch.port feeds
-  it (Chassis_VIF rows, Port_Claim reports, current owner and source), the Port_Binding
-  values it writes, and the Port_Claim rows of _sync_claims (`claim_changes`: one per
-  chassis of `Arbitration.claims`, a role change starts clean, an activation stays only
-  on a destination claim whose chassis has the VIF). It recomputes every port on every
-  run: incremental northd must come to the same.
-- each agent (`World.agent_run`, `World.handle_packet_in`), as agent._reconcile_pass,
-  _forget_unplugged, _monitoring_complete, _install, _on_packet_in and
-  southbound.report_ops do it: report the local VIFs (Chassis_VIF); forget the
-  announcements of VIFs that went away; set the Port_Binding monitor condition
-  (`port_binding_condition` over the agent's SB snapshot) and stop early while the
-  condition the server applies does not cover it (`condition_covers`; the server answers
-  by the agent's next pass); keep only the activations `kept_activations` keeps; while a
-  port is PENDING here, take learned flows in the switch as its announcement (recorded
-  like a packet-in); compile; install, deleting the learned flows that
-  `learned_bookkeeping` calls stale; report `installed` per claim and the announcements
-  seen where `records_activation` allows. An activation packet-in marks a PENDING port
-  activated and writes `activated` into the chassis' claim where `records_activation`
-  allows. Packet-ins queue per chassis and have their own rule, as the agent's packet-in
-  task. The pure functions are the daemons' own (model.binding, agent.southbound,
-  agent.learning_ports); the rest mirrors their code.
-- each chassis' switch: `Switch(flows)` plus what it learned, the flows from the agent's
-  `Compiler` (compile_flows with a per-port cache; a restart starts a new one, and the
-  comparison with a never-migrated model compiles afresh). An agent restart loses the
-  agent's memory, its queued packet-ins and its SB monitor, never the switch's flows; the
-  new agent starts from the flows it dumps (`learning_ports`: the ports with learned
-  flows or with activation flows that may learn some may hold learned flows).
+- the NB, the SB and each chassis' Open_vSwitch database are in-memory databases
+  (tests.snapshots.Db) that apply the daemons' transactions as a server would and hand out
+  the same immutable snapshots their clients do;
+- northd (`World.northd_run`) is `northd.plan` over the NB and SB snapshots, its operations
+  applied to both;
+- each agent (`World.agent_run`, `World.handle_packet_in`) is `agent.step.step` and
+  `agent.step.announce`: the world gives it its Open_vSwitch snapshot and its view of the SB
+  (only the rows its monitor conditions select; a Port_Binding condition it asks for is
+  applied by the server before its next pass), with the rows changed since its last pass,
+  and applies what the step returns -- the writes to both databases, the flow changes to the
+  chassis' switch, the reports after them. When the step asks for the learned flows, the
+  world hands over the packet-ins already queued first, as the agent's barrier does;
+- each chassis' switch is `flowsim.Switch`: the flows the agent installed plus what the
+  switch learned itself. An agent restart loses the agent's memory, its queued packet-ins
+  and its SB monitor, never the switch's flows; the new agent starts from the flows it
+  dumps (`Memory.connected`).
+
+After every agent pass the world also checks that the agent's incremental flow table is
+exactly what a compilation from scratch of its view gives (`compile_flows`).
 
 Rules: the CMS starts a migration (requested-chassis=S,D; migration-destination=D with
 or without requested-chassis=S; or the hypervisor form, outgoing on S and incoming on
@@ -51,8 +39,8 @@ last VIF is never removed; the CMS completes once D reported the VIF and aborts 
 while S reports the VM's VIF; `vm_arrives` (the hypervisor migration) waits until D is ready
 (M9), while `announce` sends whenever it likes.
 
-Invariants (named after DESIGN.md's lines; the step-level ones look at every northd
-run since the previous rule):
+Invariants (named after the M-rules; the step-level ones look at every northd run since
+the previous rule):
 
 - M1: per migration, the owner sequence written by northd is S, S->D, or S->D->S where
   the change back happened after an abort (the CMS aborted, or D's VIF was gone); never
@@ -94,12 +82,11 @@ run since the previous rule):
   northd last saw the chassis without the VIF).
 
 Profiles: the default runs the same 200 sequences of up to 50 steps every time
-(derandomized, no example database; about 10 s on two cores, 1-2 ms per step);
-LIVEPORT_PROPERTY_PROFILE=long runs 3000 random sequences of up to 80 steps (several
-minutes) and keeps failures in the example database, e.g.
+(derandomized, no example database); LIVEPORT_PROPERTY_PROFILE=long runs 3000 random
+sequences of up to 80 steps and keeps failures in the example database, e.g.
     LIVEPORT_PROPERTY_PROFILE=long .venv/bin/pytest tests/unit/test_migration_properties.py
 
-Discrepancies between the code and DESIGN.md that the property test found have a minimal
+Discrepancies between the code and the rules that the property test found have a minimal
 example at the end of this module: a regression test once fixed. One that is not fixed
 gets a strict-xfail example, and the machine must avoid the sequences that reach it (in
 its rules, with a comment naming the example) so that it keeps finding others.
@@ -107,13 +94,9 @@ its rules, with a comment naming the example) so that it keeps finding others.
 
 from __future__ import annotations
 
-import copy
 import ipaddress
-import json
 import os
-import uuid
-from collections.abc import Callable, Iterable
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 
 from hypothesis import HealthCheck, event, settings
 from hypothesis import strategies as st
@@ -126,474 +109,51 @@ from hypothesis.stateful import (
     rule,
 )
 
-from liveport.agent.agent import learning_ports
-from liveport.agent.southbound import condition_covers, port_binding_condition
-from liveport.model import cookies, packets
+from liveport.model import packets
 from liveport.model.addr import Mac
-from liveport.model.binding import (
-    ACTIVATED,
-    INCOMING,
-    OUTGOING,
-    ClaimReport,
-    LocalRole,
-    VifReport,
-    arbitrate,
-    claim_changes,
-    installed_state,
-    kept_activations,
-    learned_bookkeeping,
-    records_activation,
-)
+from liveport.model.binding import ACTIVATED, INCOMING, OUTGOING, LocalRole
 from liveport.model.cookies import Kind
 from liveport.model.flows import FlowSet, diff
-from liveport.model.flowsim import Result, Switch, packet_fields
-from liveport.model.frozen import FrozenMap
-from liveport.model.logical import Strategy, activation_strategy, parse_options
-from liveport.model.pipeline import (
-    ChassisView,
-    Compiler,
-    LocalVif,
-    PortView,
-    parse_activation_userdata,
-)
-from liveport.ovsdb.client import Condition
-from liveport.ovsdb.rows import Row, Snapshot
+from liveport.model.flowsim import packet_fields
+from liveport.model.logical import Strategy, parse_options
+from liveport.model.pipeline import ChassisView
 
-DP = 1
-DP_UUID = uuid.UUID(int=1 << 64)
-CHASSIS = ("hv1", "hv2", "hv3")
-MOVERS = ("vm1", "vm2")
-PEER = "peer"
-PORTS = (*MOVERS, PEER)
-KEY = {"vm1": 1, "vm2": 2, PEER: 3}
-OFPORT = {"vm1": 11, "vm2": 12, PEER: 13}
-TUN = {"hv1": 101, "hv2": 102, "hv3": 103}
-TUN_CHASSIS = {ofport: chassis for chassis, ofport in TUN.items()}
-MAC = {p: Mac.parse(f"0a:00:00:00:00:{KEY[p]:02x}") for p in PORTS}
-IP4 = {p: ipaddress.IPv4Address(f"10.0.0.{KEY[p]}") for p in PORTS}
-IP6 = {p: ipaddress.IPv6Address(f"fd00::{KEY[p]}") for p in PORTS}
-ADDRESSES = {p: f"{MAC[p]} {IP4[p]} {IP6[p]}" for p in PORTS}
+from tests.world import (
+    CHASSIS,
+    IP4,
+    IP6,
+    MAC,
+    MOVERS,
+    OFPORT,
+    PEER,
+    PORTS,
+    TUN,
+    TUN_CHASSIS,
+    Binding,
+    Claim,
+    NorthdStep,
+    World,
+    announcement,
+    fresh_like,
+    udp_from,
+    udp_to,
+)
+
 SPOOF_MAC = Mac.parse("0a:00:00:00:00:99")
 WRONG_IP4 = ipaddress.IPv4Address("10.0.0.99")
 WRONG_IP6 = ipaddress.IPv6Address("fd00::99")
-
 GENUINE = "genuine"
 SPOOFS = (GENUINE, GENUINE, "other-mac", "wrong-ip", "other-vif")
 FORMS = ("list", "seed", "seed-unnamed", "hypervisor")
-MAX_ROUNDS = 12  # northd + every agent; a correct system settles in a handful
 
 DEFAULT_EXAMPLES = 200  # the default profile
 DEFAULT_STEPS = 50
-
-
-# ----- the databases and the agents' memory ----------------------------------------------
-
-
-@dataclass(frozen=True)
-class Binding:
-    """A Port_Binding's columns that northd decides."""
-
-    owner: str | None
-    requested: str | None = None
-    destination: str | None = None
-    source: str | None = None
-    state: str | None = None
-    strategy: frozenset[Strategy] = frozenset(Strategy)
-    conflicts: frozenset[str] = frozenset()
-    up: bool = False
-
-
-@dataclass(frozen=True)
-class Claim:
-    """A Port_Claim row (northd inserts/deletes it and sets role; its chassis the rest)."""
-
-    role: str
-    installed: str | None = None
-    activated: int | None = None
-
-    def report(self, chassis: str) -> ClaimReport:
-        return ClaimReport(chassis, self.role, self.installed, self.activated)
-
-
-@dataclass
-class AgentMemory:
-    """What agent.Agent keeps between passes; a restart starts a new one."""
-
-    installed: FlowSet = field(default_factory=FlowSet)  # Agent._installed
-    learned: set[tuple[int, int]] = field(default_factory=set)  # Agent._learned
-    activated: set[str] = field(default_factory=set)  # Agent._activated
-    activations: dict[str, int] = field(default_factory=dict)  # Agent._activations
-    condition: Condition | None = None  # Agent._pb_condition: what it asked the SB for
-    # What the SB server applied: it answers a new condition by the agent's next pass. A
-    # new agent's SB client starts with no Port_Binding at all.
-    applied: Condition = field(default_factory=list)
-    view: ChassisView | None = None  # Agent._view
-    compiler: Compiler = field(default_factory=Compiler)  # Agent.compiler
-
-
-@dataclass(frozen=True)
-class NorthdStep:
-    """One northd run: what it read and what it wrote."""
-
-    nb: dict[str, dict[str, str]]
-    vifs: dict[str, dict[str, str | None]]  # port -> chassis -> migration status (SB)
-    alive: frozenset[str]
-    before: dict[str, Binding | None]
-    after: dict[str, Binding]
 
 
 def _event(text: str) -> None:
     """A statistic for --hypothesis-show-statistics (examples also run outside hypothesis)."""
     if currently_in_test_context():
         event(text)
-
-
-def learned_port(cookie_value: int) -> tuple[int, int]:
-    return (cookie_value >> 16) & 0xFFFFFF, cookie_value & 0xFFFF
-
-
-class World:
-    """NB, hypervisors, SB, northd, three agents and their switches, all pure values."""
-
-    def __init__(self, peer_home: str) -> None:
-        self.peer_home = peer_home
-        self.nb: dict[str, dict[str, str]] = {p: {} for p in PORTS}
-        self.hv: dict[str, dict[str, str | None]] = {c: {} for c in CHASSIS}
-        self.alive: set[str] = set(CHASSIS)
-        self.sb_vifs: dict[str, dict[str, str | None]] = {c: {} for c in CHASSIS}
-        self.pb: dict[str, Binding] = {}
-        self.claims: dict[str, dict[str, Claim]] = {p: {} for p in PORTS}
-        self.agents = {c: AgentMemory() for c in CHASSIS}
-        self.switches = {c: Switch(FlowSet()) for c in CHASSIS}
-        self.packet_ins: dict[str, list[tuple[bytes, int]]] = {c: [] for c in CHASSIS}
-        self.clock = 1000
-        self.on_install: Callable[[str, ChassisView], None] | None = None  # after a pass
-
-    # ----- northd ---------------------------------------------------------------------
-
-    def vifs_of(self, port: str) -> dict[str, str | None]:
-        return {c: self.sb_vifs[c][port] for c in CHASSIS if port in self.sb_vifs[c]}
-
-    def northd_run(self) -> NorthdStep:
-        registered = frozenset(CHASSIS)
-        step = NorthdStep(
-            nb=copy.deepcopy(self.nb),
-            vifs={p: self.vifs_of(p) for p in PORTS},
-            alive=frozenset(self.alive),
-            before={p: self.pb.get(p) for p in PORTS},
-            after={},
-        )
-        for name in PORTS:
-            options = parse_options(self.nb[name])
-            pb = self.pb.get(name)
-            reports = {c: cl.report(c) for c, cl in self.claims[name].items()}
-            result = arbitrate(
-                requested=options.requested,
-                destination=options.destination,
-                current_owner=pb.owner if pb is not None else None,
-                current_source=pb.source if pb is not None else None,
-                vifs={c: VifReport(c, status) for c, status in step.vifs[name].items()},
-                claims=reports,
-                alive=frozenset(self.alive),
-                registered=registered,
-            )
-            owner_claim = reports.get(result.owner) if result.owner else None
-            self.pb[name] = Binding(
-                owner=result.owner,
-                requested=options.requested,
-                destination=result.destination,
-                source=result.source,
-                state=result.migration_state,
-                strategy=activation_strategy(options, {}),  # no vhost-user negotiation here
-                conflicts=result.conflicts,
-                up=owner_claim is not None and owner_claim.installed == "owner",
-            )
-            step.after[name] = self.pb[name]
-            # northd._sync_claims
-            changes = claim_changes(reports, result.claims, frozenset(step.vifs[name]))
-            claims = dict(self.claims[name])
-            for chassis in changes.delete:
-                del claims[chassis]
-            for chassis, role in changes.new_role.items():
-                claims[chassis] = Claim(role)  # a new role starts clean
-            for chassis in changes.clear_activation:
-                claims[chassis] = replace(claims[chassis], activated=None)
-            for chassis, role in changes.insert.items():
-                claims[chassis] = Claim(role)
-            self.claims[name] = claims
-        return step
-
-    # ----- agents -----------------------------------------------------------------------
-
-    def monitored(self, chassis: str) -> list[str]:
-        """The Port_Bindings the agent's SB snapshot holds: those the condition the server
-        applied selects (the datapath's, or some by name)."""
-        clauses = self.agents[chassis].applied
-        if any(clause[0] == "datapath" for clause in clauses):
-            return sorted(self.pb)
-        return sorted(n for n in self.pb if ["logical_port", "==", n] in clauses)
-
-    def view(self, chassis: str, activated: Iterable[str]) -> ChassisView:
-        """southbound.build_view over the agent's SB snapshot."""
-        ports: dict[str, PortView] = {}
-        for name in self.monitored(chassis):
-            b = self.pb[name]
-            ports[name] = PortView(
-                name=name,
-                dp_key=DP,
-                key=KEY[name],
-                addresses=(ADDRESSES[name],),
-                owner=b.owner,
-                destination=b.destination,
-                migration_state=b.state,
-                strategy=b.strategy,
-            )
-        return ChassisView(
-            chassis=chassis,
-            vifs={p: LocalVif(p, OFPORT[p], s) for p, s in self.hv[chassis].items()},
-            tunnels={c: TUN[c] for c in CHASSIS if c != chassis},
-            ports=ports,
-            claims={
-                p: cl.report(chassis)
-                for p in PORTS
-                if (cl := self.claims[p].get(chassis)) is not None
-            },
-            activated=frozenset(activated),
-        )
-
-    def agent_run(self, chassis: str) -> None:
-        """agent._reconcile_pass from vif_ops on (registration is done once, at start)."""
-        memory = self.agents[chassis]
-        if memory.condition is not None:
-            memory.applied = memory.condition  # the server's answer came before this pass
-        self.sb_vifs[chassis] = dict(self.hv[chassis])
-        # Agent._forget_unplugged
-        memory.activated &= self.hv[chassis].keys()
-        memory.activations = {n: t for n, t in memory.activations.items() if n in self.hv[chassis]}
-        # agent._monitoring_complete
-        condition = port_binding_condition(self.snapshot(chassis), self.hv[chassis])
-        memory.condition = condition
-        if condition != memory.applied and not condition_covers(memory.applied, condition):
-            return  # the view could be partial: the server's answer kicks a new pass
-        self._install(chassis)
-
-    def snapshot(self, chassis: str) -> Snapshot:
-        """The Port_Binding rows of the agent's SB snapshot (what port_binding_condition
-        reads)."""
-        rows = {
-            (u := uuid.UUID(int=KEY[n])): Row(
-                u, "Port_Binding", FrozenMap({"logical_port": n, "datapath": DP_UUID})
-            )
-            for n in self.monitored(chassis)
-        }
-        return Snapshot(0, {"Port_Binding": rows}, connected=True)
-
-    def _install(self, chassis: str) -> None:
-        memory = self.agents[chassis]
-        first = self.view(chassis, ())
-        memory.activated = set(
-            kept_activations(
-                frozenset(memory.activated),
-                chassis,
-                {n: p.destination for n, p in first.ports.items()},
-                frozenset(first.vifs),
-            )
-        )
-        # The datapath opens a port by itself; its learned flows prove the announcement
-        # when the packet-in was lost or came while this agent was down.
-        waiting = {
-            (p.dp_key, p.key): p for p in first.ports.values() if first.role(p) is LocalRole.PENDING
-        }
-        if waiting:
-            for learned in {learned_port(f.cookie) for f in self.switches[chassis].learned}:
-                port = waiting.get(learned)
-                if port is not None and port.name not in memory.activated:
-                    self.clock += 1
-                    memory.activated.add(port.name)
-                    memory.activations[port.name] = self.clock
-        view = self.view(chassis, memory.activated)
-        # Compilation is pure (and the model's hot spot): an unchanged view is not compiled.
-        desired = memory.installed if view == memory.view else memory.compiler.compile(view)
-        memory.view = view
-        roles = {name: view.role(port) for name, port in view.ports.items()}
-        stale, learned_after = learned_bookkeeping(
-            frozenset(memory.learned),
-            {(p.dp_key, p.key): roles[p.name] for p in view.ports.values()},
-        )
-        if (desired is not memory.installed and diff(memory.installed, desired)) or stale:
-            switch = self.switches[chassis]
-            kept = {
-                k: f for k, f in switch.learned.flows.items() if learned_port(f.cookie) not in stale
-            }
-            self.switches[chassis] = Switch(desired, FlowSet(kept))
-            memory.installed = desired
-        memory.learned = set(learned_after)
-        # southbound.report_ops
-        for name in PORTS:
-            claim = self.claims[name].get(chassis)
-            if claim is None:
-                continue
-            port = view.ports.get(name)
-            role = view.role(port) if port is not None else LocalRole.NONE
-            new = replace(claim, installed=installed_state(role))
-            seen = memory.activations.get(name)
-            if seen is not None and records_activation(claim.report(chassis)):
-                new = replace(new, activated=seen)
-            self.claims[name][chassis] = new
-        for name in list(memory.activations):
-            if name not in memory.activated:
-                del memory.activations[name]
-        if self.on_install is not None:
-            self.on_install(chassis, view)
-
-    def handle_packet_in(self, chassis: str) -> None:
-        """agent._on_packet_in for the oldest queued packet-in."""
-        if not self.packet_ins[chassis]:
-            return
-        userdata, in_port = self.packet_ins[chassis].pop(0)
-        memory = self.agents[chassis]
-        activation = parse_activation_userdata(userdata)
-        view = memory.view
-        if activation is None or view is None:
-            return
-        port = view.announcing(activation, in_port)
-        if port is None:
-            return
-        if view.role(port) is not LocalRole.PENDING or port.name in memory.activated:
-            return
-        self.clock += 1
-        memory.activated.add(port.name)
-        memory.activations[port.name] = self.clock
-        claim = self.claims[port.name].get(chassis)
-        if claim is not None and records_activation(claim.report(chassis)):
-            self.claims[port.name][chassis] = replace(claim, activated=self.clock)
-
-    def restart_agent(self, chassis: str) -> None:
-        """A new agent process (agent._connect): it reads back the flows it owns; ports with
-        learned flows or with activation flows that may learn some may hold learned flows."""
-        switch = self.switches[chassis]
-        learned = learning_ports((*switch.flows, *switch.learned))
-        self.agents[chassis] = AgentMemory(installed=switch.flows, learned=learned)
-        self.packet_ins[chassis] = []  # in flight on the old connection
-
-    def converge(self, observe: Callable[[NorthdStep], None] | None = None) -> bool:
-        """northd, then every agent (packet-ins first), until nothing changes."""
-        for _ in range(MAX_ROUNDS):
-            before = self.fingerprint()
-            step = self.northd_run()
-            if observe is not None:
-                observe(step)
-            for chassis in CHASSIS:
-                while self.packet_ins[chassis]:
-                    self.handle_packet_in(chassis)
-                self.agent_run(chassis)
-            if self.fingerprint() == before:
-                return True
-        return False
-
-    def fingerprint(self) -> object:
-        return (
-            tuple(sorted(self.pb.items())),
-            tuple((p, tuple(sorted(self.claims[p].items()))) for p in PORTS),
-            tuple((c, tuple(sorted(self.sb_vifs[c].items()))) for c in CHASSIS),
-            tuple(self.switches[c] for c in CHASSIS),
-            tuple(
-                (
-                    frozenset(m.activated),
-                    tuple(sorted(m.activations.items())),
-                    frozenset(m.learned),
-                    json.dumps(m.condition),
-                    json.dumps(m.applied),
-                )
-                for m in (self.agents[c] for c in CHASSIS)
-            ),
-        )
-
-    # ----- packets ----------------------------------------------------------------------
-
-    def send(self, chassis: str, frame: bytes, in_port: int) -> Result:
-        """A frame from a local port: the switch learns, packet-ins queue for the agent."""
-        result, self.switches[chassis] = self.switches[chassis].process(
-            packet_fields(frame, in_port)
-        )
-        self.packet_ins[chassis].extend((u, in_port) for u in result.controller)
-        return result
-
-    def probe(self, chassis: str, frame: bytes, from_chassis: str) -> Result:
-        """What chassis does with frame from from_chassis' local port: the peer's own VIF
-        when it is local, else the tunnel from the peer's chassis. Learns nothing."""
-        if from_chassis == chassis:
-            fields = packet_fields(frame, OFPORT[PEER])
-        else:
-            fields = packet_fields(frame, TUN[from_chassis], DP)
-        return self.switches[chassis].process(fields)[0]
-
-    def deliveries(self, frame: bytes) -> set[tuple[str, int]]:
-        """Every (chassis, VIF ofport) of a plugged VIF the peer's frame reaches."""
-        plugged = {(c, OFPORT[p]) for c in CHASSIS for p in self.hv[c]}
-        return set(self.outputs(frame)) & plugged
-
-    def outputs(self, frame: bytes) -> list[tuple[str, int]]:
-        """Every (chassis, port) the peer's frame leaves by, following tunnels, one entry
-        per copy; a tunnel appears as (sending chassis, tunnel ofport)."""
-        home = self.peer_home
-        first = self.switches[home].process(packet_fields(frame, OFPORT[PEER]))[0]
-        out: list[tuple[str, int]] = []
-        for ofport, tunnel_id in zip(first.outputs, first.tunnel_ids, strict=True):
-            out.append((home, ofport))
-            if ofport in TUN_CHASSIS:
-                there = TUN_CHASSIS[ofport]
-                fields = packet_fields(frame, TUN[home], tunnel_id)
-                second = self.switches[there].process(fields)[0]
-                out += [(there, q) for q in second.outputs]
-        return out
-
-    def flow_kinds(self, chassis: str, port: str) -> set[Kind]:
-        """Cookie kinds of the flows (installed and learned) chassis holds for port."""
-        switch = self.switches[chassis]
-        return {
-            kind
-            for f in (*switch.flows, *switch.learned)
-            if learned_port(f.cookie) == (DP, KEY[port])
-            and (kind := cookies.kind_of(f.cookie)) is not None
-        }
-
-    def role(self, chassis: str, port: str) -> LocalRole | None:
-        """The role the chassis' installed flows were compiled for (None: unknown)."""
-        view = self.agents[chassis].view
-        if view is None or port not in view.ports:
-            return None
-        return view.role(view.ports[port])
-
-
-def fresh_like(world: World) -> World:
-    """The same NB, VIFs, liveness and owners, in a model that never saw a migration."""
-    fresh = World(world.peer_home)
-    fresh.nb = copy.deepcopy(world.nb)
-    fresh.hv = copy.deepcopy(world.hv)
-    fresh.alive = set(world.alive)
-    fresh.sb_vifs = copy.deepcopy(world.hv)
-    fresh.pb = {p: Binding(owner=b.owner) for p, b in world.pb.items()}
-    assert fresh.converge(), "a model without migrations did not settle"
-    return fresh
-
-
-def udp_to(port: str, seq: int = 1) -> bytes:
-    return packets.udp_seq(MAC[PEER], MAC[port], IP4[PEER], IP4[port], seq)
-
-
-def udp_from(port: str) -> bytes:
-    return packets.udp_seq(MAC[port], MAC[PEER], IP4[port], IP4[PEER], 1)
-
-
-def announcement(
-    kind: Strategy, mac: Mac, ip4: ipaddress.IPv4Address, ip6: ipaddress.IPv6Address
-) -> bytes:
-    if kind is Strategy.RARP:
-        return packets.rarp(mac)
-    if kind is Strategy.GARP:
-        return packets.garp(mac, ip4)
-    return packets.unsolicited_na(mac, ip6)
 
 
 # ----- what the CMS and the hypervisors are doing (bookkeeping for the invariants) ---------

@@ -12,6 +12,7 @@ from hypothesis import strategies as st
 from liveport.model import cookies, packets
 from liveport.model.addr import Mac
 from liveport.model.binding import ClaimReport
+from liveport.model.compiler import Dirty, compile_table
 from liveport.model.cookies import Kind
 from liveport.model.flows import Flow, FlowError, FlowSet, apply_diff, diff, match
 from liveport.model.flowsim import Switch, packet_fields
@@ -19,7 +20,6 @@ from liveport.model.logical import Strategy
 from liveport.model.pipeline import (
     FLOOD_CHUNK,
     ChassisView,
-    Compiler,
     LocalVif,
     PortView,
     Table,
@@ -302,14 +302,15 @@ def test_add_then_remove_a_port_restores_the_table(
 
 @settings(max_examples=100, deadline=None)
 @given(networks(), st.sets(st.integers(1, 6)))
-def test_compile_is_deterministic_and_the_cache_is_invisible(
+def test_compile_is_deterministic_and_the_incremental_table_agrees(
     ports: list[PortView], local: set[int]
 ) -> None:
     vifs = {f"vm{i}": i for i in local if i <= len(ports)}
     v = view("hv1", ports, vifs)
-    compiler = Compiler()
-    first = compiler.compile(v)
-    assert compiler.compile(v) == first == compile_flows(v)
+    first = compile_flows(v)
+    table = compile_table(v)
+    assert table.flows() == first == compile_flows(v)
+    assert table.update(v, Dirty(everything=True))[0].flows() == first
     assert isinstance(first, FlowSet)
 
 

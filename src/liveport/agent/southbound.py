@@ -17,11 +17,10 @@ import uuid
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
-from liveport.agent.localswitch import Identity, LocalState
-from liveport.model.binding import ClaimReport, LocalRole, installed_state, records_activation
+from liveport.agent.localswitch import Identity
 from liveport.model.frozen import FrozenMap
 from liveport.model.logical import DEFAULT_STRATEGY, Strategy
-from liveport.model.pipeline import ChassisView, PortView
+from liveport.model.pipeline import PortView
 from liveport.model.untrusted import chassis_problem, note
 from liveport.ovsdb.client import Condition
 from liveport.ovsdb.rows import Change, Delete, Insert, Op, Row, Snapshot, Update
@@ -192,33 +191,8 @@ def _strategy(values: frozenset[str]) -> frozenset[Strategy]:
     return chosen or DEFAULT_STRATEGY
 
 
-class PortViews:
-    """The PortViews of the last pass, reused while their Port_Binding and Datapath_Binding
-    rows are the very same objects (the OVSDB client keeps the Row of an unchanged row from
-    one snapshot to the next): a pass rebuilds only the ports that changed."""
-
-    def __init__(self) -> None:
-        self._views: dict[uuid.UUID, tuple[Row, Row, PortView]] = {}
-
-    def build(self, sb: Snapshot) -> dict[str, PortView]:
-        ports: dict[str, PortView] = {}
-        kept: dict[uuid.UUID, tuple[Row, Row, PortView]] = {}
-        for pb in sb.rows("Port_Binding"):
-            dp = sb.get("Datapath_Binding", pb["datapath"])
-            if dp is None:
-                continue
-            hit = self._views.get(pb.uuid)
-            if hit is not None and hit[0] is pb and hit[1] is dp:
-                view = hit[2]
-            else:
-                view = _port_view(pb, dp)
-            kept[pb.uuid] = (pb, dp, view)
-            ports[view.name] = view
-        self._views = kept
-        return ports
-
-
-def _port_view(pb: Row, dp: Row) -> PortView:
+def port_view(pb: Row, dp: Row) -> PortView:
+    """The agent's view of one Port_Binding in its datapath."""
     return PortView(
         name=pb["logical_port"],
         dp_key=dp["tunnel_key"],
@@ -230,70 +204,6 @@ def _port_view(pb: Row, dp: Row) -> PortView:
         migration_state=pb["migration_state"],
         strategy=_strategy(pb["activation_strategy"]),
     )
-
-
-def build_view(
-    sb: Snapshot,
-    local: LocalState,
-    activated: frozenset[str],
-    port_views: PortViews | None = None,
-) -> ChassisView:
-    me = local.identity.chassis
-    assert me is not None
-    ports = (port_views or PortViews()).build(sb)
-    claims = {
-        row["logical_port"]: ClaimReport(
-            row["chassis"], row["role"], row["installed"], row["activated"]
-        )
-        for row in sb.rows("Port_Claim")
-        if row["chassis"] == me
-    }
-    return ChassisView(
-        chassis=me,
-        vifs=dict(local.vifs),
-        tunnels=local.tunnel_ofports,
-        ports=ports,
-        claims=claims,
-        activated=activated,
-    )
-
-
-def report_ops(
-    sb: Snapshot,
-    view: ChassisView,
-    nb_cfg: int | None,
-    now_ms: int,
-    activations: Mapping[str, Mapping[str, str]],
-    vhost: Mapping[str, Mapping[str, str]] | None = None,
-) -> list[Op]:
-    """After a barrier: what each of my claims has installed, announcements seen, and the
-    nb_cfg whose flows are now in the switch."""
-    ops: list[Op] = []
-    for row in sb.rows("Port_Claim"):
-        if row["chassis"] != view.chassis:
-            continue
-        port = view.ports.get(row["logical_port"])
-        role = view.role(port) if port is not None else LocalRole.NONE
-        values: dict[str, Any] = {}
-        installed = installed_state(role)
-        if row["installed"] != installed:
-            values["installed"] = installed
-        seen = activations.get(row["logical_port"])
-        claim = ClaimReport(row["chassis"], row["role"], row["installed"], row["activated"])
-        if seen is not None and records_activation(claim):
-            values["activated"] = int(seen.get("at", now_ms))
-            values["activation"] = dict(seen)
-        negotiated = (vhost or {}).get(row["logical_port"])
-        if negotiated is not None and dict(row["vhost"]) != dict(negotiated):
-            values["vhost"] = dict(negotiated)
-        if values:
-            ops.append(Update("Port_Claim", row.uuid, values))
-    private = sb.one("Chassis_Private", name=view.chassis)
-    if private is not None and nb_cfg is not None and private["nb_cfg"] != nb_cfg:
-        ops.append(
-            Update("Chassis_Private", private.uuid, {"nb_cfg": nb_cfg, "nb_cfg_timestamp": now_ms})
-        )
-    return ops
 
 
 def heartbeat_op(sb: Snapshot, me: str, beat: int) -> list[Op]:

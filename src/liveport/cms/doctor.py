@@ -13,7 +13,7 @@ current inputs and reports what that code would change.
   keys used twice, an owner that is no registered chassis. nb_cfg/sb_cfg/hv_cfg lagging
   behind and chassis that are not alive are notes (level "info"), not differences.
 - SB -> each chassis whose Open_vSwitch database and br-int the caller can reach: the
-  agent's view of the chassis (localswitch.read_local, southbound.build_view; a pending
+  agent's view of the chassis (the agent's own step, agent.step; a pending
   destination whose learned activation flows are in the switch counts as activated, as the
   agent counts it), compiled with the pure compiler, against the flows carrying
   liveport's cookie dumped from the switch -- plus the chassis' registration, its tunnel
@@ -39,15 +39,12 @@ from pathlib import Path
 from typing import Any, Literal
 
 from liveport.agent import localswitch, southbound
+from liveport.agent import step as agent_step
 from liveport.model import cookies
-from liveport.model.binding import LocalRole, installed_state
 from liveport.model.catalogue import Catalogue, supported_modes
 from liveport.model.cookies import Kind
 from liveport.model.errors import LiveportError
-from liveport.model.flows import Flow, FlowSet, diff
-from liveport.model.pipeline import (
-    compile_flows,
-)
+from liveport.model.flows import Flow, FlowSet
 from liveport.model.untrusted import chassis_problem, escape
 from liveport.northd import northd
 from liveport.openflow.conn import OpenFlowConnection
@@ -328,7 +325,8 @@ def check_chassis(
     name: str, sb: Snapshot, ovs: Snapshot, installed: FlowSet, catalogue: Catalogue
 ) -> ChassisCheck:
     """Compares chassis `name` -- its local database `ovs` and the flows with liveport's
-    cookie `installed` on its bridge -- with what its agent would make of the SB."""
+    cookie `installed` on its bridge -- with what its agent would make of the SB: the
+    agent's own step, run on these snapshots as if it had just connected to the switch."""
     where = f"chassis {name}"
     identity = localswitch.read_identity(ovs)
     if identity.chassis != name:
@@ -347,36 +345,36 @@ def check_chassis(
         *_tunnels(where, sb, local),
         *_vifs(where, sb, name, local, chosen),
     ]
-    # A VIF whose vhost-user mode cannot be honoured here is not bound and gets no flows.
-    vifs = {k: v for k, v in local.vifs.items() if k not in chosen.errors}
-    local = replace(local, vifs=vifs)
-
     learned = installed.with_cookie(*cookies.of_kind(Kind.LEARNED))
-    normal = FlowSet({k: f for k, f in installed.flows.items() if k not in learned.flows})
-    first = southbound.build_view(sb, local, frozenset())
-    pending = {
-        (p.dp_key, p.key): p.name
-        for p in first.ports.values()
-        if first.role(p) is LocalRole.PENDING
-    }
+    memory = agent_step.Memory(agent_step.Config(identity, catalogue, modes)).connected(installed)
     # As the agent: a pending port whose learned flows are in the switch has been activated
     # by its announcement inside the datapath.
-    activated = frozenset(
-        pending[k] for k in {_object_of(f.cookie) for f in learned} if k in pending
+    inputs = agent_step.Inputs(
+        ovs,
+        sb,
+        learned=frozenset(cookies.port_of(f.cookie) for f in learned),
+        sb_complete=True,
     )
-    view = southbound.build_view(sb, local, activated)
-    desired = compile_flows(view)
+    outcome = agent_step.step(memory, inputs)
+    if not outcome.installed:
+        return ChassisCheck(name, (*out, Finding(where, "the agent's view would be partial")), 0)
+    view = outcome.memory.view
+    assert view is not None
     namer = _Namer(sb, view.ports.values())
-    change = diff(normal, desired)
+    change = outcome.flows.diff  # from what the switch holds (learned flows aside)
+    current = memory.installed
     for flow in change.adds:
         out.append(Finding(where, f"{namer(flow)}: flow missing", str(flow), None))
     for flow in change.deletes:
         out.append(Finding(where, f"{namer(flow)}: unexpected flow", None, str(flow)))
     for flow in change.modifies:
-        found = normal.get(flow.key)
+        found = current.get(flow.key)
         out.append(Finding(where, f"{namer(flow)}: flow differs", str(flow), str(found)))
+    # Legitimate learned flows: those of a port pending here, or just activated by them.
+    carrying = outcome.memory.pending | outcome.memory.activated_role
+    pending = {(p.dp_key, p.key) for n in carrying if (p := view.ports.get(n)) is not None}
     for flow in learned:
-        if _object_of(flow.cookie) not in pending:
+        if cookies.port_of(flow.cookie) not in pending:
             out.append(
                 Finding(
                     where,
@@ -385,26 +383,19 @@ def check_chassis(
                     str(flow),
                 )
             )
-    for claim in sorted(sb.rows("Port_Claim"), key=lambda r: r["logical_port"]):
-        if claim["chassis"] != name:
-            continue
-        port = view.ports.get(claim["logical_port"])
-        want = installed_state(view.role(port) if port is not None else LocalRole.NONE)
-        if claim["installed"] != want:
+    for op in outcome.reports:
+        if isinstance(op, Update) and op.table == "Port_Claim" and "installed" in op.values:
+            row = sb.get("Port_Claim", op.uuid)
+            assert row is not None
             out.append(
                 Finding(
                     where,
-                    f"port {claim['logical_port']}: Port_Claim installed",
-                    show(want),
-                    show(claim["installed"]),
+                    f"port {row['logical_port']}: Port_Claim installed",
+                    show(op.values["installed"]),
+                    show(row["installed"]),
                 )
             )
-    return ChassisCheck(name, tuple(out), len(desired))
-
-
-def _object_of(value: int) -> tuple[int, int]:
-    """(datapath key, port key) of a cookie."""
-    return (value >> 16) & 0xFFFFFF, value & 0xFFFF
+    return ChassisCheck(name, tuple(out), len(outcome.memory.table.flows()))
 
 
 class _Namer:
@@ -416,7 +407,7 @@ class _Namer:
 
     def __call__(self, flow: Flow) -> str:
         kind = cookies.kind_of(flow.cookie)
-        dp, key = _object_of(flow.cookie)
+        dp, key = cookies.port_of(flow.cookie)
         if kind in (Kind.PORT, Kind.ACTIVATION, Kind.LEARNED):
             name = self.ports.get((dp, key))
             return f"port {name}" if name else f"port key {key} of datapath key {dp}"

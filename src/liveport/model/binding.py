@@ -317,34 +317,6 @@ def claim_changes(
     return ClaimChanges(insert, delete, new_role, clear)
 
 
-def kept_activations(
-    activated: frozenset[str],
-    me: str,
-    destinations: Mapping[str, str | None],
-    vifs: frozenset[str],
-) -> frozenset[str]:
-    """The announcements an agent still counts: for ports whose destination is this chassis
-    and whose VIF (the one the VM announced itself on) is still here."""
-    return frozenset(p for p in activated if destinations.get(p) == me and p in vifs)
-
-
 def records_activation(claim: ClaimReport | None) -> bool:
     """Whether an agent may write an announcement into its claim."""
     return claim is not None and claim.role == DESTINATION and claim.activated is None
-
-
-def learned_bookkeeping(
-    may_have_learned: frozenset[tuple[int, int]],
-    roles: Mapping[tuple[int, int], LocalRole],
-) -> tuple[frozenset[tuple[int, int]], frozenset[tuple[int, int]]]:
-    """(learned flows to delete now, ports that may hold learned flows afterwards).
-
-    Learned flows exist only to carry a pending port through its activation: they are
-    deleted (with the bundle that installs the port's normal flows) as soon as the port is
-    anything but PENDING here. An ACTIVATED port may hold some even if this agent never
-    saw them appear (they may have been learned while it was reconnecting)."""
-    pending = frozenset(k for k, role in roles.items() if role is LocalRole.PENDING)
-    activated = frozenset(k for k, role in roles.items() if role is LocalRole.ACTIVATED)
-    candidates = may_have_learned | activated
-    stale = candidates - pending
-    return stale, (candidates - stale) | pending

@@ -241,11 +241,16 @@ def check_flow(flow: Flow) -> Flow:
     return flow
 
 
-def _mac_winners(ports: Iterable[PortView]) -> dict[tuple[int, int], str]:
+def port_macs(port: PortView) -> tuple[int, ...]:
+    """The MACs a port's addresses give it (unicast ones; the others are refused)."""
+    return parse_network(port.addresses, ()).macs
+
+
+def mac_winners(ports: Iterable[PortView]) -> dict[tuple[int, int], str]:
     """(datapath, MAC) -> the port that owns the MAC in L2 lookup (lowest key wins)."""
     winners: dict[tuple[int, int], str] = {}
     for port in sorted(ports, key=lambda p: (p.dp_key, p.key)):
-        for mac in parse_network(port.addresses, ()).macs:
+        for mac in port_macs(port):
             winners.setdefault((port.dp_key, mac), port.name)
     return winners
 
@@ -255,7 +260,7 @@ def duplicate_macs(ports: Iterable[PortView]) -> dict[str, str]:
     seen: dict[tuple[int, int], str] = {}
     problems: dict[str, str] = {}
     for port in sorted(ports, key=lambda p: (p.dp_key, p.key)):
-        for mac in parse_network(port.addresses, ()).macs:
+        for mac in port_macs(port):
             first = seen.setdefault((port.dp_key, mac), port.name)
             if first != port.name:
                 problems[port.name] = (
@@ -264,47 +269,72 @@ def duplicate_macs(ports: Iterable[PortView]) -> dict[str, str]:
     return problems
 
 
-class Compiler:
-    """compile_flows with a per-port cache: a port's flows depend only on the values passed
-    to _port_flows, so unchanged ports are not recompiled. Results equal compile_flows."""
+@dataclass(frozen=True)
+class PortInputs:
+    """Everything a port's flows depend on: equal inputs, equal flows."""
 
-    def __init__(self) -> None:
-        self._cache: dict[tuple[object, ...], tuple[Flow, ...]] = {}
+    port: PortView
+    role: LocalRole
+    vif: LocalVif | None  # the VIF here, if the port has a role here
+    remotes: tuple[int, ...]  # tunnel ofports its traffic goes to
+    macs: tuple[int, ...]  # the MACs it wins in its datapath's L2 lookup
 
-    def compile(self, view: ChassisView) -> FlowSet:
-        flows: list[Flow] = []
-        local_dps = _local_datapaths(view)
-        winners = _mac_winners(p for p in view.ports.values() if p.dp_key in local_dps)
-        by_dp: dict[int, list[PortView]] = {}
-        for port in view.ports.values():
-            if port.dp_key in local_dps:
-                by_dp.setdefault(port.dp_key, []).append(port)
-        cache: dict[tuple[object, ...], tuple[Flow, ...]] = {}
-        for dp_key, ports in sorted(by_dp.items()):
-            for port in ports:
-                role = view.role(port)
-                vif = view.vifs.get(port.name) if role is not LocalRole.NONE else None
-                remotes = _remote_targets(view, port, role)
-                macs = tuple(
-                    mac
-                    for mac in parse_network(port.addresses, ()).macs
-                    if winners.get((dp_key, mac)) == port.name
-                )
-                key = (port, role, vif, remotes, macs)
-                port_flows = self._cache.get(key)
-                if port_flows is None:  # checked once, when compiled
-                    port_flows = tuple(
-                        check_flow(f) for f in _port_flows(port, role, vif, remotes, macs)
-                    )
-                cache[key] = port_flows
-                flows.extend(port_flows)
-            flows.extend(check_flow(f) for f in _datapath_flows(view, dp_key, ports))
-        self._cache = cache
-        return FlowSet.of(flows)
+
+def port_inputs(view: ChassisView, port: PortView, macs: tuple[int, ...]) -> PortInputs:
+    role = view.role(port)
+    vif = view.vifs.get(port.name) if role is not LocalRole.NONE else None
+    return PortInputs(port, role, vif, remote_targets(view, port, role), macs)
+
+
+def port_flows(inputs: PortInputs) -> tuple[Flow, ...]:
+    """A port's flows, each checked against its table's declaration."""
+    return tuple(
+        check_flow(f)
+        for f in _port_flows(inputs.port, inputs.role, inputs.vif, inputs.remotes, inputs.macs)
+    )
+
+
+def flood_member(view: ChassisView, port: PortView) -> tuple[Action, ...] | None:
+    """How a flood of the port's datapath reaches the port here (None: it does not). A
+    flood outputs straight to the VIF of a port this chassis owns outside any migration,
+    and goes through OUTPUT (gate, hairpin check) for pending or migrating ports."""
+    vif = view.vifs.get(port.name)
+    if vif is None:
+        return None
+    role = view.role(port)
+    if role not in (LocalRole.OWNER, LocalRole.ACTIVATED, LocalRole.PENDING):
+        return None
+    if role is LocalRole.OWNER and port.destination is None:
+        return (Output(vif.ofport),)  # OVS never outputs to the in_port
+    return (Load(R_OUTPORT, port.key), Resubmit(Table.OUTPUT))
+
+
+def naming(view: ChassisView, port: PortView) -> tuple[str, ...]:
+    """The other chassis the port's owner or destination names (where a flood of its
+    datapath must go)."""
+    return tuple(sorted({c for c in (port.owner, port.destination) if c and c != view.chassis}))
 
 
 def compile_flows(view: ChassisView) -> FlowSet:
-    return Compiler().compile(view)
+    """The whole flow table of a chassis, from scratch. The agent keeps it up to date
+    incrementally (model.compiler); this is what that must always equal."""
+    flows: list[Flow] = []
+    local_dps = _local_datapaths(view)
+    local_ports = [p for p in view.ports.values() if p.dp_key in local_dps]
+    winners = mac_winners(local_ports)
+    for port in local_ports:
+        macs = tuple(m for m in port_macs(port) if winners[(port.dp_key, m)] == port.name)
+        flows.extend(port_flows(port_inputs(view, port, macs)))
+    for dp_key in sorted(local_dps):
+        ports = sorted((p for p in local_ports if p.dp_key == dp_key), key=lambda p: p.key)
+        members = [(p.key, a) for p in ports if (a := flood_member(view, p)) is not None]
+        remote = {c for p in ports for c in naming(view, p)}
+        flows.extend(
+            datapath_flows(
+                dp_key, members, sorted(view.tunnels[c] for c in remote if c in view.tunnels)
+            )
+        )
+    return FlowSet.of(flows)
 
 
 def _local_datapaths(view: ChassisView) -> set[int]:
@@ -312,7 +342,7 @@ def _local_datapaths(view: ChassisView) -> set[int]:
     return {p.dp_key for p in view.ports.values() if p.name in view.vifs}
 
 
-def _remote_targets(view: ChassisView, port: PortView, role: LocalRole) -> tuple[int, ...]:
+def remote_targets(view: ChassisView, port: PortView, role: LocalRole) -> tuple[int, ...]:
     """Tunnel ofports to send the port's traffic to: its owner and, during a migration, its
     destination -- minus this chassis. An activated destination no longer sends to the
     source: the VM runs here."""
@@ -552,7 +582,14 @@ def _activation_flows(
     return out
 
 
-def _datapath_flows(view: ChassisView, dp_key: int, ports: list[PortView]) -> list[Flow]:
+def datapath_flows(
+    dp_key: int,
+    members: Iterable[tuple[int, tuple[Action, ...]]],
+    remote_ofports: Iterable[int],
+) -> tuple[Flow, ...]:
+    """A datapath's own flows on a chassis: tunnel classification, the flood to `members`
+    (port key -> how the flood reaches it, in key order) and to the tunnels of the other
+    chassis hosting its ports."""
     c_dp = cookie(Kind.DATAPATH, dp_key)
     out: list[Flow] = []
     # From a tunnel: the VNI names the datapath.
@@ -565,19 +602,8 @@ def _datapath_flows(view: ChassisView, dp_key: int, ports: list[PortView]) -> li
             c_dp,
         )
     )
-    # Flood: every local port that may receive, then the other chassis.
-    local: list[list[Action]] = []
-    for port in sorted(ports, key=lambda p: p.key):
-        role = view.role(port)
-        vif = view.vifs.get(port.name)
-        if vif is None or role not in (LocalRole.OWNER, LocalRole.ACTIVATED, LocalRole.PENDING):
-            continue
-        if role is LocalRole.OWNER and port.destination is None:
-            local.append([Output(vif.ofport)])  # OVS never outputs to the in_port
-        else:
-            local.append([Load(R_OUTPORT, port.key), Resubmit(Table.OUTPUT)])
     chunks: list[list[Action]] = [[]]
-    for actions in local:
+    for _, actions in members:
         if len(chunks[-1]) + len(actions) > FLOOD_CHUNK:
             chunks.append([])
         chunks[-1].extend(actions)
@@ -598,19 +624,15 @@ def _datapath_flows(view: ChassisView, dp_key: int, ports: list[PortView]) -> li
         Flow(Table.L2_LOOKUP, 50, match(metadata=dp_key, eth_dst=multicast), tuple(flood), c_dp)
     )
     out.append(Flow(Table.L2_LOOKUP, 10, match(metadata=dp_key), tuple(flood), c_dp))
-    remote = set()
-    for port in ports:
-        for chassis in (port.owner, port.destination):
-            if chassis and chassis != view.chassis and chassis in view.tunnels:
-                remote.add(view.tunnels[chassis])
+    remote = sorted(set(remote_ofports))
     if remote:
         out.append(
             Flow(
                 Table.FLOOD_REMOTE,
                 100,
                 match(metadata=dp_key, reg10=(0, FLAG_FROM_TUNNEL)),
-                tuple(_tunnel_actions(dp_key, sorted(remote))),
+                tuple(_tunnel_actions(dp_key, remote)),
                 c_dp,
             )
         )
-    return out
+    return tuple(check_flow(f) for f in out)
