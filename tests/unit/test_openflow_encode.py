@@ -205,9 +205,6 @@ actions: st.SearchStrategy[Action] = st.one_of(
     loads(),
     st.builds(Resubmit, st.integers(0, encode.MAX_TABLE)),
     st.builds(Controller, st.binary(max_size=40), st.integers(0, 0xFFFF)),
-    st.integers(2, encode.MAX_CLAUSES).flatmap(
-        lambda n: st.builds(Conjunction, bits("conj_id"), st.integers(1, n), st.just(n))
-    ),
     st.builds(
         Learn,
         table=st.integers(0, encode.MAX_TABLE),
@@ -219,12 +216,20 @@ actions: st.SearchStrategy[Action] = st.one_of(
     ),
 )
 
+conjunctions = st.integers(2, encode.MAX_CLAUSES).flatmap(
+    lambda n: st.builds(Conjunction, bits("conj_id"), st.integers(1, n), st.just(n))
+)
+
 flows = st.builds(
     Flow,
     table=st.integers(0, encode.MAX_TABLE),
     priority=st.integers(0, 0xFFFF),
     match=matches(),
-    actions=st.lists(actions, max_size=6).map(tuple),
+    # A flow with conjunction actions has nothing else.
+    actions=st.one_of(
+        st.lists(actions, max_size=6).map(tuple),
+        st.lists(conjunctions, min_size=1, max_size=4).map(tuple),
+    ),
     cookie=st.integers(0, encode.ALL_ONES),
 )
 
@@ -263,8 +268,6 @@ def test_any_match_survives_os_ken(m: Match) -> None:
         Controller(b"x"),
         Controller(b"12345678"),
         Controller(b"123456789abcdefgh", max_len=128),
-        Conjunction(1, 1, 2),
-        Conjunction(0xFFFFFFFF, 64, 64),
         Learn(
             table=7,
             priority=1020,
@@ -289,6 +292,13 @@ def test_any_match_survives_os_ken(m: Match) -> None:
 def test_every_action_type_survives_the_wire(action: Action) -> None:
     flow = Flow(3, 100, match(in_port=1, eth_type=ETH_ARP), (action, Output(2)), cookie=0x42)
     assert wire_roundtrip(flow) == flow
+
+
+def test_conjunctive_flows_survive_the_wire() -> None:
+    clause = Flow(3, 100, match(reg14=1), (Conjunction(1, 1, 2), Conjunction(0xFFFFFFFF, 64, 64)))
+    conj = Flow(3, 100, match(conj_id=0xFFFFFFFF), (Output(2),))
+    assert wire_roundtrip(clause) == clause
+    assert wire_roundtrip(conj) == conj
 
 
 def test_a_flow_without_actions_has_no_instructions() -> None:
@@ -456,3 +466,8 @@ def test_switch_spellings_of_new_fields_decode_to_the_model_names() -> None:
     assert encode.decode_match(om) == match(
         eth_type=ETH_IPV6, ipv6_flabel=5, ip_proto=IPPROTO_TCP, tcp_src=80, tcp_flags=(2, 2)
     )
+
+
+def test_conjunctions_are_not_mixed_with_other_actions() -> None:
+    with pytest.raises(CodecError, match="no other actions"):
+        encode.encode_instructions([Conjunction(1, 1, 2), Output(1)])

@@ -476,6 +476,10 @@ def _decode_learn_spec(spec: Any) -> LearnSpec:
 
 
 def encode_instructions(actions: Iterable[Action]) -> list[Any]:
+    actions = tuple(actions)
+    conjunctions = sum(isinstance(a, Conjunction) for a in actions)
+    if conjunctions and conjunctions != len(actions):
+        raise CodecError("a flow with conjunction actions may have no other actions")
     encoded = [encode_action(a) for a in actions]
     if not encoded:
         return []
