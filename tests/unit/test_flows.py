@@ -95,3 +95,10 @@ def test_diff_is_exact_and_idempotent(before: list[Flow], after: list[Flow]) -> 
     assert apply_diff(installed, change) == desired
     assert not diff(desired, desired)
     assert not diff(apply_diff(installed, change), desired)
+
+
+def test_matches_order_exact_fields_before_masked_ones() -> None:
+    exact, masked = match(reg0=0), match(reg0=(0, 0xFF))
+    assert sorted([masked, exact]) == [exact, masked]
+    flows = [Flow(0, 1, masked, ()), Flow(0, 1, exact, ())]
+    assert FlowSet.of(flows).table(0) == [flows[1], flows[0]]

@@ -139,11 +139,21 @@ OFPP_CONTROLLER = 0xFFFFFFFD
 OFPP_LOCAL = 0xFFFFFFFE
 
 
-@dataclass(frozen=True, order=True)
+@functools.total_ordering
+@dataclass(frozen=True)
 class MatchField:
     name: str
     value: int
     mask: int | None = None
+
+    def __lt__(self, other: object) -> bool:
+        # An exact match (no mask) sorts before masked ones of the same field and value.
+        if not isinstance(other, MatchField):
+            return NotImplemented
+        return self._order() < other._order()
+
+    def _order(self) -> tuple[str, int, int]:
+        return self.name, self.value, -1 if self.mask is None else self.mask
 
     def __str__(self) -> str:
         if self.mask is None:

@@ -12,6 +12,7 @@ new Switch when learning.
 
 from __future__ import annotations
 
+import functools
 import struct
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
@@ -182,13 +183,19 @@ class Switch:
     flows: FlowSet
     learned: FlowSet = field(default_factory=FlowSet)
 
+    @functools.cached_property
+    def _tables(self) -> dict[int, tuple[Flow, ...]]:
+        # Sorted once: a switch is a value, and tests look many packets up in one.
+        tables = {f.table for f in self.flows} | {f.table for f in self.learned}
+        return {t: (*self.flows.table(t), *self.learned.table(t)) for t in tables}
+
     def lookup(self, table: int, fields: Mapping[str, int]) -> Flow | None:
         """The flow whose actions the packet runs in table, with OVS's conjunctive match:
         flows with conjunction actions are only candidates. When, at a priority above the
         best ordinary match, the packet matches a flow of every clause of a conjunction, OVS
         looks the packet up again among the ordinary flows with conj_id set to its id, and
         a match there wins; otherwise lower priorities are tried in turn."""
-        flows = (*self.flows.table(table), *self.learned.table(table))
+        flows = self._tables.get(table, ())
         best: Flow | None = None
         soft: list[Flow] = []
         for flow in flows:
