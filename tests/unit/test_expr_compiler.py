@@ -545,3 +545,21 @@ def test_a_frame_from_a_tcp_builder_reaches_an_acl_like_a_real_one() -> None:
     fields = packet_fields(frame, in_port=1)
     assert (info.dst_port, info.tcp_flags) == (fields["tcp_dst"], fields["tcp_flags"])
     assert struct.unpack("!H", frame[36:38]) == (22,)
+
+
+def test_hundreds_of_exceptions_leave_the_fewest_prefixes_outside_them() -> None:
+    # Kube-OVN's "allow a network except these addresses", with 300 exceptions.
+    exceptions = frozenset(f"10.0.{i // 200}.{i % 200}" for i in range(0, 600, 2))
+    ctx = MatchContext(address_sets={"allow": frozenset({"10.0.0.0/16"}), "except": exceptions})
+    compiled = compile_acl_match("ip4.src == $allow && ip4.src != $except", ctx)
+    sw = Switch(FlowSet.of([*compiled.flows(0, 1, (ALLOW,)), Flow(0, 0, match(), (DEFAULT,))]))
+    for address, expected in [
+        ("10.0.0.0", False),
+        ("10.0.0.1", True),
+        ("10.0.2.198", False),
+        ("10.0.2.199", True),
+        ("10.0.200.5", True),
+        ("10.1.0.1", False),
+    ]:
+        frame = packets.udp_datagram(A, B, ipaddress.IPv4Address(address), V4[2], 1, 2)
+        assert allowed(sw, frame) is expected, address

@@ -495,10 +495,18 @@ def _fewest_prefixes(low: int, high: int, start: int, bits: int) -> int:
     )
 
 
-@given(st.lists(st.tuples(st.integers(0, 63), st.integers(1, 63)), max_size=12))
-def test_reducing_alternatives_keeps_the_values_they_match(raw: list[tuple[int, int]]) -> None:
+@given(
+    st.lists(st.tuples(st.integers(0, 63), st.integers(1, 63)), max_size=12),
+    st.sampled_from([None, 6]),
+)
+def test_reducing_alternatives_keeps_the_values_they_match(
+    raw: list[tuple[int, int]], width: int | None
+) -> None:
+    if width is not None:  # prefixes of a 6-bit field
+        raw = [(v, 0x3F & ~((1 << (m % 7)) - 1)) for v, m in raw]
+        raw = [(v, m) for v, m in raw if m]
     atoms = [(v & m, m) for v, m in raw]
-    reduced = reduce(atoms)
+    reduced = reduce(atoms, width)
 
     def covered(alternatives: list[tuple[int, int]], x: int) -> bool:
         return any(x & m == v for v, m in alternatives)

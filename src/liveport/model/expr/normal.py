@@ -20,6 +20,7 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
 from liveport.model.expr.symbols import CROSSPRODUCT_FIELDS
+from liveport.model.flows import FIELD_BITS
 
 Atom = tuple[int, int]  # (value, mask)
 
@@ -103,14 +104,24 @@ def and_terms(a: Term, b: Term) -> Terms:
             hard[field] = mine
     clauses = {c.field: list(c.atoms) for c in a.clauses}
     for clause in b.clauses:
-        if clause.field in clauses:
-            ours = clauses[clause.field]
-            clauses[clause.field] = [
-                x for p in ours for q in clause.atoms if (x := intersect(p, q)) is not None
-            ]
-        else:
+        ours = clauses.get(clause.field)
+        if ours is None:
             clauses[clause.field] = list(clause.atoms)
+        else:
+            clauses[clause.field] = _intersect_all(clause.field, ours, list(clause.atoms))
     return _settle(hard, clauses)
+
+
+def _intersect_all(field: str, ours: list[Atom], theirs: list[Atom]) -> list[Atom]:
+    """The values both alternatives ours and theirs match."""
+    width = FIELD_BITS.get(field, 0)
+    if prefixes_only(ours, width) and prefixes_only(theirs, width):
+        # Ranges intersect in linear time (a set of addresses minus a few hundred
+        # exceptions would take minutes pairwise).
+        return from_ranges(
+            intersect_ranges(to_ranges(ours, width), to_ranges(theirs, width)), width
+        )
+    return [x for p in ours for q in theirs if (x := intersect(p, q)) is not None]
 
 
 def _settle(hard: dict[str, Atom], clauses: dict[str, list[Atom]]) -> Terms:
@@ -120,7 +131,7 @@ def _settle(hard: dict[str, Atom], clauses: dict[str, list[Atom]]) -> Terms:
         exact = hard.pop(field, None)
         if exact is not None:
             atoms = [x for a in atoms if (x := intersect(a, exact)) is not None]  # noqa: PLW2901
-        alternatives = reduce(atoms)
+        alternatives = reduce(atoms, FIELD_BITS.get(field))
         if not alternatives:
             return []
         if alternatives[0][1] == 0:
@@ -133,7 +144,7 @@ def _settle(hard: dict[str, Atom], clauses: dict[str, list[Atom]]) -> Terms:
 
 
 def _single(field: str, atoms: list[Atom]) -> Terms:
-    alternatives = reduce(atoms)
+    alternatives = reduce(atoms, FIELD_BITS.get(field))
     if not alternatives:
         return list(FALSE)
     if alternatives[0][1] == 0:
@@ -160,19 +171,28 @@ def intersect(a: Atom, b: Atom) -> Atom | None:
     return a[0] | b[0], a[1] | b[1]
 
 
-def reduce(atoms: Iterable[Atom]) -> list[Atom]:
-    """The fewest alternatives this procedure finds with the same union: no duplicates, none
-    covered by another, buddies (equal but for the lowest masked bit) merged. Sorted; an
-    atom with a zero mask (everything) comes alone."""
+def reduce(atoms: Iterable[Atom], width: int | None = None) -> list[Atom]:
+    """Alternatives with the same union, as few as this finds: when every mask is a prefix
+    of a width-bit field, the fewest prefixes (the union's ranges, each split into aligned
+    blocks); otherwise without duplicates, without atoms another covers, and with buddies
+    (equal but for the lowest masked bit) merged. Sorted; an atom with a zero mask
+    (everything) comes alone."""
     current = set(atoms)
-    while True:
-        merged = _merge_buddies(_drop_covered(current))
-        if merged == current:
-            break
-        current = merged
+    if width and prefixes_only(current, width):
+        current = set(from_ranges(to_ranges(current, width), width))  # minimal already
+    else:
+        current = _fixpoint(current)
     if any(mask == 0 for _, mask in current):
         return [(0, 0)]
     return sorted(current, key=lambda a: (a[1], a[0]))
+
+
+def _fixpoint(current: set[Atom]) -> set[Atom]:
+    while True:
+        merged = _merge_buddies(_drop_covered(current))
+        if merged == current:
+            return current
+        current = merged
 
 
 def _drop_covered(atoms: set[Atom]) -> set[Atom]:
@@ -204,4 +224,75 @@ def _merge_buddies(atoms: set[Atom]) -> set[Atom]:
             out.discard((value, mask))
             out.discard(buddy)
             out.add((value & ~low, mask & ~low))
+    return out
+
+
+# ----- prefixes as ranges ------------------------------------------------------------------
+
+
+def prefixes_only(atoms: Iterable[Atom], width: int) -> bool:
+    """Whether every mask is leading ones of a width-bit field (a CIDR prefix)."""
+    full = (1 << width) - 1
+    for _, mask in atoms:
+        hole = ~mask & full
+        if mask > full or hole & (hole + 1):
+            return False
+    return width > 0
+
+
+def to_ranges(atoms: Iterable[Atom], width: int) -> list[tuple[int, int]]:
+    """The union of prefix atoms as sorted, disjoint, non-adjacent [low, high] ranges."""
+    full = (1 << width) - 1
+    spans = sorted((value, value | (~mask & full)) for value, mask in atoms)
+    merged: list[tuple[int, int]] = []
+    for low, high in spans:
+        if merged and low <= merged[-1][1] + 1:
+            merged[-1] = (merged[-1][0], max(merged[-1][1], high))
+        else:
+            merged.append((low, high))
+    return merged
+
+
+def intersect_ranges(a: list[tuple[int, int]], b: list[tuple[int, int]]) -> list[tuple[int, int]]:
+    out = []
+    i = j = 0
+    while i < len(a) and j < len(b):
+        low, high = max(a[i][0], b[j][0]), min(a[i][1], b[j][1])
+        if low <= high:
+            out.append((low, high))
+        if a[i][1] < b[j][1]:
+            i += 1
+        else:
+            j += 1
+    return out
+
+
+def complement_ranges(ranges: list[tuple[int, int]], width: int) -> list[tuple[int, int]]:
+    """The values of a width-bit field outside sorted, disjoint ranges."""
+    out = []
+    low = 0
+    for start, end in ranges:
+        if start > low:
+            out.append((low, start - 1))
+        low = end + 1
+    if low <= (1 << width) - 1:
+        out.append((low, (1 << width) - 1))
+    return out
+
+
+def from_ranges(ranges: Iterable[tuple[int, int]], width: int) -> list[Atom]:
+    return [atom for low, high in ranges for atom in prefixes(low, high, width)]
+
+
+def prefixes(low: int, high: int, width: int) -> list[Atom]:
+    """The fewest (value, mask) prefixes of a width-bit field that cover exactly
+    [low, high]: from low, each time the largest aligned block that fits."""
+    full = (1 << width) - 1
+    out = []
+    while low <= high:
+        size = low & -low if low else 1 << width
+        while size > high - low + 1:
+            size >>= 1
+        out.append((low, full & ~(size - 1)))
+        low += size
     return out
