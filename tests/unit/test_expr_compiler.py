@@ -323,6 +323,13 @@ def test_not_equal_to_an_empty_set_is_true_for_every_packet_as_in_ovn(text: str)
     assert allowed(compile_switch(text), arp())
 
 
+def test_an_empty_set_is_a_constant_even_beside_comparisons_of_its_field() -> None:
+    # OVN adds ip4's prerequisite to the comparison only, not to the constant "true".
+    assert compile_acl_match("ip4.src != $empty || ip4.src == 10.0.0.1", CTX).matches_everything
+    compiled = compile_acl_match("ip4.src == $empty || ip4.src == 10.0.0.1", CTX)
+    assert describe(compiled) == ["eth_type=0x800 & ipv4_src=0xa000001"]
+
+
 def test_an_unknown_port_in_a_set_drops_only_that_port() -> None:
     sw = compile_switch('outport == {"p1", "nobody"} && ip4')
     assert allowed(sw, udp(1), reg15=1)

@@ -8,6 +8,8 @@ diff(installed, desired): deletes, then adds and modifications, in one bundle.
 Field values are integers (MACs and IP addresses too); the OpenFlow layer encodes them.
 Match prerequisites are checked when a flow is built, because ovs-ofctl silently drops a
 field whose prerequisites are missing and OVS rejects the whole bundle over the wire.
+Conjunction actions build OVS's conjunctive matches (see Conjunction and the conj_id field);
+liveport.model.expr compiles ACL matches into them.
 """
 
 from __future__ import annotations

@@ -154,7 +154,9 @@ class CompiledMatch:
         for term in self.terms:
             if use_conjunction and _pays(term):
                 if next_id is None or not 1 <= next_id < 1 << 32:
-                    raise ValueError(f"this match needs {self.n_conjunctions} conjunction ids")
+                    raise ValueError(
+                        f"this match needs {self.n_conjunctions} conjunction ids: pass conj_id"
+                    )
                 plans.extend(_conjunctive(term, next_id))
                 next_id += 1
             else:
@@ -304,13 +306,39 @@ class _Lowering:
             return self._compare(expr, negated, prereqs)
         # A subexpression over one symbol gets that symbol's prerequisites once (as OVN
         # does), so that "tcp.dst == {...}" stays one clause on tcp_dst.
-        unique = _unique_symbol(expr) if prereqs else None
+        unique = self._unique_symbol(expr) if prereqs else None
         inner = prereqs and unique is None
         parts = [self.lower(e, negated=negated, prereqs=inner) for e in expr.operands]
         result = conjoin(parts) if isinstance(expr, And) != negated else disjoin(parts)
         if unique is not None:
             result = conjoin([result, _prerequisites(unique)])
         return result
+
+    def _unique_symbol(self, expr: Expr) -> str | None:
+        """The one symbol every comparison in expr tests, if there is one. A comparison
+        with only empty sets is a constant, no comparison (as in OVN)."""
+        if isinstance(expr, Compare):
+            return None if self._empty(expr) else expr.field.name
+        if isinstance(expr, Not):
+            return self._unique_symbol(expr.operand)
+        if isinstance(expr, And | Or):
+            names = {self._unique_symbol(e) for e in expr.operands}
+            if len(names) == 1:
+                return names.pop()
+        return None
+
+    def _empty(self, node: Compare) -> bool:
+        """Whether node compares with empty sets only (an unknown name is not empty: it is
+        reported when the comparison is compiled)."""
+        for value in node.values:
+            contents: frozenset[str] | None = None
+            if isinstance(value, AddressSetRef):
+                contents = self.ctx.address_sets.get(value.name)
+            elif isinstance(value, PortGroupRef):
+                contents = self.ctx.port_groups.get(value.name)
+            if contents is None or contents:
+                return False
+        return True
 
     def _compare(self, node: Compare, negated: bool, prereqs: bool) -> Terms:
         op = INVERSE[node.op] if negated else node.op
@@ -379,19 +407,6 @@ class _Lowering:
             check_constant(fld, kind, constant, origin=ref.name)
             out.append(constant)
         return out
-
-
-def _unique_symbol(expr: Expr) -> str | None:
-    """The one symbol every comparison in expr tests, if there is one."""
-    if isinstance(expr, Compare):
-        return expr.field.name
-    if isinstance(expr, Not):
-        return _unique_symbol(expr.operand)
-    if isinstance(expr, And | Or):
-        names = {_unique_symbol(e) for e in expr.operands}
-        if len(names) == 1:
-            return names.pop()
-    return None
 
 
 @functools.lru_cache(maxsize=1024)
