@@ -4,7 +4,10 @@ reports, with the column it reports it at."""
 from __future__ import annotations
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
+from liveport.model.errors import InvalidInput
 from liveport.model.expr import (
     MatchContext,
     MatchSyntaxError,
@@ -444,6 +447,70 @@ def test_an_error_says_what_was_expected_and_found() -> None:
 
 
 def test_errors_are_invalid_input_for_the_cli() -> None:
-    from liveport.model.errors import InvalidInput  # noqa: PLC0415
-
     assert issubclass(MatchSyntaxError, InvalidInput)
+
+
+TOKENS = [
+    "ip4",
+    "tcp.dst",
+    "eth.src",
+    "inport",
+    "ct.est",
+    "==",
+    "!=",
+    "<",
+    "<=",
+    ">=",
+    "!",
+    "&&",
+    "||",
+    "(",
+    ")",
+    "{",
+    "}",
+    "[",
+    "]",
+    "..",
+    ",",
+    "0",
+    "1",
+    "80",
+    "0x1f",
+    "10.0.0.1/24",
+    "fe80::1",
+    "00:00:00:00:00:01",
+    '"p1"',
+    "$as4",
+    "@pg1",
+    "/*",
+    "*/",
+    "//",
+    "=",
+    "&",
+    ".",
+    "$",
+    "@",
+    '"',
+    "\n",
+    "²",
+    "é",
+    "1.2.3",
+    "0x",
+    "/",
+]
+
+
+@given(st.lists(st.sampled_from(TOKENS), max_size=12).map(" ".join))
+def test_any_token_soup_is_parsed_or_refused_with_a_match_error(text: str) -> None:
+    try:
+        compile_acl_match(text, CTX)
+    except MatchSyntaxError as exc:
+        assert 1 <= exc.column <= len(text) + 1
+
+
+@given(st.text(max_size=40))
+def test_any_text_is_parsed_or_refused_with_a_match_error(text: str) -> None:
+    try:
+        compile_acl_match(text, CTX)
+    except MatchSyntaxError as exc:
+        assert 1 <= exc.column <= len(text) + 1

@@ -93,6 +93,9 @@ _OPERATORS = (
 _ID_START = re.compile(r"[A-Za-z_]")
 _ID = re.compile(r"[A-Za-z_.][A-Za-z_.0-9]*")
 _MAC = re.compile(r"[0-9A-Fa-f]{2}(:[0-9A-Fa-f]{2}){5}")
+# ASCII only: str.isdigit() and isalnum() accept other scripts' digits, which int() refuses.
+_DIGITS = frozenset("0123456789")
+_ALNUM = _DIGITS | frozenset("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ")
 _HEX_THEN_COLON = re.compile(r"[0-9A-Fa-f]*:")
 
 
@@ -194,7 +197,7 @@ class Lexer:
 
     def _starts_number(self, start: int) -> bool:
         text = self.text
-        if text[start].isdigit() or text.startswith("::", start):
+        if text[start] in _DIGITS or text.startswith("::", start):
             return True
         # A MAC or IPv6 address may start with hex letters, but then a colon comes before
         # anything else: "fe80::1", "aa:bb:...". Names never have colons.
@@ -251,7 +254,7 @@ def _number_end(text: str, pos: int) -> int:
     saw_dot = False
     while pos < len(text):
         char = text[pos]
-        if char.isalnum() or (char == ":" and not saw_dot):
+        if char in _ALNUM or (char == ":" and not saw_dot):
             pos += 1
         elif char == "." and not text.startswith("..", pos):
             saw_dot = True
@@ -297,7 +300,7 @@ def _plain_number(text: str) -> tuple[int, Format]:
         raise NumberError("a number is missing")
     if _MAC.fullmatch(text):
         return int(text.replace(":", ""), 16), Format.MAC
-    if text.isdigit():
+    if all(c in _DIGITS for c in text):
         if text[0] == "0" and len(text) > 1:
             raise NumberError(f"decimal {text} must not have leading zeros")
         value = int(text)
