@@ -6,9 +6,10 @@ several clauses is either multiplied out or becomes a conjunctive match.
 
 Fields here are OpenFlow fields; a match on a field is an Atom (value, mask) with no value
 bits outside the mask and a non-zero mask (a zero mask matches everything, so it is never
-kept). Alternatives of a clause are kept minimal: duplicates and alternatives that another
-one covers are dropped, and two that differ only in their lowest masked bit merge into one
-(so a range's prefixes come out as few as possible).
+kept). Alternatives of a clause are kept few: when every mask is a prefix (as for
+addresses, ports and ranges), they are the fewest prefixes that cover their union, found
+and intersected as ranges of values; otherwise duplicates and alternatives that another
+one covers are dropped, and two that differ only in their lowest masked bit are merged.
 
 Fields other fields' prerequisites depend on (symbols.CROSSPRODUCT_FIELDS) never form a
 clause: their alternatives stay separate Terms, so each flow carries them.
