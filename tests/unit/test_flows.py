@@ -4,6 +4,7 @@ from hypothesis import strategies as st
 
 from liveport.model.flows import (
     ETH_ARP,
+    ETH_IPV4,
     ETH_IPV6,
     Flow,
     FlowError,
@@ -22,6 +23,35 @@ def test_prerequisites_are_enforced() -> None:
     with pytest.raises(FlowError, match="ipv6_nd_target"):
         match(eth_type=ETH_IPV6, ip_proto=58, ipv6_nd_target=1)
     match(eth_type=ETH_IPV6, ip_proto=58, icmpv6_type=136, ipv6_nd_target=1)
+
+
+@pytest.mark.parametrize(
+    ("fields", "message"),
+    [
+        ({"eth_type": ETH_IPV4, "tcp_dst": 22}, "tcp_dst needs ip_proto=0x6"),
+        ({"eth_type": ETH_IPV4, "ip_proto": 17, "tcp_dst": 22}, "tcp_dst needs ip_proto=0x6"),
+        ({"eth_type": ETH_IPV6, "ip_proto": 1, "icmpv4_type": 8}, "icmpv4_type needs"),
+        ({"eth_type": ETH_ARP, "nw_ttl": 1}, "nw_ttl needs eth_type=0x800 or eth_type=0x86dd"),
+        ({"vlan_pcp": 3}, "vlan_pcp needs vlan_vid=0x1000/0x1000"),
+        ({"vlan_vid": 5, "vlan_pcp": 3}, "vlan_pcp needs"),
+        ({"vlan_vid": (0, 0x1000), "vlan_pcp": 3}, "vlan_pcp needs"),
+        (
+            {"eth_type": ETH_IPV6, "ip_proto": 58, "icmpv6_type": 136, "ipv6_nd_sll": 1},
+            "ipv6_nd_sll needs icmpv6_type=0x87",
+        ),
+    ],
+)
+def test_new_fields_have_their_ovs_prerequisites(
+    fields: dict[str, int | tuple[int, int]], message: str
+) -> None:
+    with pytest.raises(FlowError, match=message):
+        match(**fields)
+
+
+def test_masked_prerequisites_accept_any_match_that_covers_them() -> None:
+    match(vlan_vid=(0x1000, 0x1000), vlan_pcp=3)
+    match(vlan_vid=0x1005, vlan_pcp=3)
+    match(eth_type=ETH_IPV4, ip_proto=6, tcp_dst=(0x100, 0xFF00), tcp_flags=(2, 2))
 
 
 def test_field_width_and_mask_checks() -> None:
@@ -65,3 +95,10 @@ def test_diff_is_exact_and_idempotent(before: list[Flow], after: list[Flow]) -> 
     assert apply_diff(installed, change) == desired
     assert not diff(desired, desired)
     assert not diff(apply_diff(installed, change), desired)
+
+
+def test_matches_order_exact_fields_before_masked_ones() -> None:
+    exact, masked = match(reg0=0), match(reg0=(0, 0xFF))
+    assert sorted([masked, exact]) == [exact, masked]
+    flows = [Flow(0, 1, masked, ()), Flow(0, 1, exact, ())]
+    assert FlowSet.of(flows).table(0) == [flows[1], flows[0]]

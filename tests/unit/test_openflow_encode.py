@@ -17,10 +17,16 @@ from liveport.model.flows import (
     ETH_IPV6,
     ETH_RARP,
     FIELD_BITS,
+    IPPROTO_ICMP,
     IPPROTO_ICMPV6,
+    IPPROTO_SCTP,
+    IPPROTO_TCP,
+    IPPROTO_UDP,
     OFPP_CONTROLLER,
     OFPP_IN_PORT,
+    VLAN_PRESENT,
     Action,
+    Conjunction,
     Controller,
     Flow,
     Learn,
@@ -79,12 +85,21 @@ def matches(draw: st.DrawFn) -> Match:
         st.sets(st.sampled_from(["eth_src", "eth_dst", "metadata", "tunnel_id", *REGS]), max_size=4)
     ):
         fields[name] = draw(maybe_masked(name))
-    family = draw(st.sampled_from(["l2", "ipv4", "arp", "ipv6", "icmpv6"]))
-    if family == "ipv4":
+    for name in draw(st.sets(st.sampled_from(["ct_state", "ct_mark", "ct_label"]), max_size=2)):
+        fields[name] = draw(maybe_masked(name))
+    if draw(st.booleans()):
+        fields["conj_id"] = draw(bits("conj_id"))
+    if draw(st.booleans()):
+        fields.update(draw(vlan()))
+    family = draw(st.sampled_from(["l2", "ipv4", "arp", "ipv6", "icmpv6", "l4"]))
+    if family in ("ipv4", "l4"):
         fields["eth_type"] = ETH_IPV4
         for name in draw(st.sets(st.sampled_from(["ipv4_src", "ipv4_dst"]))):
             fields[name] = draw(maybe_masked(name))
-        if draw(st.booleans()):
+        if family == "l4":
+            fields.update(draw(ip_extras()))
+            fields.update(draw(transport()))
+        elif draw(st.booleans()):
             fields["ip_proto"] = draw(bits("ip_proto"))
     elif family == "arp":
         fields["eth_type"] = draw(st.sampled_from([ETH_ARP, ETH_RARP]))
@@ -96,14 +111,54 @@ def matches(draw: st.DrawFn) -> Match:
         fields["eth_type"] = ETH_IPV6
         for name in draw(st.sets(st.sampled_from(["ipv6_src", "ipv6_dst"]))):
             fields[name] = draw(maybe_masked(name))
+        if draw(st.booleans()):
+            fields["ipv6_flabel"] = draw(maybe_masked("ipv6_flabel"))
         if family == "icmpv6":
             fields["ip_proto"] = IPPROTO_ICMPV6
-            fields["icmpv6_type"] = draw(st.sampled_from([1, 128, 135, 136]))
+            icmp_type = draw(st.sampled_from([1, 128, 135, 136]))
+            fields["icmpv6_type"] = icmp_type
             if draw(st.booleans()):
                 fields["icmpv6_code"] = draw(bits("icmpv6_code"))
-            if fields["icmpv6_type"] in (135, 136) and draw(st.booleans()):
+            if icmp_type in (135, 136) and draw(st.booleans()):
                 fields["ipv6_nd_target"] = draw(maybe_masked("ipv6_nd_target"))
+            lladdr = {135: "ipv6_nd_sll", 136: "ipv6_nd_tll"}.get(icmp_type)
+            if lladdr is not None and draw(st.booleans()):
+                fields[lladdr] = draw(maybe_masked(lladdr))
     return match(**fields)
+
+
+@st.composite
+def vlan(draw: st.DrawFn) -> dict[str, int | tuple[int, int]]:
+    if draw(st.booleans()):
+        return {"vlan_vid": draw(maybe_masked("vlan_vid"))}
+    # vlan_pcp needs the present bit of vlan_vid.
+    vid = draw(bits("vlan_vid")) | VLAN_PRESENT
+    return {"vlan_vid": vid, "vlan_pcp": draw(bits("vlan_pcp"))}
+
+
+@st.composite
+def ip_extras(draw: st.DrawFn) -> dict[str, int | tuple[int, int]]:
+    out: dict[str, int | tuple[int, int]] = {}
+    for name in draw(st.sets(st.sampled_from(["ip_dscp", "ip_ecn", "nw_ttl"]))):
+        out[name] = draw(bits(name))
+    if draw(st.booleans()):
+        out["ip_frag"] = draw(maybe_masked("ip_frag"))
+    return out
+
+
+@st.composite
+def transport(draw: st.DrawFn) -> dict[str, int | tuple[int, int]]:
+    proto = draw(st.sampled_from([IPPROTO_TCP, IPPROTO_UDP, IPPROTO_SCTP, IPPROTO_ICMP]))
+    prefix = {IPPROTO_TCP: "tcp", IPPROTO_UDP: "udp", IPPROTO_SCTP: "sctp"}.get(proto)
+    out: dict[str, int | tuple[int, int]] = {"ip_proto": proto}
+    if prefix is None:
+        for name in draw(st.sets(st.sampled_from(["icmpv4_type", "icmpv4_code"]))):
+            out[name] = draw(bits(name))
+        return out
+    names = [f"{prefix}_src", f"{prefix}_dst"] + (["tcp_flags"] if prefix == "tcp" else [])
+    for name in draw(st.sets(st.sampled_from(names))):
+        out[name] = draw(maybe_masked(name))
+    return out
 
 
 def fields_of_width(width_max: int) -> list[str]:
@@ -161,12 +216,20 @@ actions: st.SearchStrategy[Action] = st.one_of(
     ),
 )
 
+conjunctions = st.integers(2, encode.MAX_CLAUSES).flatmap(
+    lambda n: st.builds(Conjunction, bits("conj_id"), st.integers(1, n), st.just(n))
+)
+
 flows = st.builds(
     Flow,
     table=st.integers(0, encode.MAX_TABLE),
     priority=st.integers(0, 0xFFFF),
     match=matches(),
-    actions=st.lists(actions, max_size=6).map(tuple),
+    # A flow with conjunction actions has nothing else.
+    actions=st.one_of(
+        st.lists(actions, max_size=6).map(tuple),
+        st.lists(conjunctions, min_size=1, max_size=4).map(tuple),
+    ),
     cookie=st.integers(0, encode.ALL_ONES),
 )
 
@@ -229,6 +292,13 @@ def test_any_match_survives_os_ken(m: Match) -> None:
 def test_every_action_type_survives_the_wire(action: Action) -> None:
     flow = Flow(3, 100, match(in_port=1, eth_type=ETH_ARP), (action, Output(2)), cookie=0x42)
     assert wire_roundtrip(flow) == flow
+
+
+def test_conjunctive_flows_survive_the_wire() -> None:
+    clause = Flow(3, 100, match(reg14=1), (Conjunction(1, 1, 2), Conjunction(0xFFFFFFFF, 64, 64)))
+    conj = Flow(3, 100, match(conj_id=0xFFFFFFFF), (Output(2),))
+    assert wire_roundtrip(clause) == clause
+    assert wire_roundtrip(conj) == conj
 
 
 def test_a_flow_without_actions_has_no_instructions() -> None:
@@ -312,6 +382,11 @@ def test_matches_ovs_would_rewrite_are_refused(m: Match, message: str) -> None:
         (Learn(1, 1, 1, (LearnMatchField("eth_dst", "reg0"),)), "widths differ"),
         (Learn(1, 1 << 16, 1, ()), "priority"),
         (Learn(1, 1, 1, (LearnOutputField("eth_src"),)), "at most 32 bits"),
+        (Conjunction(1, 1, 1), "2..64"),
+        (Conjunction(1, 1, 65), "2..64"),
+        (Conjunction(1, 0, 2), "outside 1..2"),
+        (Conjunction(1, 3, 2), "outside 1..2"),
+        (Conjunction(1 << 32, 1, 2), "does not fit"),
     ],
     ids=repr,
 )
@@ -326,7 +401,7 @@ def test_unmodelled_things_from_the_switch_are_codec_errors() -> None:
     with pytest.raises(CodecError, match="not modelled"):
         encode.decode_instructions([ofpp.OFPInstructionGotoTable(3)])
     with pytest.raises(CodecError, match="not one liveport models"):
-        encode.decode_match(ofpp.OFPMatch(vlan_vid=5))
+        encode.decode_match(ofpp.OFPMatch(mpls_label=5))
     with pytest.raises(CodecError, match="in_port"):
         encode.decode_action(ofpp.NXActionResubmitTable(in_port=3, table_id=1))
 
@@ -348,3 +423,51 @@ def test_delete_by_cookie_never_wipes_the_table() -> None:
     assert (mod.table_id, mod.cookie, mod.cookie_mask) == (ofp.OFPTT_ALL, 0x1200, 0xFF00)
     with pytest.raises(CodecError, match="restrict"):
         encode.delete_by_cookie(0, 0)
+
+
+def test_conjunction_clauses_count_from_zero_on_the_wire() -> None:
+    act = encode.encode_action(Conjunction(7, 1, 2))
+    assert (act.id, act.clause, act.n_clauses) == (7, 0, 2)
+    assert str(Flow(0, 5, match(), (Conjunction(7, 1, 2),))).endswith("conjunction(7,1/2)")
+
+
+def test_fields_follow_their_prerequisites_in_an_encoded_match() -> None:
+    # OVS refuses a field whose prerequisites it has not read yet: nw_ttl and ip_frag are
+    # Nicira fields, numbered below eth_type, tcp_flags an experimenter field.
+    m = match(
+        eth_type=ETH_IPV4,
+        ip_proto=IPPROTO_TCP,
+        nw_ttl=64,
+        ip_frag=(0, 1),
+        tcp_flags=(2, 0x12),
+        tcp_dst=22,
+        reg14=3,
+        vlan_vid=VLAN_PRESENT | 5,
+        vlan_pcp=2,
+    )
+    names = [name for name, _ in encode.encode_match(m).items()]
+    for field in ("nw_ttl", "ip_frag", "ip_proto"):
+        assert names.index("eth_type") < names.index(field)
+    for field in ("tcp_flags", "tcp_dst"):
+        assert names.index("ip_proto") < names.index(field)
+    assert names.index("vlan_vid") < names.index("vlan_pcp")
+
+
+def test_switch_spellings_of_new_fields_decode_to_the_model_names() -> None:
+    om = ofpp.OFPMatch(
+        _ordered_fields=[
+            ("eth_type", ETH_IPV6),
+            ("ipv6_label", 5),
+            ("ip_proto", IPPROTO_TCP),
+            ("tcp_src_nxm", 80),
+            ("tcp_flags_nxm", (2, 2)),
+        ]
+    )
+    assert encode.decode_match(om) == match(
+        eth_type=ETH_IPV6, ipv6_flabel=5, ip_proto=IPPROTO_TCP, tcp_src=80, tcp_flags=(2, 2)
+    )
+
+
+def test_conjunctions_are_not_mixed_with_other_actions() -> None:
+    with pytest.raises(CodecError, match="no other actions"):
+        encode.encode_instructions([Conjunction(1, 1, 2), Output(1)])

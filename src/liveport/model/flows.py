@@ -8,6 +8,8 @@ diff(installed, desired): deletes, then adds and modifications, in one bundle.
 Field values are integers (MACs and IP addresses too); the OpenFlow layer encodes them.
 Match prerequisites are checked when a flow is built, because ovs-ofctl silently drops a
 field whose prerequisites are missing and OVS rejects the whole bundle over the wire.
+Conjunction actions build OVS's conjunctive matches (see Conjunction and the conj_id field);
+liveport.model.expr compiles ACL matches into them.
 """
 
 from __future__ import annotations
@@ -45,30 +47,92 @@ FIELD_BITS: Mapping[str, int] = {
     "ipv6_nd_target": 128,
     "tunnel_id": 64,
     **{f"reg{i}": 32 for i in range(16)},
+    # OpenFlow 1.3's VLAN fields, as OVS dumps them: vlan_vid carries the "present" bit
+    # (0x1000) above the 12-bit VID; vlan_pcp needs that bit set.
+    "vlan_vid": 13,
+    "vlan_pcp": 3,
+    "ip_dscp": 6,  # the DSCP value itself (OXM), not the TOS byte
+    "ip_ecn": 2,
+    "nw_ttl": 8,
+    "ip_frag": 2,  # bit 0: a fragment; bit 1: not the first fragment
+    "ipv6_flabel": 20,
+    "tcp_src": 16,
+    "tcp_dst": 16,
+    "tcp_flags": 12,
+    "udp_src": 16,
+    "udp_dst": 16,
+    "sctp_src": 16,
+    "sctp_dst": 16,
+    "icmpv4_type": 8,
+    "icmpv4_code": 8,
+    "ipv6_nd_sll": 48,
+    "ipv6_nd_tll": 48,
+    "ct_state": 32,
+    "ct_mark": 32,
+    "ct_label": 128,
+    "conj_id": 32,  # set only while OVS looks up the flow of a satisfied conjunction
 }
 
 ETH_IPV4 = 0x0800
 ETH_ARP = 0x0806
 ETH_RARP = 0x8035
 ETH_IPV6 = 0x86DD
+IPPROTO_ICMP = 1
+IPPROTO_TCP = 6
+IPPROTO_UDP = 17
 IPPROTO_ICMPV6 = 58
+IPPROTO_SCTP = 132
+VLAN_PRESENT = 0x1000  # OFPVID_PRESENT: the frame has an 802.1Q tag
+ICMPV6_NS = 135
+ICMPV6_NA = 136
 
-# field -> the alternatives of (field, value) sets one of which must be matched exactly.
-_PREREQUISITES: Mapping[str, tuple[Mapping[str, int], ...]] = {
-    "ip_proto": ({"eth_type": ETH_IPV4}, {"eth_type": ETH_IPV6}),
+# A prerequisite names a value a field must have: exactly (an int), or under a mask
+# ((value, mask)): the field must be matched on at least the mask's bits, with those values.
+Requirement = int | tuple[int, int]
+_IP = ({"eth_type": ETH_IPV4}, {"eth_type": ETH_IPV6})
+_ARP = ({"eth_type": ETH_ARP}, {"eth_type": ETH_RARP})
+
+# field -> the alternatives of requirements, one of which the match must meet (OVS checks
+# each field's own prerequisites, so chains such as tcp_dst -> ip_proto -> eth_type are
+# checked link by link).
+_PREREQUISITES: Mapping[str, tuple[Mapping[str, Requirement], ...]] = {
+    "ip_proto": _IP,
     "ipv4_src": ({"eth_type": ETH_IPV4},),
     "ipv4_dst": ({"eth_type": ETH_IPV4},),
     "ipv6_src": ({"eth_type": ETH_IPV6},),
     "ipv6_dst": ({"eth_type": ETH_IPV6},),
-    "arp_op": ({"eth_type": ETH_ARP}, {"eth_type": ETH_RARP}),
-    "arp_spa": ({"eth_type": ETH_ARP}, {"eth_type": ETH_RARP}),
-    "arp_tpa": ({"eth_type": ETH_ARP}, {"eth_type": ETH_RARP}),
-    "arp_sha": ({"eth_type": ETH_ARP}, {"eth_type": ETH_RARP}),
-    "arp_tha": ({"eth_type": ETH_ARP}, {"eth_type": ETH_RARP}),
+    "ipv6_flabel": ({"eth_type": ETH_IPV6},),
+    "ip_dscp": _IP,
+    "ip_ecn": _IP,
+    "nw_ttl": _IP,
+    "ip_frag": _IP,
+    "arp_op": _ARP,
+    "arp_spa": _ARP,
+    "arp_tpa": _ARP,
+    "arp_sha": _ARP,
+    "arp_tha": _ARP,
+    "tcp_src": ({"ip_proto": IPPROTO_TCP},),
+    "tcp_dst": ({"ip_proto": IPPROTO_TCP},),
+    "tcp_flags": ({"ip_proto": IPPROTO_TCP},),
+    "udp_src": ({"ip_proto": IPPROTO_UDP},),
+    "udp_dst": ({"ip_proto": IPPROTO_UDP},),
+    "sctp_src": ({"ip_proto": IPPROTO_SCTP},),
+    "sctp_dst": ({"ip_proto": IPPROTO_SCTP},),
+    "icmpv4_type": ({"eth_type": ETH_IPV4, "ip_proto": IPPROTO_ICMP},),
+    "icmpv4_code": ({"eth_type": ETH_IPV4, "ip_proto": IPPROTO_ICMP},),
     "icmpv6_type": ({"eth_type": ETH_IPV6, "ip_proto": IPPROTO_ICMPV6},),
     "icmpv6_code": ({"eth_type": ETH_IPV6, "ip_proto": IPPROTO_ICMPV6},),
-    "ipv6_nd_target": ({"icmpv6_type": 135}, {"icmpv6_type": 136}),
+    "ipv6_nd_target": ({"icmpv6_type": ICMPV6_NS}, {"icmpv6_type": ICMPV6_NA}),
+    "ipv6_nd_sll": ({"icmpv6_type": ICMPV6_NS},),
+    "ipv6_nd_tll": ({"icmpv6_type": ICMPV6_NA},),
+    "vlan_pcp": ({"vlan_vid": (VLAN_PRESENT, VLAN_PRESENT)},),
 }
+
+
+def prerequisites(field: str) -> tuple[Mapping[str, Requirement], ...]:
+    """The alternatives of requirements a match on field must meet (empty: none)."""
+    return _PREREQUISITES.get(field, ())
+
 
 # Reserved OpenFlow port numbers.
 OFPP_IN_PORT = 0xFFFFFFF8
@@ -77,11 +141,21 @@ OFPP_CONTROLLER = 0xFFFFFFFD
 OFPP_LOCAL = 0xFFFFFFFE
 
 
-@dataclass(frozen=True, order=True)
+@functools.total_ordering
+@dataclass(frozen=True)
 class MatchField:
     name: str
     value: int
     mask: int | None = None
+
+    def __lt__(self, other: object) -> bool:
+        # An exact match (no mask) sorts before masked ones of the same field and value.
+        if not isinstance(other, MatchField):
+            return NotImplemented
+        return self._order() < other._order()
+
+    def _order(self) -> tuple[str, int, int]:
+        return self.name, self.value, -1 if self.mask is None else self.mask
 
     def __str__(self) -> str:
         if self.mask is None:
@@ -137,16 +211,36 @@ def match(**fields: int | tuple[int, int]) -> Match:
 
 
 def check_prerequisites(m: Match) -> None:
-    exact = {f.name: f.value for f in m.fields if f.mask is None}
     for f in m.fields:
         alternatives = _PREREQUISITES.get(f.name)
-        if alternatives and not any(
-            all(exact.get(k) == v for k, v in alt.items()) for alt in alternatives
-        ):
+        if alternatives and not any(_meets(m, alt) for alt in alternatives):
             wanted = " or ".join(
-                ",".join(f"{k}={v:#x}" for k, v in alt.items()) for alt in alternatives
+                ",".join(f"{k}={_requirement_text(v)}" for k, v in alt.items())
+                for alt in alternatives
             )
             raise FlowError(f"match on {f.name} needs {wanted}")
+
+
+def _meets(m: Match, requirements: Mapping[str, Requirement]) -> bool:
+    for name, wanted in requirements.items():
+        f = m.get(name)
+        if f is None:
+            return False
+        if isinstance(wanted, int):
+            if f.mask is not None or f.value != wanted:
+                return False
+            continue
+        value, mask = wanted
+        have = f.mask if f.mask is not None else (1 << FIELD_BITS[name]) - 1
+        if have & mask != mask or f.value & mask != value:
+            return False
+    return True
+
+
+def _requirement_text(wanted: Requirement) -> str:
+    if isinstance(wanted, int):
+        return f"{wanted:#x}"
+    return f"{wanted[0]:#x}/{wanted[1]:#x}"
 
 
 # ----- actions ---------------------------------------------------------------------------
@@ -242,7 +336,20 @@ class Learn:
     hard_timeout: int = 0
 
 
-Action = Output | OutputReg | SetField | Load | Resubmit | Controller | Learn
+@dataclass(frozen=True, order=True)
+class Conjunction:
+    """Makes the flow one of the alternatives of dimension `clause` (1-based, as in
+    ovs-ofctl's conjunction(id, k/n)) of conjunctive flow `id` (NXAST_CONJUNCTION). A flow
+    with conjunctions has no other actions: when a packet has matched a flow of each of the
+    n_clauses dimensions at one priority, OVS looks the packet up again with conj_id = id
+    and runs that flow's actions instead."""
+
+    id: int
+    clause: int
+    n_clauses: int
+
+
+Action = Output | OutputReg | SetField | Load | Resubmit | Controller | Learn | Conjunction
 
 
 # ----- flows and flow sets -------------------------------------------------------------------
@@ -290,6 +397,8 @@ def _action_text(action: Action) -> str:
         return f"resubmit(,{action.table})"
     if isinstance(action, Controller):
         return f"controller(userdata={action.userdata.hex()})"
+    if isinstance(action, Conjunction):
+        return f"conjunction({action.id},{action.clause}/{action.n_clauses})"
     return f"learn(table={action.table},priority={action.priority},cookie={action.cookie:#x},...)"
 
 

@@ -1,21 +1,30 @@
 """A model of an OpenFlow switch running a FlowSet, for tests that ask what a packet does.
 
 It follows OVS's semantics for what liveport uses: highest-priority match per table (ties
-are a compile error, FlowSet refuses them), resubmit continues after the sub-table, output
-to the packet's own in_port is dropped, registers start at zero, learn installs a flow
-that later packets see, controller actions are recorded. Pure: a Switch is a value that
-returns a new Switch when learning.
+are a compile error, FlowSet refuses them), conjunctive matches (see lookup), resubmit
+continues after the sub-table, output to the packet's own in_port is dropped, registers
+start at zero, learn installs a flow that later packets see, controller actions are
+recorded. Fields are extracted from frames as OVS's flow_extract does for what liveport
+matches on; connection tracking is not modelled, so a caller that wants ct_state (or
+ct_mark, ct_label) sets it in the fields itself. Pure: a Switch is a value that returns a
+new Switch when learning.
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+import functools
+import struct
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 
+from liveport.model.errors import InvalidInput
 from liveport.model.flows import (
     FIELD_BITS,
+    VLAN_PRESENT,
+    Conjunction,
     Controller,
     Flow,
+    FlowError,
     FlowSet,
     Learn,
     LearnLoadValue,
@@ -30,41 +39,116 @@ from liveport.model.flows import (
     Resubmit,
     SetField,
 )
-from liveport.model.packets import ETH_ARP, ETH_IPV4, ETH_IPV6, ETH_RARP, Kind, decode
+from liveport.model.packets import (
+    ETH_ARP,
+    ETH_IPV4,
+    ETH_IPV6,
+    ETH_RARP,
+    ETH_VLAN,
+    IPPROTO_ICMP,
+    IPPROTO_ICMPV6,
+    IPPROTO_TCP,
+    IPPROTO_UDP,
+)
 
 MAX_DEPTH = 64
+IPPROTO_SCTP = 132
+IPPROTO_FRAGMENT = 44  # the IPv6 fragment extension header
+FRAG_ANY = 1  # ip_frag bits, as OVS numbers them
+FRAG_LATER = 2
+ND_NS, ND_NA = 135, 136
+ND_OPT_SOURCE_LL, ND_OPT_TARGET_LL = 1, 2
 
 
 def packet_fields(frame: bytes, in_port: int, tunnel_id: int = 0) -> dict[str, int]:
     """The match fields OVS would extract from frame arriving on in_port."""
-    info = decode(frame)
+    if len(frame) < 14:
+        raise InvalidInput(f"frame of {len(frame)} bytes is shorter than an Ethernet header")
+    (ethertype,) = struct.unpack("!H", frame[12:14])
     fields = {
         "in_port": in_port,
-        "eth_src": info.src.value,
-        "eth_dst": info.dst.value,
-        "eth_type": info.ethertype,
+        "eth_dst": int.from_bytes(frame[0:6], "big"),
+        "eth_src": int.from_bytes(frame[6:12], "big"),
         "tunnel_id": tunnel_id,
     }
-    if info.ethertype in (ETH_ARP, ETH_RARP) and len(frame) >= 42:
-        body = frame[14:]
+    body = frame[14:]
+    if ethertype == ETH_VLAN and len(body) >= 4:
+        tci, ethertype = struct.unpack("!HH", body[:4])
+        fields["vlan_vid"] = VLAN_PRESENT | tci & 0xFFF
+        fields["vlan_pcp"] = tci >> 13
+        body = body[4:]
+    fields["eth_type"] = ethertype
+    if ethertype in (ETH_ARP, ETH_RARP) and len(body) >= 28:
         fields["arp_op"] = int.from_bytes(body[6:8], "big")
         fields["arp_sha"] = int.from_bytes(body[8:14], "big")
         fields["arp_spa"] = int.from_bytes(body[14:18], "big")
         fields["arp_tha"] = int.from_bytes(body[18:24], "big")
         fields["arp_tpa"] = int.from_bytes(body[24:28], "big")
-    elif info.ethertype == ETH_IPV4 and info.src_ip is not None:
-        fields["ipv4_src"] = int(info.src_ip)
-        fields["ipv4_dst"] = int(info.dst_ip) if info.dst_ip is not None else 0
-        fields["ip_proto"] = frame[14 + 9]
-    elif info.ethertype == ETH_IPV6 and info.src_ip is not None:
-        fields["ipv6_src"] = int(info.src_ip)
-        fields["ipv6_dst"] = int(info.dst_ip) if info.dst_ip is not None else 0
-        fields["ip_proto"] = frame[14 + 6]
-        if info.kind is Kind.NA and info.target is not None:
-            fields["icmpv6_type"] = 136
-            fields["icmpv6_code"] = 0
-            fields["ipv6_nd_target"] = int(info.target)
+    elif ethertype == ETH_IPV4 and len(body) >= 20:
+        _ipv4_fields(body, fields)
+    elif ethertype == ETH_IPV6 and len(body) >= 40:
+        _ipv6_fields(body, fields)
     return fields
+
+
+def _ipv4_fields(body: bytes, fields: dict[str, int]) -> None:
+    ihl = (body[0] & 0x0F) * 4
+    fields["ipv4_src"] = int.from_bytes(body[12:16], "big")
+    fields["ipv4_dst"] = int.from_bytes(body[16:20], "big")
+    fields["ip_proto"] = body[9]
+    fields["ip_dscp"], fields["ip_ecn"] = body[1] >> 2, body[1] & 3
+    fields["nw_ttl"] = body[8]
+    (flags_offset,) = struct.unpack("!H", body[6:8])
+    more, offset = flags_offset & 0x2000, flags_offset & 0x1FFF
+    fields["ip_frag"] = (FRAG_ANY if more or offset else 0) | (FRAG_LATER if offset else 0)
+    if not offset:  # OVS leaves L4 fields zero in all but the first fragment
+        _transport_fields(body[9], body[ihl:], fields, ipv6=False)
+
+
+def _ipv6_fields(body: bytes, fields: dict[str, int]) -> None:
+    (first_word,) = struct.unpack("!I", body[:4])
+    traffic_class = first_word >> 20 & 0xFF
+    fields["ipv6_flabel"] = first_word & 0xFFFFF
+    fields["ip_dscp"], fields["ip_ecn"] = traffic_class >> 2, traffic_class & 3
+    fields["nw_ttl"] = body[7]
+    fields["ipv6_src"] = int.from_bytes(body[8:24], "big")
+    fields["ipv6_dst"] = int.from_bytes(body[24:40], "big")
+    proto, payload = body[6], body[40:]
+    fields["ip_frag"] = 0
+    if proto == IPPROTO_FRAGMENT and len(payload) >= 8:
+        (offset_flags,) = struct.unpack("!H", payload[2:4])
+        offset = offset_flags >> 3
+        fields["ip_frag"] = FRAG_ANY | (FRAG_LATER if offset else 0)
+        proto, payload = payload[0], (payload[8:] if not offset else b"")
+    fields["ip_proto"] = proto
+    _transport_fields(proto, payload, fields, ipv6=True)
+
+
+def _transport_fields(proto: int, l4: bytes, fields: dict[str, int], *, ipv6: bool) -> None:
+    ports = {IPPROTO_TCP: "tcp", IPPROTO_UDP: "udp", IPPROTO_SCTP: "sctp"}.get(proto)
+    if ports is not None and len(l4) >= 4:
+        fields[f"{ports}_src"], fields[f"{ports}_dst"] = struct.unpack("!HH", l4[:4])
+        if proto == IPPROTO_TCP and len(l4) >= 14:
+            fields["tcp_flags"] = struct.unpack("!H", l4[12:14])[0] & 0xFFF
+    elif proto == IPPROTO_ICMP and not ipv6 and len(l4) >= 2:
+        fields["icmpv4_type"], fields["icmpv4_code"] = l4[0], l4[1]
+    elif proto == IPPROTO_ICMPV6 and ipv6 and len(l4) >= 4:
+        fields["icmpv6_type"], fields["icmpv6_code"] = l4[0], l4[1]
+        if l4[0] in (ND_NS, ND_NA) and l4[1] == 0 and len(l4) >= 24:
+            _nd_fields(l4, fields)
+
+
+def _nd_fields(icmp: bytes, fields: dict[str, int]) -> None:
+    """Neighbour discovery: the target and the link-layer address option OVS extracts."""
+    fields["ipv6_nd_target"] = int.from_bytes(icmp[8:24], "big")
+    wanted, name = (
+        (ND_OPT_SOURCE_LL, "ipv6_nd_sll") if icmp[0] == ND_NS else (ND_OPT_TARGET_LL, "ipv6_nd_tll")
+    )
+    options = icmp[24:]
+    while len(options) >= 8 and options[1]:
+        if options[0] == wanted and options[1] == 1:
+            fields[name] = int.from_bytes(options[2:8], "big")
+        options = options[options[1] * 8 :]
 
 
 def matches(m: Match, fields: Mapping[str, int]) -> bool:
@@ -99,11 +183,34 @@ class Switch:
     flows: FlowSet
     learned: FlowSet = field(default_factory=FlowSet)
 
+    @functools.cached_property
+    def _tables(self) -> dict[int, tuple[Flow, ...]]:
+        # Sorted once: a switch is a value, and tests look many packets up in one.
+        tables = {f.table for f in self.flows} | {f.table for f in self.learned}
+        return {t: (*self.flows.table(t), *self.learned.table(t)) for t in tables}
+
     def lookup(self, table: int, fields: Mapping[str, int]) -> Flow | None:
+        """The flow whose actions the packet runs in table, with OVS's conjunctive match:
+        flows with conjunction actions are only candidates. When, at a priority above the
+        best ordinary match, the packet matches a flow of every clause of a conjunction, OVS
+        looks the packet up again among the ordinary flows with conj_id set to its id, and
+        a match there wins; otherwise lower priorities are tried in turn."""
+        flows = self._tables.get(table, ())
         best: Flow | None = None
-        for flow in (*self.flows.table(table), *self.learned.table(table)):
-            if matches(flow.match, fields) and (best is None or flow.priority > best.priority):
+        soft: list[Flow] = []
+        for flow in flows:
+            if not matches(flow.match, fields):
+                continue
+            if _is_conjunctive(flow):
+                soft.append(flow)
+            elif best is None or flow.priority > best.priority:
                 best = flow
+        floor = best.priority if best is not None else -1
+        for priority in sorted({f.priority for f in soft if f.priority > floor}, reverse=True):
+            for conj_id in _satisfied(f for f in soft if f.priority == priority):
+                found = _best_ordinary(flows, {**fields, "conj_id": conj_id})
+                if found is not None:
+                    return found
         return best
 
     def process(self, fields: Mapping[str, int]) -> tuple[Result, Switch]:
@@ -153,6 +260,38 @@ class Switch:
             run.learned.append(_learn(action, f))
         else:
             raise TypeError(f"unknown action {action!r}")
+
+
+def _is_conjunctive(flow: Flow) -> bool:
+    conjunctions = sum(isinstance(a, Conjunction) for a in flow.actions)
+    if conjunctions and conjunctions != len(flow.actions):
+        raise FlowError(f"conjunction actions mixed with others (OVS refuses it): {flow}")
+    return conjunctions > 0
+
+
+def _satisfied(flows: Iterable[Flow]) -> list[int]:
+    """Ids of the conjunctions whose every clause one of flows belongs to, ascending."""
+    seen: dict[int, set[int]] = {}
+    sizes: dict[int, int] = {}
+    for flow in flows:
+        for action in flow.actions:
+            assert isinstance(action, Conjunction)
+            seen.setdefault(action.id, set()).add(action.clause)
+            sizes[action.id] = action.n_clauses
+    return sorted(i for i, clauses in seen.items() if clauses == set(range(1, sizes[i] + 1)))
+
+
+def _best_ordinary(flows: Iterable[Flow], fields: Mapping[str, int]) -> Flow | None:
+    # The second lookup ignores conjunctive flows, as OVS's does (no recursion).
+    best: Flow | None = None
+    for flow in flows:
+        if (
+            matches(flow.match, fields)
+            and not _is_conjunctive(flow)
+            and (best is None or flow.priority > best.priority)
+        ):
+            best = flow
+    return best
 
 
 def _learn(action: Learn, fields: Mapping[str, int]) -> Flow:

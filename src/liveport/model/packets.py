@@ -1,9 +1,11 @@
 """Frames that VMs send in the lab and in tests, and a decoder for what they receive.
 
 Builds the announcements a migrating VM makes (QEMU's RARP, a guest's gratuitous ARP and
-IPv6 unsolicited Neighbor Advertisement), ordinary ARP, UDP datagrams that carry a
-sequence number and a send timestamp so captures can measure loss and delay, and checksummed
-UDP frames for DHCP. Pure: bytes in, bytes or frozen values out.
+IPv6 unsolicited Neighbor Advertisement), ordinary ARP, UDP datagrams that carry a sequence
+number and a send timestamp so captures can measure loss and delay, and the traffic that
+security-group rules tell apart: TCP segments, UDP datagrams and ICMP echoes over IPv4 or
+IPv6, optionally 802.1Q-tagged, and checksummed UDP frames for DHCP. Pure: bytes in,
+bytes or frozen values out.
 """
 
 from __future__ import annotations
@@ -11,7 +13,7 @@ from __future__ import annotations
 import ipaddress
 import struct
 from dataclasses import dataclass
-from enum import StrEnum
+from enum import IntFlag, StrEnum
 
 from liveport.model.addr import BROADCAST, IPAddress, Mac
 from liveport.model.errors import InvalidInput
@@ -20,11 +22,18 @@ ETH_IPV4 = 0x0800
 ETH_ARP = 0x0806
 ETH_RARP = 0x8035
 ETH_IPV6 = 0x86DD
+ETH_VLAN = 0x8100
 ARP_REQUEST = 1
 ARP_REPLY = 2
 RARP_REQUEST = 3
+IPPROTO_ICMP = 1
+IPPROTO_TCP = 6
 IPPROTO_UDP = 17
 IPPROTO_ICMPV6 = 58
+ICMP_ECHO_REPLY = 0
+ICMP_ECHO_REQUEST = 8
+ICMPV6_ECHO_REQUEST = 128
+ICMPV6_ECHO_REPLY = 129
 ICMPV6_NA = 136
 NA_FLAG_OVERRIDE = 0x20000000
 NA_FLAG_SOLICITED = 0x40000000
@@ -43,9 +52,26 @@ class Kind(StrEnum):
     RARP = "rarp"
     NA = "na"
     UDP = "udp"
+    TCP = "tcp"
+    ICMP = "icmp"
+    ICMPV6 = "icmpv6"
     IPV4 = "ipv4"
     IPV6 = "ipv6"
     OTHER = "other"
+
+
+class TcpFlags(IntFlag):
+    """The nine TCP flag bits, as OpenFlow's tcp_flags numbers them."""
+
+    FIN = 0x001
+    SYN = 0x002
+    RST = 0x004
+    PSH = 0x008
+    ACK = 0x010
+    URG = 0x020
+    ECE = 0x040
+    CWR = 0x080
+    NS = 0x100
 
 
 def _eth(dst: Mac, src: Mac, ethertype: int, payload: bytes) -> bytes:
@@ -105,10 +131,26 @@ def unsolicited_na(src: Mac, target: ipaddress.IPv6Address) -> bytes:
 
 
 def _ipv4_header(
-    src: ipaddress.IPv4Address, dst: ipaddress.IPv4Address, proto: int, payload_len: int
+    src: ipaddress.IPv4Address,
+    dst: ipaddress.IPv4Address,
+    proto: int,
+    payload_len: int,
+    *,
+    ttl: int = 64,
+    tos: int = 0,
 ) -> bytes:
     header = struct.pack(
-        "!BBHHHBBH4s4s", 0x45, 0, 20 + payload_len, 0, 0x4000, 64, proto, 0, src.packed, dst.packed
+        "!BBHHHBBH4s4s",
+        0x45,
+        tos,
+        20 + payload_len,
+        0,
+        0x4000,  # don't fragment
+        ttl,
+        proto,
+        0,
+        src.packed,
+        dst.packed,
     )
     csum = _checksum(header)
     return header[:10] + struct.pack("!H", csum) + header[12:]
@@ -170,6 +212,132 @@ def udp_seq(
     return _eth(dst, src, ETH_IPV4, _ipv4_header(src_ip, dst_ip, IPPROTO_UDP, len(udp)) + udp)
 
 
+def vlan_tagged(frame: bytes, vid: int, pcp: int = 0) -> bytes:
+    """frame with an 802.1Q tag (VLAN vid, priority pcp) after its MAC addresses."""
+    if not 0 <= vid < 1 << 12 or not 0 <= pcp < 1 << 3:
+        raise InvalidInput(f"VLAN {vid} priority {pcp}: a VID has 12 bits, a PCP 3")
+    return frame[:12] + struct.pack("!HH", ETH_VLAN, pcp << 13 | vid) + frame[12:]
+
+
+def _pseudo_header(src_ip: IPAddress, dst_ip: IPAddress, proto: int, length: int) -> bytes:
+    """What the TCP, UDP and ICMPv6 checksums cover besides the segment itself."""
+    if isinstance(src_ip, ipaddress.IPv4Address):
+        return src_ip.packed + dst_ip.packed + struct.pack("!BBH", 0, proto, length)
+    return src_ip.packed + dst_ip.packed + struct.pack("!I3xB", length, proto)
+
+
+def _ip_frame(
+    src: Mac,
+    dst: Mac,
+    src_ip: IPAddress,
+    dst_ip: IPAddress,
+    proto: int,
+    segment: bytes,
+    *,
+    ttl: int,
+    tos: int,
+    checksum_at: int | None,
+) -> bytes:
+    """An IPv4 or IPv6 frame (after the addresses' family) carrying segment, whose
+    checksum (if it has one at byte checksum_at) covers the pseudo-header."""
+    if src_ip.version != dst_ip.version:
+        raise InvalidInput(f"{src_ip} and {dst_ip} are not of one address family")
+    if not 0 <= ttl <= 0xFF or not 0 <= tos <= 0xFF:
+        raise InvalidInput(f"TTL {ttl} and TOS {tos} must each fit in a byte")
+    if checksum_at is not None:
+        csum = _checksum(_pseudo_header(src_ip, dst_ip, proto, len(segment)) + segment)
+        segment = segment[:checksum_at] + struct.pack("!H", csum) + segment[checksum_at + 2 :]
+    if isinstance(src_ip, ipaddress.IPv4Address) and isinstance(dst_ip, ipaddress.IPv4Address):
+        header = _ipv4_header(src_ip, dst_ip, proto, len(segment), ttl=ttl, tos=tos)
+        return _eth(dst, src, ETH_IPV4, header + segment)
+    first_word = 6 << 28 | tos << 20  # version, traffic class, flow label 0
+    header = struct.pack("!IHBB", first_word, len(segment), proto, ttl)
+    return _eth(dst, src, ETH_IPV6, header + src_ip.packed + dst_ip.packed + segment)
+
+
+def tcp_segment(
+    src: Mac,
+    dst: Mac,
+    src_ip: IPAddress,
+    dst_ip: IPAddress,
+    src_port: int,
+    dst_port: int,
+    flags: int = TcpFlags.SYN,
+    seq: int = 0,
+    ack: int = 0,
+    payload: bytes = b"",
+    *,
+    ttl: int = 64,
+    tos: int = 0,
+) -> bytes:
+    """A TCP segment over IPv4 or IPv6 (after the addresses), with a valid checksum."""
+    offset_flags = 5 << 12 | (flags & 0x1FF)  # a 20-byte header, no options
+    header = struct.pack("!HHIIHHHH", src_port, dst_port, seq, ack, offset_flags, 0xFFFF, 0, 0)
+    return _ip_frame(
+        src, dst, src_ip, dst_ip, IPPROTO_TCP, header + payload, ttl=ttl, tos=tos, checksum_at=16
+    )
+
+
+def udp_datagram(
+    src: Mac,
+    dst: Mac,
+    src_ip: IPAddress,
+    dst_ip: IPAddress,
+    src_port: int,
+    dst_port: int,
+    payload: bytes = b"",
+    *,
+    ttl: int = 64,
+    tos: int = 0,
+) -> bytes:
+    """A UDP datagram over IPv4 or IPv6, with a valid checksum."""
+    header = struct.pack("!HHHH", src_port, dst_port, 8 + len(payload), 0)
+    return _ip_frame(
+        src, dst, src_ip, dst_ip, IPPROTO_UDP, header + payload, ttl=ttl, tos=tos, checksum_at=6
+    )
+
+
+def icmp4_echo(
+    src: Mac,
+    dst: Mac,
+    src_ip: ipaddress.IPv4Address,
+    dst_ip: ipaddress.IPv4Address,
+    ident: int = 0,
+    seq: int = 0,
+    *,
+    reply: bool = False,
+    payload: bytes = b"",
+    ttl: int = 64,
+) -> bytes:
+    """An ICMPv4 echo request (or reply)."""
+    kind = ICMP_ECHO_REPLY if reply else ICMP_ECHO_REQUEST
+    message = struct.pack("!BBHHH", kind, 0, 0, ident, seq) + payload
+    message = message[:2] + struct.pack("!H", _checksum(message)) + message[4:]
+    return _ip_frame(
+        src, dst, src_ip, dst_ip, IPPROTO_ICMP, message, ttl=ttl, tos=0, checksum_at=None
+    )
+
+
+def icmp6_echo(
+    src: Mac,
+    dst: Mac,
+    src_ip: ipaddress.IPv6Address,
+    dst_ip: ipaddress.IPv6Address,
+    ident: int = 0,
+    seq: int = 0,
+    *,
+    reply: bool = False,
+    payload: bytes = b"",
+    hop_limit: int = 64,
+) -> bytes:
+    """An ICMPv6 echo request (or reply); its checksum covers the pseudo-header."""
+    kind = ICMPV6_ECHO_REPLY if reply else ICMPV6_ECHO_REQUEST
+    message = struct.pack("!BBHHH", kind, 0, 0, ident, seq) + payload
+    return _ip_frame(
+        src, dst, src_ip, dst_ip, IPPROTO_ICMPV6, message, ttl=hop_limit, tos=0, checksum_at=2
+    )
+
+
 @dataclass(frozen=True)
 class FrameInfo:
     """What a frame is, as far as the lab cares."""
@@ -185,6 +353,13 @@ class FrameInfo:
     sent_ns: int | None = None
     op: int | None = None  # ARP/RARP operation
     target: IPAddress | None = None  # ARP target IP or ND target
+    vlan_tci: int | None = None  # the 802.1Q tag's TCI, if the frame has one
+    ip_proto: int | None = None
+    src_port: int | None = None  # TCP or UDP
+    dst_port: int | None = None
+    tcp_flags: int | None = None
+    icmp_type: int | None = None  # ICMPv4 or ICMPv6
+    icmp_code: int | None = None
 
     def summary(self) -> str:
         text = f"{self.src} > {self.dst} {self.kind}"
@@ -194,6 +369,13 @@ class FrameInfo:
             text += f" {self.src_ip}"
             if self.dst_ip is not None:
                 text += f" > {self.dst_ip}"
+        if self.src_port is not None:
+            text += f" ports {self.src_port} > {self.dst_port}"
+        if self.tcp_flags is not None:
+            names = [flag.name or "" for flag in TcpFlags if flag & self.tcp_flags]
+            text += f" flags {'|'.join(names) or 'none'}"
+        if self.icmp_type is not None and self.kind is not Kind.NA:
+            text += f" type {self.icmp_type} code {self.icmp_code}"
         if self.target is not None and self.kind in (Kind.ARP, Kind.NA):
             text += f" who-has/is {self.target}"
         return text
@@ -210,7 +392,18 @@ class FrameInfo:
             value = getattr(self, name)
             if value is not None:
                 out[name] = str(value)
-        for name in ("seq", "sent_ns", "op"):
+        for name in (
+            "seq",
+            "sent_ns",
+            "op",
+            "vlan_tci",
+            "ip_proto",
+            "src_port",
+            "dst_port",
+            "tcp_flags",
+            "icmp_type",
+            "icmp_code",
+        ):
             value = getattr(self, name)
             if value is not None:
                 out[name] = value
@@ -224,9 +417,13 @@ def decode(frame: bytes) -> FrameInfo:
     dst, src = Mac.from_bytes(frame[0:6]), Mac.from_bytes(frame[6:12])
     (ethertype,) = struct.unpack("!H", frame[12:14])
     body = frame[14:]
+    vlan_tci = None
+    if ethertype == ETH_VLAN and len(body) >= 4:
+        vlan_tci, ethertype = struct.unpack("!HH", body[:4])
+        body = body[4:]
 
     def info(kind: Kind, **fields: object) -> FrameInfo:
-        return FrameInfo(dst, src, ethertype, kind, len(frame), **fields)  # type: ignore[arg-type]
+        return FrameInfo(dst, src, ethertype, kind, len(frame), vlan_tci=vlan_tci, **fields)  # type: ignore[arg-type]
 
     if ethertype in (ETH_ARP, ETH_RARP) and len(body) >= 28:
         op = struct.unpack("!H", body[6:8])[0]
@@ -240,18 +437,44 @@ def decode(frame: bytes) -> FrameInfo:
         ihl = (body[0] & 0x0F) * 4
         proto = body[9]
         sip, dip = ipaddress.IPv4Address(body[12:16]), ipaddress.IPv4Address(body[16:20])
-        l4 = body[ihl:]
-        if proto == IPPROTO_UDP and len(l4) >= 8 + _SEQ_PAYLOAD.size:
-            magic, seq, sent = _SEQ_PAYLOAD.unpack(l4[8 : 8 + _SEQ_PAYLOAD.size])
-            if magic == SEQ_MAGIC:
-                return info(Kind.UDP, src_ip=sip, dst_ip=dip, seq=seq, sent_ns=sent)
-        return info(Kind.UDP if proto == IPPROTO_UDP else Kind.IPV4, src_ip=sip, dst_ip=dip)
+        later_fragment = struct.unpack("!H", body[6:8])[0] & 0x1FFF != 0
+        l4 = b"" if later_fragment else body[ihl:]
+        kind, fields = _transport(proto, l4, Kind.IPV4)
+        return info(kind, src_ip=sip, dst_ip=dip, ip_proto=proto, **fields)
     if ethertype == ETH_IPV6 and len(body) >= 40:
         nxt = body[6]
         sip6, dip6 = ipaddress.IPv6Address(body[8:24]), ipaddress.IPv6Address(body[24:40])
         icmp = body[40:]
         if nxt == IPPROTO_ICMPV6 and len(icmp) >= 24 and icmp[0] == ICMPV6_NA:
             target = ipaddress.IPv6Address(icmp[8:24])
-            return info(Kind.NA, src_ip=sip6, dst_ip=dip6, target=target)
-        return info(Kind.IPV6, src_ip=sip6, dst_ip=dip6)
+            return info(
+                Kind.NA,
+                src_ip=sip6,
+                dst_ip=dip6,
+                target=target,
+                ip_proto=nxt,
+                icmp_type=icmp[0],
+                icmp_code=icmp[1],
+            )
+        kind, fields = _transport(nxt, body[40:], Kind.IPV6)
+        return info(kind, src_ip=sip6, dst_ip=dip6, ip_proto=nxt, **fields)
     return info(Kind.OTHER)
+
+
+def _transport(proto: int, l4: bytes, default: Kind) -> tuple[Kind, dict[str, int]]:
+    """What an IP packet's payload is, and its ports, TCP flags or ICMP type and code."""
+    if proto == IPPROTO_UDP and len(l4) >= 8:
+        sport, dport = struct.unpack("!HH", l4[:4])
+        fields = {"src_port": sport, "dst_port": dport}
+        if len(l4) >= 8 + _SEQ_PAYLOAD.size:
+            magic, seq, sent = _SEQ_PAYLOAD.unpack(l4[8 : 8 + _SEQ_PAYLOAD.size])
+            if magic == SEQ_MAGIC:
+                fields.update(seq=seq, sent_ns=sent)
+        return Kind.UDP, fields
+    if proto == IPPROTO_TCP and len(l4) >= 20:
+        sport, dport, _, _, offset_flags = struct.unpack("!HHIIH", l4[:14])
+        return Kind.TCP, {"src_port": sport, "dst_port": dport, "tcp_flags": offset_flags & 0x1FF}
+    icmp_kind = {IPPROTO_ICMP: Kind.ICMP, IPPROTO_ICMPV6: Kind.ICMPV6}.get(proto)
+    if icmp_kind is not None and len(l4) >= 4:
+        return icmp_kind, {"icmp_type": l4[0], "icmp_code": l4[1]}
+    return (Kind.UDP if proto == IPPROTO_UDP else default), {}

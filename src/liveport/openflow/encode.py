@@ -7,13 +7,15 @@ installed and then "differing" from what was asked:
 
 - Match values are our integers, converted to os-ken's user formats ("aa:bb:..", "10.0.0.1")
   by os-ken's own type descriptors; a mask travels as (value, mask). A zero mask is refused
-  (OVS drops the field), so is a mask on a field OVS cannot mask.
+  (OVS drops the field), so is a mask on a field OVS cannot mask. Fields are encoded after
+  their prerequisites (OVS checks them in order while it reads a match).
 - Nicira actions and learn specs name fields by their NXM header where one exists
   (eth_src -> eth_src_nxm), because that is how OVS re-encodes them in flow dumps; decoding
   accepts either spelling. in_port keeps its 32-bit OXM header (NXM_OF_IN_PORT has 16 bits).
 - Load is NXAST_REG_LOAD (OVS dumps it back as such); nbits=None is the whole field and the
   only spelling of it.
 - Controller(userdata) is NXAST_CONTROLLER2 with only the properties OVS itself would emit.
+- Conjunction(id, k, n) is NXAST_CONJUNCTION, whose clause counts from 0 on the wire.
 - All actions go in one APPLY_ACTIONS instruction; a flow without actions has none (drop).
 """
 
@@ -30,6 +32,7 @@ from liveport.model.flows import (
     FIELD_BITS,
     OFPP_CONTROLLER,
     Action,
+    Conjunction,
     Controller,
     Flow,
     FlowError,
@@ -46,6 +49,7 @@ from liveport.model.flows import (
     Resubmit,
     SetField,
     match,
+    prerequisites,
 )
 
 # os-ken objects carry no type information; these aliases say what a value is.
@@ -92,16 +96,64 @@ _NXM_NAME: Mapping[str, str] = {
     "icmpv6_type": "icmpv6_type_nxm",
     "icmpv6_code": "icmpv6_code_nxm",
     "ipv6_nd_target": "nd_target",
+    "ipv6_nd_sll": "nd_sll",
+    "ipv6_nd_tll": "nd_tll",
+    "ipv6_flabel": "ipv6_label",
+    "ip_ecn": "ip_ecn_nxm",
+    "tcp_src": "tcp_src_nxm",
+    "tcp_dst": "tcp_dst_nxm",
+    "tcp_flags": "tcp_flags_nxm",
+    "udp_src": "udp_src_nxm",
+    "udp_dst": "udp_dst_nxm",
+    "icmpv4_type": "icmpv4_type_nxm",
+    "icmpv4_code": "icmpv4_code_nxm",
     "tunnel_id": "tunnel_id_nxm",
 }
 _MODEL_NAME: Mapping[str, str] = {nxm: oxm for oxm, nxm in _NXM_NAME.items()}
 
-_OXM_ORDER: Mapping[str, int] = {
-    name: ofp.oxm_get_field_info_by_name(name)[0] for name in FIELD_BITS
+
+def _prerequisite_depth(field: str) -> int:
+    """How many links of prerequisites lead from field down to one without any."""
+    return max(
+        (1 + _prerequisite_depth(name) for alt in prerequisites(field) for name in alt),
+        default=0,
+    )
+
+
+def _oxm_number(field: str) -> int:
+    # An experimenter OXM (tcp_flags) is numbered by (experimenter, type); os-ken's own
+    # keyword constructor orders it by the experimenter id.
+    number = ofp.oxm_get_field_info_by_name(field)[0]
+    return int(number[0]) if isinstance(number, tuple) else int(number)
+
+
+# The order of fields in an encoded match. OVS checks each field's prerequisites as it
+# reads the match, so a field must come after the fields it depends on -- which OXM numbers
+# alone do not ensure (nw_ttl and ip_frag are Nicira fields, numbered below eth_type).
+_OXM_ORDER: Mapping[str, tuple[int, int]] = {
+    name: (_prerequisite_depth(name), _oxm_number(name)) for name in FIELD_BITS
 }
 
 # Fields OVS matches only exactly (a mask on them is a BAD_MASK error on the wire).
-UNMASKABLE = frozenset({"in_port", "eth_type", "ip_proto", "arp_op", "icmpv6_type", "icmpv6_code"})
+UNMASKABLE = frozenset(
+    {
+        "in_port",
+        "eth_type",
+        "ip_proto",
+        "arp_op",
+        "icmpv6_type",
+        "icmpv6_code",
+        "icmpv4_type",
+        "icmpv4_code",
+        "vlan_pcp",
+        "ip_dscp",
+        "ip_ecn",
+        "nw_ttl",
+        "conj_id",
+    }
+)
+# Conjunctive flows have 2..64 dimensions (OVS refuses others).
+MAX_CLAUSES = 64
 
 
 class CodecError(FlowError):
@@ -246,7 +298,21 @@ def encode_action(action: Action) -> OFPAction:
         return ofpp.NXActionResubmitTable(in_port=NX_IN_PORT, table_id=action.table)
     if isinstance(action, Controller):
         return _encode_controller(action)
+    if isinstance(action, Conjunction):
+        return _encode_conjunction(action)
     return _encode_learn(action)
+
+
+def _encode_conjunction(action: Conjunction) -> OFPAction:
+    if not 2 <= action.n_clauses <= MAX_CLAUSES:
+        raise CodecError(f"conjunction with {action.n_clauses} clauses: 2..{MAX_CLAUSES} allowed")
+    if not 1 <= action.clause <= action.n_clauses:
+        raise CodecError(f"conjunction clause {action.clause} is outside 1..{action.n_clauses}")
+    _check_value("conj_id", action.id)
+    # The wire counts clauses from 0; ovs-ofctl (and Conjunction) from 1.
+    return ofpp.NXActionConjunction(
+        clause=action.clause - 1, n_clauses=action.n_clauses, id_=action.id
+    )
 
 
 def _check_table(table: int) -> None:
@@ -333,6 +399,8 @@ def decode_action(act: OFPAction) -> Action:
         return _decode_controller(act)
     if isinstance(act, ofpp.NXActionLearn):
         return _decode_learn(act)
+    if isinstance(act, ofpp.NXActionConjunction):
+        return Conjunction(act.id, act.clause + 1, act.n_clauses)
     raise CodecError(f"action {type(act).__name__} is not modelled")
 
 
@@ -408,6 +476,10 @@ def _decode_learn_spec(spec: Any) -> LearnSpec:
 
 
 def encode_instructions(actions: Iterable[Action]) -> list[Any]:
+    actions = tuple(actions)
+    conjunctions = sum(isinstance(a, Conjunction) for a in actions)
+    if conjunctions and conjunctions != len(actions):
+        raise CodecError("a flow with conjunction actions may have no other actions")
     encoded = [encode_action(a) for a in actions]
     if not encoded:
         return []
