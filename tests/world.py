@@ -22,7 +22,7 @@ from liveport.agent import step as agent_step
 from liveport.agent.step import Config, Inputs, Memory, Outcome, announce
 from liveport.model import cookies, packets
 from liveport.model.addr import Mac
-from liveport.model.binding import ClaimReport, LocalRole
+from liveport.model.binding import ClaimReport, LocalRole, claim_report
 from liveport.model.catalogue import supported_modes
 from liveport.model.cookies import Kind
 from liveport.model.flows import FlowSet, apply_diff
@@ -85,7 +85,7 @@ class Claim:
     activated: int | None = None
 
     def report(self, chassis: str) -> ClaimReport:
-        return ClaimReport(chassis, self.role, self.installed, self.activated)
+        return claim_report(chassis, self.role, self.installed, self.activated)
 
 
 @dataclass
@@ -301,13 +301,17 @@ class World:
             1, tables, connected=True, acked_conditions={"Port_Binding": state.applied or [False]}
         )
 
-    def agent_run(self, chassis: str) -> None:
-        """One pass of the agent, as agent.Agent._pass does it."""
+    def agent_run(self, chassis: str, *, connected: bool = True) -> None:
+        """One pass of the agent, as agent.Agent._pass does it (with connected=False: while
+        its SB connection is down; the rows changed until then are handed over all the
+        same, as the agent's change log does)."""
         state = self.agents[chassis]
         if state.requested is not None:
             state.applied = state.requested  # the server's answer came before this pass
         self._sync_vifs(chassis)
         ovs, sb = self.ovs_db[chassis].snapshot(), self.sb_view(chassis)
+        if not connected:
+            sb = Snapshot(sb.seqno, sb._tables, connected=False)
         self.clock += 1
         inputs = Inputs(
             ovs,

@@ -7,14 +7,16 @@ from dataclasses import dataclass, field
 import pytest
 
 from liveport.model.binding import (
-    ClaimReport,
+    DESTINATION,
+    MAIN,
     LocalRole,
     PortState,
-    VifReport,
     arbitrate,
     claim_changes,
+    claim_report,
     decide_binding,
     records_activation,
+    vif_report,
 )
 
 ALL = frozenset({"hv1", "hv2", "hv3"})
@@ -376,7 +378,7 @@ CASES = [
 @pytest.mark.parametrize("case", CASES, ids=[c.name for c in CASES])
 def test_arbitrate(case: Case) -> None:
     claims = {
-        c: ClaimReport(
+        c: claim_report(
             c, "destination" if c in (case.destination, "hv2") else "main", activated=1000
         )
         for c in case.activated
@@ -385,7 +387,7 @@ def test_arbitrate(case: Case) -> None:
         requested=case.requested,
         destination=case.destination,
         current_owner=case.owner,
-        vifs={c: VifReport(c, status) for c, status in case.vifs.items()},
+        vifs={c: vif_report(c, status) for c, status in case.vifs.items()},
         claims=claims,
         alive=case.alive,
         registered=case.registered,
@@ -419,7 +421,7 @@ def test_decide_binding(
     inputs: tuple[str | None, str | None, bool, bool, bool], role: LocalRole
 ) -> None:
     owner, dest, has_vif, claim_activated, local = inputs
-    claim = ClaimReport("hv2", "destination", activated=5 if claim_activated else None)
+    claim = claim_report("hv2", "destination", activated=5 if claim_activated else None)
     assert (
         decide_binding(
             me="hv2",
@@ -434,30 +436,30 @@ def test_decide_binding(
 
 def test_claim_changes() -> None:
     existing = {
-        "hv1": ClaimReport("hv1", "main", "owner"),
-        "hv2": ClaimReport("hv2", "destination", "pending", activated=5),
-        "hv3": ClaimReport("hv3", "destination"),
+        "hv1": claim_report("hv1", "main", "owner"),
+        "hv2": claim_report("hv2", "destination", "pending", activated=5),
+        "hv3": claim_report("hv3", "destination"),
     }
     # Completion: hv2 becomes main (its activation goes), hv1 and hv3 lose their claims.
-    changes = claim_changes(existing, {"hv2": "main"}, frozenset({"hv1", "hv2"}))
+    changes = claim_changes(existing, {"hv2": MAIN}, frozenset({"hv1", "hv2"}))
     assert changes.delete == {"hv1", "hv3"} and changes.new_role == {"hv2": "main"}
     assert not changes.insert and not changes.clear_activation
     # A late packet-in left an activation on a main claim: cleared.
-    late = {"hv2": ClaimReport("hv2", "main", "owner", activated=7)}
-    assert claim_changes(late, {"hv2": "main"}, frozenset({"hv2"})).clear_activation == {"hv2"}
+    late = {"hv2": claim_report("hv2", "main", "owner", activated=7)}
+    assert claim_changes(late, {"hv2": MAIN}, frozenset({"hv2"})).clear_activation == {"hv2"}
     # The destination's VIF went away: its activation no longer counts.
-    gone = claim_changes(existing, {"hv1": "main", "hv2": "destination"}, frozenset({"hv1"}))
+    gone = claim_changes(existing, {"hv1": MAIN, "hv2": DESTINATION}, frozenset({"hv1"}))
     assert gone.clear_activation == {"hv2"} and gone.delete == {"hv3"}
     # A new migration: a claim appears for the destination.
     fresh = claim_changes(
-        {"hv1": existing["hv1"]}, {"hv1": "main", "hv3": "destination"}, frozenset({"hv1"})
+        {"hv1": existing["hv1"]}, {"hv1": MAIN, "hv3": DESTINATION}, frozenset({"hv1"})
     )
     assert fresh.insert == {"hv3": "destination"} and bool(fresh)
-    assert not claim_changes({"hv1": existing["hv1"]}, {"hv1": "main"}, frozenset({"hv1"}))
+    assert not claim_changes({"hv1": existing["hv1"]}, {"hv1": MAIN}, frozenset({"hv1"}))
 
 
 def test_only_an_untouched_destination_claim_records_an_activation() -> None:
-    assert records_activation(ClaimReport("hv2", "destination"))
-    assert not records_activation(ClaimReport("hv2", "main"))
-    assert not records_activation(ClaimReport("hv2", "destination", activated=1))
+    assert records_activation(claim_report("hv2", "destination"))
+    assert not records_activation(claim_report("hv2", "main"))
+    assert not records_activation(claim_report("hv2", "destination", activated=1))
     assert not records_activation(None)

@@ -6,7 +6,7 @@ from __future__ import annotations
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from liveport.model.binding import ClaimReport
+from liveport.model.binding import MigrationState, claim_report
 from liveport.model.compiler import Dirty, FlowChange, FlowTable, compile_table
 from liveport.model.flows import FlowSet, apply_diff
 from liveport.model.logical import Strategy
@@ -43,13 +43,13 @@ def views(draw: st.DrawFn) -> ChassisView:
             addresses=(f"{mac} 10.0.{dp}.{key}",),
             owner=owner,
             destination=destination if destination != owner else None,
-            migration_state=draw(st.sampled_from((None, "pending", "activated"))),
+            migration_state=draw(st.sampled_from((None, *MigrationState))),
             strategy=frozenset(draw(st.sets(st.sampled_from(list(Strategy)), min_size=1))),
         )
     local = draw(st.sets(st.sampled_from(sorted(ports)))) if ports else set()
     claims = (
         {
-            name: ClaimReport(
+            name: claim_report(
                 ME,
                 draw(st.sampled_from(("main", "destination"))),
                 None,

@@ -14,7 +14,7 @@ from liveport.cli import doctor as doctor_cli
 from liveport.cli.main import main
 from liveport.cms import doctor
 from liveport.cms.doctor import Finding, Report, check, check_chassis, check_databases
-from liveport.model.binding import ClaimReport
+from liveport.model.binding import claim_report
 from liveport.model.catalogue import supported_modes
 from liveport.model.cookies import Kind, cookie
 from liveport.model.errors import InvalidInput
@@ -320,7 +320,7 @@ def hv1_flows() -> FlowSet:
         "hv1",
         {"vm1": 5},
         [port_view("vm1", 1, "hv1"), port_view("vm2", 2, "hv2")],
-        claims={"vm1": ClaimReport("hv1", "main", "owner")},
+        claims={"vm1": claim_report("hv1", "main", "owner")},
     )
 
 
@@ -402,8 +402,8 @@ def test_a_pending_destination_and_its_activation_in_the_datapath() -> None:
         port_view("vm2", 2, "hv2"),
     ]
     claims = {
-        "vm1": ClaimReport("hv2", "destination", "pending"),
-        "vm2": ClaimReport("hv2", "main", "owner"),
+        "vm1": claim_report("hv2", "destination", "pending"),
+        "vm2": claim_report("hv2", "main", "owner"),
     }
     pending = expected_flows("hv2", vifs, ports, claims=claims)
     assert any(f.cookie == cookie(Kind.ACTIVATION, 1, 1) for f in pending)

@@ -13,7 +13,7 @@ from pathlib import Path
 
 from liveport.model import cookies
 from liveport.model.addr import Mac
-from liveport.model.binding import ClaimReport
+from liveport.model.binding import MigrationState, claim_report
 from liveport.model.cookies import Kind, cookie
 from liveport.model.flows import FlowDiff, FlowSet, diff
 from liveport.model.pipeline import (
@@ -38,7 +38,7 @@ def pending_view(activated: frozenset[str] = frozenset()) -> ChassisView:
     ports = {
         "vm1": PortView(
             "vm1", DP, KEY, (f"{MAC} 10.0.0.1",), owner="hv1", destination="hv2",
-            migration_state="pending",
+            migration_state=MigrationState.PENDING,
         ),
         "vm2": PortView("vm2", DP, 2, ("00:00:00:00:00:02 10.0.0.2",), owner="hv2"),
     }  # fmt: skip
@@ -47,7 +47,7 @@ def pending_view(activated: frozenset[str] = frozenset()) -> ChassisView:
         vifs={"vm1": LocalVif("vm1", VIF_OFPORT), "vm2": LocalVif("vm2", 2)},
         tunnels={"hv1": 101},
         ports=ports,
-        claims={"vm1": ClaimReport("hv2", "destination")},
+        claims={"vm1": claim_report("hv2", "destination")},
         activated=activated,
     )
 

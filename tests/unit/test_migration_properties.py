@@ -554,6 +554,13 @@ class MigrationMachine(RuleBasedStateMachine):
         self.world.handle_packet_in(chassis)
 
     @rule(chassis=st.sampled_from(CHASSIS))
+    def agent_runs_cut_off(self, chassis: str) -> None:
+        """A pass while the agent's SB connection is down: it keeps its flows, and what
+        changed meanwhile is not lost."""
+        self._begin()
+        self.world.agent_run(chassis, connected=False)
+
+    @rule(chassis=st.sampled_from(CHASSIS))
     def agent_restarts(self, chassis: str) -> None:
         self._begin()
         self.world.restart_agent(chassis)

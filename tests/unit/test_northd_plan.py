@@ -6,7 +6,7 @@ from __future__ import annotations
 import uuid
 from typing import Any
 
-from liveport.northd.northd import plan
+from liveport.northd.northd import MacIndex, plan
 from liveport.ovsdb import schema
 
 from tests.snapshots import Db
@@ -36,11 +36,11 @@ class Net:
         self.sb.insert("Chassis_VIF", chassis="hv1", iface_id="vm1")
 
     def port(self, name: str = "vm1") -> dict[str, Any]:
-        """What northd would write into the port's binding."""
+        """The port's binding once northd's plan for it is applied."""
         nb, sb = self.nb.snapshot(), self.sb.snapshot()
-        written = plan(nb, sb, frozenset(ENCAP), {("port", name)}).written[name]
-        assert written is not None
-        return written
+        self.sb.transact(plan(nb, sb, frozenset(ENCAP), {("port", name)}).sb_ops)
+        row_uuid = self.sb.find("Port_Binding", logical_port=name)
+        return dict(self.sb.snapshot().table("Port_Binding")[row_uuid].data)
 
     def bind(self, name: str, switch: uuid.UUID) -> None:
         """The SB as northd left it: the port bound in `switch`'s datapath."""
@@ -113,3 +113,30 @@ def test_a_port_in_two_switches_stays_where_it_is_bound() -> None:
     net.bind("vm1", net.ls1)
     error = net.port()["status"]["error"]
     assert "binds it in ls1 only and ignores it in ls0" in error
+
+
+def test_a_shared_mac_is_reported_on_the_port_with_the_higher_key() -> None:
+    net = Net()
+    vm2 = net.nb.insert("Logical_Switch_Port", name="vm2", addresses={"00:00:00:00:00:01 10.0.0.2"})
+    net.nb.update("Logical_Switch", net.ls0, ports={net.vm1, vm2})
+    assert "error" not in net.port("vm1")["status"]
+    assert net.port("vm2")["status"]["error"] == (
+        "MAC 00:00:00:00:00:01 is already used by port vm1 of the switch"
+    )
+    # The same MAC in another switch is no duplicate.
+    net.nb.update("Logical_Switch", net.ls0, ports={net.vm1})
+    net.nb.update("Logical_Switch", net.ls1, ports={vm2})
+    assert "error" not in net.port("vm2")["status"]
+
+
+def test_the_mac_index_names_the_ports_a_change_affects() -> None:
+    index = MacIndex()
+    assert index.update("a", ["00:00:00:00:00:01 10.0.0.1"]) == set()
+    assert index.update("b", ["00:00:00:00:00:01 10.0.0.2"]) == {"a"}
+    assert index.update("c", ["00:00:00:00:00:03"]) == set()
+    assert index.sharing(1) == {"a", "b"}
+    # a takes c's MAC: b (its old MAC) and c (its new one) are affected.
+    assert index.update("a", ["00:00:00:00:00:03"]) == {"b", "c"}
+    assert index.update("c", None) == {"a"}
+    assert index.sharing(3) == {"a"} and index.sharing(1) == {"b"}
+    assert index.update("x", ["ff:ff:ff:ff:ff:ff"]) == set()  # not a unicast MAC: no entry

@@ -11,7 +11,7 @@ from hypothesis import strategies as st
 
 from liveport.model import cookies, packets
 from liveport.model.addr import Mac
-from liveport.model.binding import ClaimReport
+from liveport.model.binding import claim_report
 from liveport.model.compiler import Dirty, compile_table
 from liveport.model.cookies import Kind
 from liveport.model.flows import Flow, FlowError, FlowSet, apply_diff, diff, match
@@ -141,7 +141,7 @@ def _pending_switch(strategy: frozenset[Strategy] = frozenset(Strategy)) -> Swit
         port(2, "hv2"),
         port(3, "hv3"),
     ]
-    claims = {"vm1": ClaimReport("hv2", "destination")}
+    claims = {"vm1": claim_report("hv2", "destination")}
     return Switch(compile_flows(view("hv2", ports, {"vm1": 5, "vm2": 2}, claims=claims)))
 
 

@@ -21,7 +21,7 @@ import uuid
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 
-from liveport.model.binding import INCOMING, OUTGOING
+from liveport.model.binding import INCOMING, OUTGOING, MigrationStatus
 from liveport.model.catalogue import Catalogue
 from liveport.model.errors import InvalidInput
 from liveport.model.pipeline import LocalVif
@@ -137,9 +137,8 @@ def read_local(snap: Snapshot, identity: Identity) -> LocalState:
             if len(iface_id) > MAX_IFACE_ID or not iface_id.isprintable():
                 invalid.append(iface_id)  # the SB could not hold its report
                 continue
-            status = ids.get("migration-status")
-            if status not in (INCOMING, OUTGOING):
-                status = None
+            text = ids.get("migration-status")
+            status = MigrationStatus(text) if text in (INCOMING, OUTGOING) else None
             vif = LocalVif(iface_id, ofport, status)
             if iface_id in vifs:
                 duplicates.append(iface_id)

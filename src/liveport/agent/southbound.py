@@ -18,6 +18,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
 from liveport.agent.localswitch import Identity
+from liveport.model.binding import MigrationState
 from liveport.model.frozen import FrozenMap
 from liveport.model.logical import DEFAULT_STRATEGY, Strategy
 from liveport.model.pipeline import PortView
@@ -201,7 +202,7 @@ def port_view(pb: Row, dp: Row) -> PortView:
         port_security=tuple(sorted(pb["port_security"])),
         owner=pb["chassis"],
         destination=pb["migration_destination"],
-        migration_state=pb["migration_state"],
+        migration_state=MigrationState(pb["migration_state"]) if pb["migration_state"] else None,
         strategy=_strategy(pb["activation_strategy"]),
     )
 

@@ -34,7 +34,13 @@ from liveport.agent import localswitch, southbound
 from liveport.agent import vhost as agent_vhost
 from liveport.agent.localswitch import Identity, LocalState, VifModes
 from liveport.model import cookies
-from liveport.model.binding import ClaimReport, LocalRole, installed_state, records_activation
+from liveport.model.binding import (
+    ClaimReport,
+    LocalRole,
+    claim_report,
+    installed_state,
+    records_activation,
+)
 from liveport.model.catalogue import Catalogue
 from liveport.model.compiler import Dirty, FlowChange, FlowTable
 from liveport.model.cookies import Kind
@@ -114,6 +120,9 @@ class Memory:
     # What changed in steps that could not compile (the view was partial): looked at next.
     unsettled: frozenset[str] = frozenset()
     unsettled_tunnels: frozenset[str] = frozenset()
+    # A step saw a database disconnected: the changes it was given are not in the memory,
+    # so the next step reads everything again.
+    rescan: bool = False
 
     def connected(self, switch_flows: FlowSet) -> Memory:
         """A new OpenFlow connection: the switch holds switch_flows (dumped, with liveport's
@@ -168,7 +177,9 @@ def learning_ports(flows: Iterable[Flow]) -> set[PortKey]:
 def step(memory: Memory, inputs: Inputs) -> Outcome:
     """One pass of the agent (see the module's docstring)."""
     if not inputs.ovs.connected or not inputs.sb.connected:
-        return Outcome(memory)  # keep the installed flows; never act on a stale view
+        # Keep the installed flows; never act on a stale view. What changed meanwhile is
+        # read again, whole, once both databases are back.
+        return Outcome(dataclasses.replace(memory, rescan=True))
     return _Pass(memory, inputs).run()
 
 
@@ -181,7 +192,7 @@ class _Pass:
         self.events: list[str] = []
         self.dirty: set[str] = set()
         self.tunnels: frozenset[str] = frozenset()
-        self.everything = inputs.sb_changed is None or not memory.synced
+        self.everything = inputs.sb_changed is None or not memory.synced or memory.rescan
 
     def run(self) -> Outcome:
         m = self._local(self.start)
@@ -253,7 +264,7 @@ class _Pass:
         VIF, its vhost-user configuration or mode, what its guest negotiated) are dirty."""
         inp = self.inp
         local = m.local
-        if local is None or inp.ovs_changed is None or inp.ovs_changed:
+        if local is None or inp.ovs_changed is None or inp.ovs_changed or m.rescan:
             local = localswitch.read_local(inp.ovs, self.config.identity)
             if local.bridge_uuid is None:
                 raise AgentError(f"bridge {self.config.identity.bridge} does not exist")
@@ -517,6 +528,7 @@ class _Pass:
             learned=frozenset(pending_keys),
             unsettled=frozenset(),
             unsettled_tunnels=frozenset(),
+            rescan=False,
         )
         return m, change, names
 
@@ -627,7 +639,7 @@ def _view(sb: Snapshot, pb: Row) -> PortView | None:
 
 
 def _report(row: Row) -> ClaimReport:
-    return ClaimReport(row["chassis"], row["role"], row["installed"], row["activated"])
+    return claim_report(row["chassis"], row["role"], row["installed"], row["activated"])
 
 
 def _changed_keys(old: Mapping[str, object], new: Mapping[str, object]) -> set[str]:

@@ -22,12 +22,53 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from enum import StrEnum
 
-MAIN = "main"
-DESTINATION = "destination"
-INCOMING = "incoming"
-OUTGOING = "outgoing"
-PENDING = "pending"
-ACTIVATED = "activated"
+
+class ClaimRole(StrEnum):
+    """What a chassis' claim on a port is for (SB Port_Claim.role)."""
+
+    MAIN = "main"  # the chassis the NB requested (or that holds an unnamed port)
+    DESTINATION = "destination"  # the migration destination
+
+
+class MigrationState(StrEnum):
+    """Where a migration stands (SB Port_Binding.migration_state)."""
+
+    PENDING = "pending"  # the destination waits for the VM's announcement
+    ACTIVATED = "activated"  # the VM announced itself on the destination, which owns the port
+
+
+class MigrationStatus(StrEnum):
+    """What the hypervisor says of a VIF (Interface external_ids:migration-status, M6)."""
+
+    INCOMING = "incoming"
+    OUTGOING = "outgoing"
+
+
+class Installed(StrEnum):
+    """What a chassis has installed for its claim, after an OpenFlow barrier (M9)."""
+
+    OWNER = "owner"
+    PENDING = "pending"
+    STANDBY = "standby"
+
+
+MAIN, DESTINATION = ClaimRole.MAIN, ClaimRole.DESTINATION
+INCOMING, OUTGOING = MigrationStatus.INCOMING, MigrationStatus.OUTGOING
+PENDING, ACTIVATED = MigrationState.PENDING, MigrationState.ACTIVATED
+
+
+def claim_report(
+    chassis: str, role: str, installed: str | None = None, activated: int | None = None
+) -> ClaimReport:
+    """A Port_Claim row's columns as a ClaimReport (the schema admits only the enums' values)."""
+    return ClaimReport(
+        chassis, ClaimRole(role), Installed(installed) if installed else None, activated
+    )
+
+
+def vif_report(chassis: str, migration_status: str | None) -> VifReport:
+    """A Chassis_VIF row's columns as a VifReport."""
+    return VifReport(chassis, MigrationStatus(migration_status) if migration_status else None)
 
 
 @dataclass(frozen=True)
@@ -35,7 +76,7 @@ class VifReport:
     """A chassis has a VIF for the port (SB Chassis_VIF)."""
 
     chassis: str
-    migration_status: str | None = None  # incoming | outgoing (hypervisor-driven form, M6)
+    migration_status: MigrationStatus | None = None  # the hypervisor-driven form (M6)
 
 
 @dataclass(frozen=True)
@@ -43,8 +84,8 @@ class ClaimReport:
     """The state a named chassis reported for the port (SB Port_Claim)."""
 
     chassis: str
-    role: str  # main | destination
-    installed: str | None = None  # owner | pending | standby, after an OpenFlow barrier
+    role: ClaimRole
+    installed: Installed | None = None  # after an OpenFlow barrier
     activated: int | None = None  # when the chassis saw the VM's announcement (ms)
 
 
@@ -52,10 +93,10 @@ class ClaimReport:
 class Arbitration:
     owner: str | None
     destination: str | None
-    migration_state: str | None  # pending | activated | None
+    migration_state: MigrationState | None
     source: str | None = None  # where the VM is migrating from
     conflicts: frozenset[str] = frozenset()
-    claims: Mapping[str, str] = field(default_factory=dict)  # chassis -> role it may claim
+    claims: Mapping[str, ClaimRole] = field(default_factory=dict)  # chassis -> its claim
     reason: str = ""  # why the port is unbound, or why a VIF is ignored
 
 
@@ -125,7 +166,7 @@ def arbitrate(
         state = ACTIVATED if owner == dest else PENDING
     conflicts = frozenset(c for c in vifs if c not in (owner, dest, source))
 
-    wanted: dict[str, str] = {}
+    wanted: dict[str, ClaimRole] = {}
     main = requested if named else (source or owner)
     if main is not None and main != dest:
         wanted[main] = MAIN
@@ -246,7 +287,7 @@ class PortState:
 
     owner: str | None
     destination: str | None = None
-    migration_state: str | None = None
+    migration_state: MigrationState | None = None
 
 
 def decide_binding(
@@ -270,13 +311,13 @@ def decide_binding(
     return LocalRole.STANDBY
 
 
-def installed_state(role: LocalRole) -> str | None:
+def installed_state(role: LocalRole) -> Installed | None:
     """What an agent reports in its claim once the flows for role are installed (M9)."""
     return {
-        LocalRole.OWNER: "owner",
-        LocalRole.ACTIVATED: "owner",
-        LocalRole.PENDING: "pending",
-        LocalRole.STANDBY: "standby",
+        LocalRole.OWNER: Installed.OWNER,
+        LocalRole.ACTIVATED: Installed.OWNER,
+        LocalRole.PENDING: Installed.PENDING,
+        LocalRole.STANDBY: Installed.STANDBY,
     }.get(role)
 
 
@@ -287,9 +328,9 @@ def installed_state(role: LocalRole) -> str | None:
 class ClaimChanges:
     """What northd does to a port's Port_Claim rows after arbitrate()."""
 
-    insert: Mapping[str, str] = field(default_factory=dict)  # chassis -> role
+    insert: Mapping[str, ClaimRole] = field(default_factory=dict)  # chassis -> role
     delete: frozenset[str] = frozenset()
-    new_role: Mapping[str, str] = field(default_factory=dict)  # role change: state starts clean
+    new_role: Mapping[str, ClaimRole] = field(default_factory=dict)  # a new role starts clean
     clear_activation: frozenset[str] = frozenset()
 
     def __bool__(self) -> bool:
@@ -297,7 +338,7 @@ class ClaimChanges:
 
 
 def claim_changes(
-    existing: Mapping[str, ClaimReport], wanted: Mapping[str, str], vifs: frozenset[str]
+    existing: Mapping[str, ClaimReport], wanted: Mapping[str, ClaimRole], vifs: frozenset[str]
 ) -> ClaimChanges:
     """Exactly the chassis arbitrate() named hold a claim, each with its role. An
     announcement is kept only on a destination claim whose chassis still has the VIF: a late

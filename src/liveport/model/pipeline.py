@@ -44,7 +44,14 @@ from dataclasses import dataclass, field
 from enum import IntEnum
 
 from liveport.model.addr import BROADCAST, Mac
-from liveport.model.binding import ClaimReport, LocalRole, PortState, decide_binding
+from liveport.model.binding import (
+    ClaimReport,
+    LocalRole,
+    MigrationState,
+    MigrationStatus,
+    PortState,
+    decide_binding,
+)
 from liveport.model.cookies import Kind, cookie
 from liveport.model.flows import (
     ETH_ARP,
@@ -153,7 +160,7 @@ def parse_activation_userdata(data: bytes) -> Activation | None:
 class LocalVif:
     iface_id: str
     ofport: int
-    migration_status: str | None = None
+    migration_status: MigrationStatus | None = None
 
 
 @dataclass(frozen=True)
@@ -167,7 +174,7 @@ class PortView:
     port_security: tuple[str, ...] = ()
     owner: str | None = None
     destination: str | None = None
-    migration_state: str | None = None
+    migration_state: MigrationState | None = None
     strategy: frozenset[Strategy] = frozenset(Strategy)
 
     def __hash__(self) -> int:

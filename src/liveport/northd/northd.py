@@ -39,21 +39,22 @@ import socket
 import threading
 import time
 import uuid
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+from liveport.model.addr import Mac
 from liveport.model.binding import (
+    DESTINATION,
     Arbitration,
-    ClaimReport,
-    VifReport,
     arbitrate,
     claim_changes,
+    claim_report,
+    vif_report,
 )
 from liveport.model.clock import Clock, SystemClock
 from liveport.model.frozen import FrozenMap
 from liveport.model.logical import activation_strategy, parse_network, parse_options
-from liveport.model.pipeline import PortView, duplicate_macs
 from liveport.model.security import AUTHORITY, NORTHD_IDENTITY
 from liveport.model.untrusted import chassis_problem, note, valid_chassis_name
 from liveport.northd.liveness import Liveness
@@ -178,7 +179,11 @@ class Northd:
         self._alive: frozenset[str] = frozenset()
         self._unsupported = ""
         self._unusable: dict[str, str] = {}  # Chassis row -> why it cannot be used
-        self._written: dict[str, dict[str, Any]] = {}  # port -> what northd last wrote
+        # port -> a fingerprint of what northd last wrote into its binding (kept small:
+        # one int per port, not a copy of the row)
+        self._written: dict[str, int] = {}
+        self._urgent: set[Key] = set()  # ports whose destination just announced the VM
+        self._macs = MacIndex()
         self.active = False  # holds the NB lock and writes
         self.identity = config.name or f"{socket.gethostname()}:{os.getpid()}"
         self.batches = 0
@@ -247,10 +252,17 @@ class Northd:
         if not self._dirty:
             return False
         keys, self._dirty = self._dirty, set()
+        urgent, self._urgent = (keys & self._urgent) - {FULL}, set()
         try:
-            return self._reconcile(keys, nb, sb)
+            wrote = False
+            if urgent and FULL not in keys:
+                # Announcements first, in a batch of their own; the rest on what follows.
+                wrote = self._reconcile(urgent, nb, sb)
+                keys -= urgent
+                nb, sb = self.nb.snapshot(), self.sb.snapshot()
+            return self._reconcile(keys, nb, sb) or wrote if keys else wrote
         except BaseException:
-            self._dirty |= keys
+            self._dirty |= keys | urgent
             raise
 
     def _report_unusable_chassis(self, sb: Snapshot) -> None:
@@ -272,6 +284,8 @@ class Northd:
         prev = self._prev.get(db, snap)
         self._prev[db] = snap
         if change.reloaded:
+            if db == "nb":
+                self._macs = MacIndex.of(snap)
             return {FULL}
         keys: set[Key] = set()
         for table, uuids in change.changed.items():
@@ -292,6 +306,7 @@ class Northd:
                             keys.add(("port", lsp["name"]))
             elif table == "Logical_Switch_Port":
                 keys |= {("port", row["name"]) for row in rows}
+                keys |= {("port", name) for name in self._index_macs(rows, snap)}
             else:
                 keys.add(GLOBAL)
             return keys
@@ -305,6 +320,7 @@ class Northd:
                     keys.add(("port", name))
         elif table == "Port_Claim":
             keys |= {("port", row["logical_port"]) for row in rows}
+            self._note_activation(rows, snap)
         elif table == "Chassis_VIF":
             keys |= {("port", row["iface_id"]) for row in rows}
         elif table == "Datapath_Binding":
@@ -317,9 +333,33 @@ class Northd:
             keys.add(GLOBAL)
         return keys
 
+    def _note_activation(self, rows: list[Row], snap: Snapshot) -> None:
+        """A destination claim that just recorded the VM's announcement: its port is bound
+        ahead of everything else (M3: the handover is recorded as soon as possible)."""
+        current = snap.get("Port_Claim", rows[-1].uuid) if rows else None
+        if (
+            current is not None
+            and current["role"] == DESTINATION
+            and current["activated"] is not None
+            and (len(rows) < 2 or rows[0]["activated"] is None)
+        ):
+            self._urgent.add(("port", current["logical_port"]))
+
+    def _index_macs(self, rows: list[Row], snap: Snapshot) -> set[str]:
+        """Keeps the MAC index up to date with a changed port; returns the ports whose MAC
+        duplicates may change with it."""
+        affected: set[str] = set()
+        for row in rows:
+            current = snap.get("Logical_Switch_Port", row.uuid)
+            if current is None or current["name"] != row["name"]:
+                affected |= self._macs.update(row["name"], None)
+            if current is not None:
+                affected |= self._macs.update(current["name"], current["addresses"])
+        return affected
+
     def _is_own(self, row: Row) -> bool:
         written = self._written.get(row["logical_port"])
-        return written is not None and all(row.get(k) == v for k, v in written.items())
+        return written is not None and written == binding_fingerprint(row)
 
     def _chassis_keys(self, sb: Snapshot, name: str) -> set[Key]:
         """Ports whose arbitration depends on chassis `name`."""
@@ -336,7 +376,8 @@ class Northd:
         started = time.monotonic()
         if FULL in keys:
             keys = all_keys(nb, sb)
-        batch = plan(nb, sb, self._alive, keys)
+            self._macs = MacIndex.of(nb)
+        batch = plan(nb, sb, self._alive, keys, self._macs)
         if GLOBAL in keys:
             self._global(batch)
         computed = time.monotonic()
@@ -438,6 +479,46 @@ class Northd:
         return ", ".join(f"{t}: {n}" for t, n in sorted(counts.items()))
 
 
+class MacIndex:
+    """Which logical switch ports name each MAC in their addresses, so that a port's
+    duplicates are found without walking its switch. northd keeps one up to date from the
+    NB's changes; plan() builds one from the snapshot when it is not given any."""
+
+    def __init__(self) -> None:
+        self._ports: dict[int, set[str]] = {}
+        self._macs: dict[str, tuple[int, ...]] = {}
+
+    @classmethod
+    def of(cls, nb: Snapshot) -> MacIndex:
+        index = cls()
+        for lsp in nb.rows("Logical_Switch_Port"):
+            index.update(lsp["name"], lsp["addresses"])
+        return index
+
+    def update(self, name: str, addresses: Iterable[str] | None) -> set[str]:
+        """The port now has these addresses (None: it is gone); returns every port that
+        shares one of its old or new MACs (their duplicate status may change)."""
+        old = self._macs.pop(name, ())
+        new = parse_network(tuple(addresses), ()).macs if addresses is not None else ()
+        affected: set[str] = set()
+        for mac in old:
+            holders = self._ports.get(mac, set())
+            holders.discard(name)
+            affected |= holders
+            if not holders:
+                self._ports.pop(mac, None)
+        for mac in new:
+            holders = self._ports.setdefault(mac, set())
+            affected |= holders
+            holders.add(name)
+        if new:
+            self._macs[name] = new
+        return affected
+
+    def sharing(self, mac: int) -> frozenset[str]:
+        return frozenset(self._ports.get(mac, ()))
+
+
 def usable_chassis(sb: Snapshot) -> frozenset[str]:
     """Chassis that may hold ports and count for liveness and hv_cfg: registered, with a row
     fit to be used (a malformed name, host name or tunnel address makes a chassis unusable
@@ -460,11 +541,18 @@ def all_keys(nb: Snapshot, sb: Snapshot) -> set[Key]:
     return keys
 
 
-def plan(nb: Snapshot, sb: Snapshot, alive: frozenset[str], keys: set[Key]) -> Plan:
+def plan(
+    nb: Snapshot,
+    sb: Snapshot,
+    alive: frozenset[str],
+    keys: set[Key],
+    macs: MacIndex | None = None,
+) -> Plan:
     """What northd writes to bring the switches and ports named by `keys` in line (pure: the
-    snapshots are read, nothing is sent). `alive` is the chassis northd judges alive. The
-    global key (nb_cfg, liveness) needs northd's own state and is not planned here."""
-    batch = Plan(nb, sb, alive)
+    snapshots are read, nothing is sent). `alive` is the chassis northd judges alive, `macs`
+    the NB's MAC index (built from nb when not given). The global key (nb_cfg, liveness)
+    needs northd's own state and is not planned here."""
+    batch = Plan(nb, sb, alive, macs if macs is not None else MacIndex.of(nb))
     for key in sorted(k for k in keys if k[0] == "ls"):
         batch.datapath(key[1])
     for key in sorted(k for k in keys if k[0] == "port"):
@@ -480,6 +568,7 @@ class Plan:
     nb: Snapshot
     sb: Snapshot
     alive: frozenset[str]
+    macs: MacIndex
     sb_ops: list[Op] = field(default_factory=list)
     nb_ops: list[Op] = field(default_factory=list)
     nb_ports: set[str] = field(default_factory=set)
@@ -490,10 +579,9 @@ class Plan:
     _deleted_pbs: set[uuid.UUID] = field(default_factory=set)
     _moved_pbs: set[uuid.UUID] = field(default_factory=set)
     _deleted_dps: set[uuid.UUID] = field(default_factory=set)
-    _dup_cache: dict[int, dict[str, str]] = field(default_factory=dict)
     # port -> the Port_Binding values computed (None: deleted), except the datapath, which
     # may be a reference to a row inserted in this batch.
-    written: dict[str, dict[str, Any] | None] = field(default_factory=dict)
+    written: dict[str, int | None] = field(default_factory=dict)
 
     @functools.cached_property
     def registered(self) -> frozenset[str]:
@@ -603,7 +691,7 @@ class Plan:
                 f"the port is in {len(lss)} logical switches; liveport binds it in "
                 f"{_switch_name(ls)} only and ignores it in {', '.join(others)}"
             )
-        duplicate = self._duplicates(ls, dp_key).get(name)
+        duplicate = self._duplicate(lsp, ls)
         if duplicate:
             problems.append(duplicate)
 
@@ -615,7 +703,7 @@ class Plan:
             if pb is not None:
                 self._moved_pbs.add(pb.uuid)
         reports = {
-            c["chassis"]: ClaimReport(c["chassis"], c["role"], c["installed"], c["activated"])
+            c["chassis"]: claim_report(c["chassis"], c["role"], c["installed"], c["activated"])
             for c in claims
         }
         # Reports from rows whose chassis name is not a chassis name are not reports.
@@ -626,7 +714,7 @@ class Plan:
         ]
         # A VIF its chassis refused (e.g. a vhost-user mode it cannot honour) is not there.
         vifs = {
-            r["chassis"]: VifReport(r["chassis"], r["migration_status"])
+            r["chassis"]: vif_report(r["chassis"], r["migration_status"])
             for r in vif_rows
             if not r["status"].get("error")
         }
@@ -712,7 +800,7 @@ class Plan:
     def _write_binding(
         self, name: str, pb: Row | None, desired: dict[str, Any], result: Arbitration
     ) -> None:
-        self.written[name] = {k: v for k, v in desired.items() if k != "datapath"}
+        self.written[name] = binding_fingerprint(desired)
         if pb is None:
             self.sb_ops.append(
                 Insert("Port_Binding", {**_plain(desired), AUTHORITY: NORTHD_IDENTITY})
@@ -736,7 +824,7 @@ class Plan:
     ) -> None:
         rows = {c["chassis"]: c for c in claims}
         reports = {
-            c: ClaimReport(c, r["role"], r["installed"], r["activated"]) for c, r in rows.items()
+            c: claim_report(c, r["role"], r["installed"], r["activated"]) for c, r in rows.items()
         }
         changes = claim_changes(reports, result.claims, vifs)
         for chassis in sorted(changes.delete):
@@ -767,20 +855,26 @@ class Plan:
                 )
             )
 
-    def _duplicates(self, ls: Row, dp_key: int) -> dict[str, str]:
-        found = self._dup_cache.get(dp_key)
-        if found is None:
-            views = []
-            for port_uuid in ls["ports"]:
-                lsp = self.nb.get("Logical_Switch_Port", port_uuid)
-                if lsp is None:
-                    continue
-                pb = next(iter(self.sb.lookup("Port_Binding", "logical_port", lsp["name"])), None)
-                key = pb["tunnel_key"] if pb is not None else 1 << 20
-                views.append(PortView(lsp["name"], dp_key, key, tuple(sorted(lsp["addresses"]))))
-            found = duplicate_macs(views)
-            self._dup_cache[dp_key] = found
-        return found
+    def _duplicate(self, lsp: Row, ls: Row) -> str | None:
+        """Why the port's MAC is not its own in its switch: another port of the switch has
+        it and the lower tunnel key (an unbound port counts as the highest), or None."""
+        name = lsp["name"]
+        for mac in parse_network(tuple(lsp["addresses"]), ()).macs:
+            contenders = [(self._key_of(name), name)]
+            for other in self.macs.sharing(mac) - {name}:
+                if any(
+                    row.uuid in ls["ports"]
+                    for row in self.nb.lookup("Logical_Switch_Port", "name", other)
+                ):
+                    contenders.append((self._key_of(other), other))
+            winner = min(contenders)[1]
+            if winner != name:
+                return f"MAC {Mac(mac)} is already used by port {winner} of the switch"
+        return None
+
+    def _key_of(self, name: str) -> int:
+        pb = next(iter(self.sb.lookup("Port_Binding", "logical_port", name)), None)
+        return int(pb["tunnel_key"]) if pb is not None else 1 << 20
 
 
 def owner_vhost(claims: list[Row], owner: str | None) -> Mapping[str, str]:
@@ -789,6 +883,31 @@ def owner_vhost(claims: list[Row], owner: str | None) -> Mapping[str, str]:
         if claim["chassis"] == owner:
             return dict(claim["vhost"])
     return {}
+
+
+# The Port_Binding columns northd decides (all it writes but the datapath, which may be a
+# reference to a row inserted in the same batch).
+DECIDED = (
+    "logical_port",
+    "tunnel_key",
+    "type",
+    "addresses",
+    "port_security",
+    "requested_chassis",
+    "migration_destination",
+    "migration_source",
+    "activation_strategy",
+    "chassis",
+    "migration_state",
+    "conflicts",
+    "up",
+    "status",
+)
+
+
+def binding_fingerprint(values: Row | Mapping[str, Any]) -> int:
+    """A hash of the columns northd decides: equal for northd's own write coming back."""
+    return hash(tuple(values.get(column) for column in DECIDED))
 
 
 def _switch_name(ls: Row) -> str:
