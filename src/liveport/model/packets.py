@@ -365,7 +365,10 @@ class FrameInfo:
     icmp_code: int | None = None
 
     def summary(self) -> str:
-        text = f"{self.src} > {self.dst} {self.kind}"
+        text = f"{self.src} > {self.dst}"
+        if self.vlan_tci is not None:
+            text += f" vlan {self.vlan_tci & 0xFFF}"
+        text += f" {self.kind}"
         if self.kind is Kind.UDP and self.seq is not None:
             text += f" seq={self.seq}"
         if self.src_ip is not None:

@@ -234,9 +234,7 @@ class TcpFlow:
     def close(self) -> list[Segment]:
         """The orderly close: the client's FIN, the server's FIN (acknowledging the
         client's), the client's last ACK."""
-        out = [self.fin(Side.CLIENT), self.fin(Side.SERVER), self.ack(Side.CLIENT)]
-        self.state = State.CLOSED_DONE
-        return out
+        return [self.fin(Side.CLIENT), self.fin(Side.SERVER), self.ack(Side.CLIENT)]
 
     def rst(self, side: Side) -> Segment:
         """RST|ACK from side, numbered exactly as conntrack requires of a reset."""
@@ -258,3 +256,5 @@ class TcpFlow:
     def _sent_ack(self, side: Side) -> None:
         """side acknowledged everything the other end sent."""
         self.acked[side.other] = self.nxt[side.other]
+        if len(self.fin_sent) == 2 and self.acked == self.nxt:
+            self.state = State.CLOSED_DONE  # both FINs sent and acknowledged
