@@ -283,3 +283,20 @@ def test_a_lab_of_format_1_is_read_and_a_newer_one_refused(short_tmp: Path) -> N
     (directory / "lab.json").write_text(json.dumps({**old, "version": 99}))
     with pytest.raises(InvalidInput, match="format 99, newer than this liveport reads"):
         lab.load_state(directory)
+
+
+def test_the_agents_register_the_host_names(lab_factory: LabFactory) -> None:
+    directory = lab_factory(chassis=2)
+    deadline = time.monotonic() + 20
+    while True:
+        result = run_cli("status", "--dir", str(directory), "--json")
+        assert result.returncode == 0, result.stderr
+        rows = json.loads(result.stdout)["chassis"]
+        if len(rows) == 2:
+            break
+        assert time.monotonic() < deadline, rows
+        time.sleep(0.2)
+    assert [(r["name"], r["hostname"], r["problem"]) for r in rows] == [
+        ("hv1", "hv1.lab.example", None),
+        ("hv2", "hv2.lab.example", None),
+    ]
