@@ -265,7 +265,14 @@ def test_a_missing_schema_is_one_clear_line_and_creates_nothing(
 
 
 @pytest.mark.parametrize(
-    "kill_after", ["nb/nb.pid", "underlay/vswitchd.pid", "hv3/vswitchd.pid", "hv2/agent.pid"]
+    "kill_after",
+    [
+        "nb/nb.pid",
+        "underlay/vswitchd.pid",
+        "tor/vswitchd.pid",
+        "hv3/vswitchd.pid",
+        "hv2/agent.pid",
+    ],
 )
 def test_killing_up_midway_leaves_nothing_down_cannot_find(
     short_tmp: Path, kill_after: str

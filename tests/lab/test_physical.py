@@ -12,8 +12,11 @@ import pytest
 from liveport.cli.main import main
 from liveport.lab import hosts, lab, vms
 from liveport.lab.sim import SimHost
+from liveport.lab.tcp import TcpSession
+from liveport.lab.traffic import Traffic
 from liveport.model import packets
 from liveport.model.errors import InvalidInput
+from liveport.model.tcp import Side
 
 from tests.conftest import LabFactory
 from tests.lab.helpers import kernel_links, processes_mentioning, run_cli, unix_sockets_under
@@ -300,3 +303,23 @@ def test_the_agents_register_the_host_names(lab_factory: LabFactory) -> None:
         ("hv1", "hv1.lab.example", None),
         ("hv2", "hv2.lab.example", None),
     ]
+
+
+def test_a_host_is_an_end_of_tcp_sessions_and_udp_traffic(lab_factory: LabFactory) -> None:
+    directory = lab_factory(chassis=1, agents=False)
+    hosts.add(directory, "h", mac=H10, addresses=["192.0.2.10"])
+    vms.add(
+        directory, "p", chassis="hv1", port="p", mac=P1, ips=["192.0.2.1"], bridge="br-provider"
+    )
+    # Across two switches (the ToR's vswitchd and hv1's): the handshake's steps wait.
+    with TcpSession(directory, "h", "p", connections=2) as session:
+        session.open()
+        session.send(Side.CLIENT, count=2, wait=True)
+        session.send(Side.SERVER, wait=True)
+        session.close()
+    at_p = [f.info for f in vms.capture(directory, "p") if f.info.kind is packets.Kind.TCP]
+    assert sorted(i.seq or 0 for i in at_p if i.payload_len) == [1, 2, 3, 4]
+    with Traffic(directory, "p", "h", rate=500):
+        vms.wait_capture(directory, "h", lambda f: len(_udp(f)) >= 20)
+    with Traffic(directory, "h", "p", rate=500, first_seq=100):
+        vms.wait_capture(directory, "p", lambda f: len(_udp(f)) >= 20)

@@ -151,10 +151,13 @@ class TcpSession:
             )
             for i in range(self.connections)
         ]
-        self._inject = {
-            Side.CLIENT: vms.Injector(self.directory, self.client, self.client_chassis),
-            Side.SERVER: vms.Injector(self.directory, self.server, self.server_chassis),
-        }
+        client_injector = vms.Injector(self.directory, self.client, self.client_chassis)
+        try:
+            server_injector = vms.Injector(self.directory, self.server, self.server_chassis)
+        except BaseException:
+            client_injector.close()
+            raise
+        self._inject = {Side.CLIENT: client_injector, Side.SERVER: server_injector}
         self._receivers: dict[Side, _Receiver] = {}
         self._next_seq = {Side.CLIENT: self.first_seq, Side.SERVER: self.first_seq}
 
