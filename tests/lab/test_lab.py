@@ -56,13 +56,14 @@ def test_up_status_and_down_leave_nothing_behind(short_tmp: Path) -> None:
         assert "br-int" in out and "br-phys" in out
     assert doc["northd"]["running"] and all(ch["agent"]["running"] for ch in doc["chassis"])
     status = json.loads(run_cli("lab", "status", "--dir", str(directory), "--json").stdout)
-    assert status["processes"] == {"registered": 14, "running": 14}
+    # NB, SB, underlay and ToR (2 each), 3 chassis (2 each), northd, 3 agents.
+    assert status["processes"] == {"registered": 16, "running": 16}
     assert processes_mentioning(str(directory) + "/")
     assert kernel_links() == links_before  # the dummy datapath creates no kernel interface
 
     down = run_cli("lab", "down", "--dir", str(directory))
     assert down.returncode == 0, down.stderr
-    assert "stopped 14 processes" in down.stdout
+    assert "stopped 16 processes" in down.stdout
     assert processes_mentioning(str(directory) + "/") == []
     assert unix_sockets_under(directory) == []
     assert not directory.exists()
@@ -264,7 +265,14 @@ def test_a_missing_schema_is_one_clear_line_and_creates_nothing(
 
 
 @pytest.mark.parametrize(
-    "kill_after", ["nb/nb.pid", "underlay/vswitchd.pid", "hv3/vswitchd.pid", "hv2/agent.pid"]
+    "kill_after",
+    [
+        "nb/nb.pid",
+        "underlay/vswitchd.pid",
+        "tor/vswitchd.pid",
+        "hv3/vswitchd.pid",
+        "hv2/agent.pid",
+    ],
 )
 def test_killing_up_midway_leaves_nothing_down_cannot_find(
     short_tmp: Path, kill_after: str
@@ -319,6 +327,6 @@ def test_two_labs_side_by_side_do_not_interfere(lab_factory: LabFactory) -> None
     assert [f.info.seq for f in vms.wait_capture(first, "y", bool)] == [1]
     assert vms.capture(second, "y") == []
     lab.down(first)
-    assert lab.status(second)["processes"] == {"registered": 6, "running": 6}
+    assert lab.status(second)["processes"] == {"registered": 8, "running": 8}
     vms.send(second, "x", vms.SendSpec(kind="udp", to="y", dst_ip="10.0.0.2", seq=2))
     assert [f.info.seq for f in vms.wait_capture(second, "y", bool)] == [2]

@@ -24,9 +24,10 @@ from liveport.cli import pki as pki_cli
 from liveport.cli import vhost as vhost_cli
 from liveport.cli.tls import add_tls_options, apply_tls
 from liveport.cms import migrate, ovn, security, status
-from liveport.lab import demo, faults, hypervisor, lab, vms
+from liveport.lab import demo, faults, hosts, hypervisor, lab, vms
+from liveport.lab.tcp import TcpTraffic
 from liveport.lab.traffic import Traffic
-from liveport.model.errors import InvalidInput, LiveportError
+from liveport.model.errors import InvalidInput, LiveportError, Timeout
 from liveport.model.security import CHASSIS_ROLE, CONTROL_ROLE
 from liveport.model.untrusted import escape
 
@@ -71,6 +72,7 @@ def cmd_lab_up(args: argparse.Namespace) -> int:
         relays=args.relays,
         northds=args.northds,
         engine=args.engine,
+        mac_aging=args.mac_aging,
         progress=_progress if not args.quiet else lambda _: None,
     )
     doc = lab.status(directory)
@@ -119,17 +121,26 @@ def _print_lab_status(doc: dict[str, Any]) -> None:
     elif "northd" in doc:
         print(f"  northd    {state(doc['northd'])}")
     print(f"  underlay  {state(doc['underlay'])}")
+    if "tor" in doc:
+        print(f"  ToR       {state(doc['tor'])}  MAC aging {doc['tor']['mac_aging']}s")
     for ch in doc["chassis"]:
         agent = f"  agent {state(ch['agent'])}" if "agent" in ch else ""
         print(
             f"  {ch['name']:<9} ovsdb {state(ch['ovsdb'])}  vswitchd {state(ch['vswitchd'])}"
-            f"{agent}  encap {ch['encap_ip']}  db {ch['ovsdb']['remote']}"
+            f"{agent}  encap {ch['encap_ip']}  host {ch['hostname']}  db {ch['ovsdb']['remote']}"
         )
     for vm in doc["vms"]:
         print(
             f"  vm {vm['name']:<8} port {vm['port']:<10} {vm['mac']} {' '.join(vm['ips'])} "
             f"on {','.join(vm['chassis']) or '-'}"
         )
+    for host in doc.get("hosts", []):
+        print(f"  host {_host_line(host)}")
+
+
+def _host_line(host: dict[str, Any]) -> str:
+    vlan = f"VLAN {host['vlan']}" if host["vlan"] is not None else "untagged"
+    return f"{host['name']:<8} {host['mac']} {' '.join(host['addresses']):<20} ToR {vlan}"
 
 
 def cmd_lab_down(args: argparse.Namespace) -> int:
@@ -217,6 +228,57 @@ def cmd_vm_list(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_host_add(args: argparse.Namespace) -> int:
+    directory = lab.resolve(args.dir)
+    host = hosts.add(directory, args.name, mac=args.mac, addresses=args.ip or [], vlan=args.vlan)
+    doc = lab.host_json(host)
+    if args.json:
+        _print_json(doc)
+    else:
+        print(f"host {_host_line(doc)}")
+    return 0
+
+
+def cmd_host_del(args: argparse.Namespace) -> int:
+    host = hosts.delete(lab.resolve(args.dir), args.name)
+    if args.json:
+        _print_json(lab.host_json(host))
+    else:
+        print(f"host {host.name} deleted")
+    return 0
+
+
+def cmd_host_list(args: argparse.Namespace) -> int:
+    docs = [lab.host_json(h) for h in hosts.list_hosts(lab.resolve(args.dir))]
+    if args.json:
+        _print_json(docs)
+    else:
+        for doc in docs:
+            print(_host_line(doc))
+    return 0
+
+
+def cmd_tor_fdb(args: argparse.Namespace) -> int:
+    entries = hosts.fdb(lab.resolve(args.dir))
+    if args.json:
+        _print_json([e.to_json() for e in entries])
+    else:
+        print(f"{'MAC':<17}  {'VLAN':>4}  {'port':<15} {'peer':<7}  age")
+        for e in entries:
+            age = "static" if e.age is None else f"{e.age}s"
+            print(f"{e.mac:<17}  {e.vlan:>4}  {e.port:<15} {e.peer:<7}  {age}")
+    return 0
+
+
+def cmd_tor_flush(args: argparse.Namespace) -> int:
+    hosts.flush_fdb(lab.resolve(args.dir))
+    if args.json:
+        _print_json({"flushed": True})
+    else:
+        print("ToR MAC table flushed")
+    return 0
+
+
 def cmd_vm_migrate(args: argparse.Namespace) -> int:
     started = time.time()
 
@@ -251,12 +313,28 @@ def cmd_vm_abort(args: argparse.Namespace) -> int:
 
 def cmd_traffic(args: argparse.Namespace) -> int:
     directory = lab.resolve(args.dir)
+    if args.tcp:
+        return _tcp_traffic(args, directory)
+    if args.connections is not None or args.both:
+        raise InvalidInput("--connections and --both are for --tcp traffic")
     traffic = Traffic(directory, args.src, args.to, rate=args.rate, first_seq=args.seq)
     traffic.start()
     try:
         time.sleep(args.duration)
     finally:
         sent = traffic.stop()
+    if args.json:
+        _print_json(
+            {
+                "kind": "udp",
+                "from": args.src,
+                "to": args.to,
+                "sent": len(sent),
+                "first_seq": sent[0].seq if sent else None,
+                "last_seq": sent[-1].seq if sent else None,
+            }
+        )
+        return 0
     print(
         f"sent {len(sent)} datagrams {args.src} -> {args.to} "
         f"(seq {sent[0].seq if sent else '-'}..{sent[-1].seq if sent else '-'})"
@@ -264,7 +342,68 @@ def cmd_traffic(args: argparse.Namespace) -> int:
     return 0
 
 
+def _tcp_traffic(args: argparse.Namespace, directory: Path) -> int:
+    traffic = TcpTraffic(
+        directory,
+        args.src,
+        args.to,
+        connections=args.connections if args.connections is not None else 1,
+        rate=args.rate,
+        both=args.both,
+        first_seq=args.seq,
+    )
+    traffic.start()
+    try:
+        time.sleep(args.duration)
+    finally:
+        sent = traffic.stop()
+    ways = {}
+    for side in ("client", "server"):
+        mine = [s for s in sent if str(s.side) == side]
+        if mine:
+            ways[side] = {"sent": len(mine), "first_seq": mine[0].seq, "last_seq": mine[-1].seq}
+    doc = {
+        "kind": "tcp",
+        "from": args.src,
+        "to": args.to,
+        "connections": [
+            {"client_port": f.client.port, "server_port": f.server.port, "state": str(f.state)}
+            for f in traffic.session.flows
+        ],
+        "sent": ways,
+    }
+    if args.json:
+        _print_json(doc)
+        return 0
+    for side, way in ways.items():
+        src, dst = (args.src, args.to) if side == "client" else (args.to, args.src)
+        print(
+            f"sent {way['sent']} TCP data segments {src} -> {dst} on "
+            f"{len(traffic.session.flows)} connections (seq {way['first_seq']}..{way['last_seq']})"
+        )
+    return 0
+
+
 def cmd_send(args: argparse.Namespace) -> int:
+    tcp = args.kind == "tcp"
+    if not tcp and any(
+        value is not None
+        for value in (args.sport, args.dport, args.flags, args.ack, args.payload_seq)
+    ):
+        raise InvalidInput("--sport, --dport, --flags, --ack and --payload-seq are for --kind tcp")
+    if tcp:
+        tcp_fields: dict[str, Any] = {
+            "src_port": args.sport if args.sport is not None else 40000,
+            "dst_port": args.dport if args.dport is not None else 7002,
+            "tcp_flags": args.flags if args.flags is not None else "S",
+            "tcp_seq": args.seq if args.seq is not None else 0x1000_0000,
+            "tcp_ack": args.ack or 0,
+            "payload_seq": args.payload_seq is not None,
+        }
+        first = args.payload_seq or 0
+    else:
+        tcp_fields = {}
+        first = args.seq or 0
     spec = vms.SendSpec(
         kind=args.kind,
         to=args.to,
@@ -273,11 +412,16 @@ def cmd_send(args: argparse.Namespace) -> int:
         src_mac=args.src_mac,
         src_ip=args.src_ip,
         target_ip=args.target_ip,
-        seq=args.seq,
+        seq=first,
         raw=args.raw,
+        vlan=hosts.check_vlan(args.vlan),
+        **tcp_fields,
     )
     n = vms.send(lab.resolve(args.dir), args.vm, spec, chassis=args.chassis, count=args.count)
-    print(f"sent {n} {args.kind} frame{'s' if n != 1 else ''} from {args.vm}")
+    if args.json:
+        _print_json({"sent": n, "kind": args.kind, "from": args.vm})
+    else:
+        print(f"sent {n} {args.kind} frame{'s' if n != 1 else ''} from {args.vm}")
     return 0
 
 
@@ -286,19 +430,27 @@ def cmd_capture(args: argparse.Namespace) -> int:
         return [f for f in frames if not args.kind or str(f.info.kind) == args.kind]
 
     directory = lab.resolve(args.dir)
-    if args.expect:
-        frames = vms.wait_capture(
-            directory,
-            args.vm,
-            lambda got: len(selected(got)) >= args.expect,
-            timeout=args.timeout,
-            chassis=args.chassis,
-            received=not args.sent,
-            what=f"{args.expect} {args.kind or 'matching'} frames",
-        )
-    else:
-        frames = vms.capture(directory, args.vm, chassis=args.chassis, received=not args.sent)
-    frames = selected(frames)
+    if (args.vm is None) == (args.tor_port is None):
+        raise InvalidInput("name a VM or host, or --tor-port CHASSIS (one of the two)")
+    if args.tor_port is not None and args.chassis is not None:
+        raise InvalidInput("--chassis is for a VM's captures, not for --tor-port")
+
+    def read() -> list[vms.Captured]:
+        if args.tor_port is not None:
+            return hosts.tor_port_capture(directory, args.tor_port, received=not args.sent)
+        return vms.capture(directory, args.vm, chassis=args.chassis, received=not args.sent)
+
+    frames = selected(read())
+    deadline = time.monotonic() + args.timeout
+    while len(frames) < args.expect:
+        if time.monotonic() >= deadline:
+            where = args.vm or f"the ToR port towards {args.tor_port}"
+            raise Timeout(
+                f"{where}: {args.expect} {args.kind or 'matching'} frames expected within "
+                f"{args.timeout:g}s, {len(frames)} so far"
+            )
+        time.sleep(0.005)
+        frames = selected(read())
     if args.json:
         _print_json([f.to_json() for f in frames])
     else:
@@ -519,6 +671,13 @@ def build_parser() -> argparse.ArgumentParser:
         type=int,
         help="northd processes, one active through the NB lock (default 2 clustered, else 1)",
     )
+    p.add_argument(
+        "--mac-aging",
+        type=int,
+        default=300,
+        metavar="SECONDS",
+        help="the top-of-rack switch's MAC aging time (default 300; 15-3600)",
+    )
     p.add_argument("--json", action="store_true", help="print the lab status as JSON")
     p.add_argument("--quiet", action="store_true", help="no progress lines")
     p.set_defaults(func=cmd_lab_up)
@@ -618,34 +777,104 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--hypervisor-status", action="store_true")
     p.set_defaults(func=cmd_vm_abort)
 
-    p = lab_sub.add_parser("traffic", help="UDP with sequence numbers from one VM to another")
+    host_p = lab_sub.add_parser("host", help="external hosts on the top-of-rack switch")
+    host_sub = host_p.add_subparsers(dest="host_command", required=True, parser_class=_Parser)
+    p = host_sub.add_parser("add", help="plug a host into an access port of the ToR")
+    _add_dir(p)
+    p.add_argument("name")
+    p.add_argument("--mac", required=True)
+    p.add_argument(
+        "--ip",
+        action="append",
+        metavar="IP[/PLEN]",
+        help="an address of the host (repeatable; default prefix /24 or /64)",
+    )
+    p.add_argument("--vlan", type=int, help="the access port's VLAN (default: untagged)")
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=cmd_host_add)
+    p = host_sub.add_parser("del", help="unplug and forget a host")
+    _add_dir(p)
+    p.add_argument("name")
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=cmd_host_del)
+    p = host_sub.add_parser("list", help="list external hosts")
+    _add_dir(p)
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=cmd_host_list)
+
+    tor_p = lab_sub.add_parser("tor", help="the top-of-rack switch (provider networks)")
+    tor_sub = tor_p.add_subparsers(dest="tor_command", required=True, parser_class=_Parser)
+    p = tor_sub.add_parser("fdb", help="the ToR's learned MAC table")
+    _add_dir(p)
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=cmd_tor_fdb)
+    p = tor_sub.add_parser("flush", help="forget every learned MAC")
+    _add_dir(p)
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=cmd_tor_flush)
+
+    p = lab_sub.add_parser(
+        "traffic", help="UDP (or TCP) with sequence numbers from one VM or host to another"
+    )
     _add_dir(p)
     p.add_argument("src")
     p.add_argument("--to", required=True)
     p.add_argument("--rate", type=float, default=1000.0, help="packets per second")
     p.add_argument("--duration", type=float, default=5.0, help="seconds")
     p.add_argument("--seq", type=int, default=1, help="first sequence number")
+    p.add_argument(
+        "--tcp", action="store_true", help="TCP data segments on open connections instead"
+    )
+    p.add_argument("--connections", type=int, help="TCP connections (default 1)")
+    p.add_argument(
+        "--both", action="store_true", help="TCP: the server sends data too (rate is the sum)"
+    )
+    p.add_argument("--json", action="store_true")
     p.set_defaults(func=cmd_traffic)
 
-    p = lab_sub.add_parser("send", help="inject frames as if a VM sent them")
+    p = lab_sub.add_parser("send", help="inject frames as if a VM or host sent them")
     _add_dir(p)
-    p.add_argument("vm")
+    p.add_argument("vm", help="the sending VM or external host")
     p.add_argument("--kind", required=True, choices=vms.SEND_KINDS)
-    p.add_argument("--to", help="destination VM (its MAC and IPv4)")
+    p.add_argument("--to", help="destination VM or host (its MAC and first IP)")
     p.add_argument("--dst-mac")
     p.add_argument("--dst-ip")
     p.add_argument("--src-mac", help="send with this source MAC instead of the VM's")
     p.add_argument("--src-ip")
     p.add_argument("--target-ip", help="ARP target / ND target")
-    p.add_argument("--seq", type=int, default=0, help="first UDP sequence number")
+    p.add_argument(
+        "--seq",
+        type=int,
+        help="udp: the first lab sequence number (default 0); tcp: the TCP sequence number",
+    )
     p.add_argument("--count", type=int, default=1)
     p.add_argument("--chassis", help="send from the VM's VIF on this chassis")
     p.add_argument("--raw", help="hex bytes of a whole frame (--kind raw)")
+    p.add_argument("--vlan", type=int, help="802.1Q-tag the frames with this VLAN")
+    p.add_argument("--sport", type=int, help="tcp: source port (default 40000)")
+    p.add_argument("--dport", type=int, help="tcp: destination port (default 7002)")
+    p.add_argument("--flags", help="tcp: flag letters S F R P A U E C N (default S)")
+    p.add_argument("--ack", type=int, help="tcp: acknowledgement number (default 0)")
+    p.add_argument(
+        "--payload-seq",
+        type=int,
+        metavar="N",
+        help="tcp: carry lab sequence number N in the payload (N+1, ... with --count)",
+    )
+    p.add_argument("--json", action="store_true")
     p.set_defaults(func=cmd_send)
 
-    p = lab_sub.add_parser("capture", help="frames a VM received (from its VIFs' pcap)")
+    p = lab_sub.add_parser(
+        "capture", help="frames a VM or host received (from pcap), or a ToR trunk port's"
+    )
     _add_dir(p)
-    p.add_argument("vm")
+    p.add_argument("vm", nargs="?", help="a VM or external host")
+    p.add_argument(
+        "--tor-port",
+        metavar="CHASSIS",
+        help="the ToR's trunk port towards this chassis instead (tags included; default: "
+        "what the chassis received, --sent: what it sent)",
+    )
     p.add_argument("--chassis", help="only the VIF on this chassis")
     p.add_argument("--kind", help="only frames of this kind (udp, arp, garp, rarp, na, ...)")
     p.add_argument("--sent", action="store_true", help="frames the VM sent instead")

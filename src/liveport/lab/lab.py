@@ -1,8 +1,9 @@
 """Bringing a lab up, describing it, and tearing it down.
 
 A lab lives in one directory: lab.json (see state.py), NB and SB ovsdb-servers, a shared
-underlay switch, and chassis hv1..hvN, each with its own ovsdb-server and ovs-vswitchd, plus
-(once started) liveport-northd and one liveport-agent per chassis. Every daemon's pidfile is
+underlay switch, a top-of-rack switch (the provider networks' physical network), and
+chassis hv1..hvN, each with its own ovsdb-server and ovs-vswitchd, plus (once started)
+liveport-northd and one liveport-agent per chassis. Every daemon's pidfile is
 registered in lab.json before the daemon starts, so `down` finds everything even after an
 interrupted `up`, and it stops exactly those PIDs (checked against their command lines).
 """
@@ -27,6 +28,7 @@ from liveport.lab.state import (
     LOCK_FILE,
     ChassisEntry,
     DaemonEntry,
+    HostEntry,
     LabState,
     NotALab,
     editing,
@@ -225,6 +227,10 @@ class Layout:
     def underlay(self) -> sim.SimHost:
         return sim.SimHost("underlay", self.directory / "underlay")
 
+    @property
+    def tor(self) -> sim.SimHost:
+        return sim.SimHost("tor", self.directory / "tor")
+
     def chassis(self, name: str) -> sim.SimHost:
         return sim.SimHost(name, self.directory / name)
 
@@ -298,8 +304,15 @@ def _check_options(
     engine: str,
     secure: bool,
     backends: Mapping[str, str],
+    mac_aging: int = sim.DEFAULT_MAC_AGING,
 ) -> int:
     """Refuses a bad combination before anything starts; returns the northd count."""
+    low, high = sim.MAC_AGING_RANGE
+    if not low <= mac_aging <= high:
+        raise InvalidInput(
+            f"--mac-aging must be between {low} and {high} seconds (what OVS applies), "
+            f"not {mac_aging}"
+        )
     if not 1 <= chassis <= MAX_CHASSIS:
         raise InvalidInput(f"--chassis must be between 1 and {MAX_CHASSIS}, not {chassis}")
     if not 0 <= members <= MAX_MEMBERS:
@@ -348,15 +361,17 @@ def up(
     relays: int = 0,
     northds: int | None = None,
     engine: str = "liveport",
+    mac_aging: int = sim.DEFAULT_MAC_AGING,
     progress: Progress = _quiet,
 ) -> LabState:
     """Starts a lab; on any failure or interruption, stops what it started and cleans up.
 
     members > 0 makes NB and SB Raft clusters of that many members; relays adds SB relays
     for the agents; northds (default: 2 when clustered, else 1) northd processes share
-    the work through the NB lock (one active, the others standing by)."""
+    the work through the NB lock (one active, the others standing by); mac_aging is the
+    top-of-rack switch's MAC aging time in seconds."""
     backends = dict(vhost_backends or {})
-    northds = _check_options(chassis, members, relays, northds, engine, secure, backends)
+    northds = _check_options(chassis, members, relays, northds, engine, secure, backends, mac_aging)
     # Resolve schemas before touching anything: a missing one is a clear error, not a mess.
     schema.northbound_path()
     schema.southbound_path()
@@ -385,6 +400,7 @@ def up(
                 "members": members,
                 "relays": relays,
                 "northds": northds,
+                "tor": {"mac_aging": mac_aging},
                 **({"tls": tls.to_json()} if tls is not None else {}),
             },
         )
@@ -395,6 +411,7 @@ def up(
             for ref in [
                 *(spec.daemon(spec.name, marker) for spec in layout.servers),
                 *layout.underlay.daemons(marker),
+                *layout.tor.daemons(marker),
                 *(ref for host in hosts for ref in host.daemons(marker)),
             ]
         ]
@@ -405,6 +422,7 @@ def up(
                 encap_ip=str(sim.encap_ip(i)),
                 underlay_mac=sim.underlay_mac(i),
                 directory=str(host.directory),
+                hostname=sim.chassis_hostname(host.name),
             )
             for i, host in enumerate(hosts, start=1)
         ]
@@ -444,10 +462,11 @@ def _start_all(
     def step(text: str) -> None:
         progress(f"[{time.monotonic() - t0:6.3f}s] {text}")
 
-    with ThreadPoolExecutor(max_workers=min(8, len(hosts) + 3)) as pool:
+    with ThreadPoolExecutor(max_workers=min(8, len(hosts) + 4)) as pool:
         relays = set(layout.relay_servers)
         databases = [pool.submit(start_ovsdb, s) for s in layout.servers if s not in relays]
         underlay = pool.submit(sim.start_underlay, layout.underlay)
+        tor = pool.submit(sim.start_tor, layout.tor, int(state.options["tor"]["mac_aging"]))
         host_starts = [pool.submit(host.start) for host in hosts]
         _wait_all(databases)
         # A relay that finds no server retries only after a back-off: start it after them.
@@ -466,8 +485,13 @@ def _start_all(
         else:
             step("NB and SB databases up")
         underlay.result()
-        step("underlay switch up")
+        tor.result()
+        # The ToR's trunk ports listen before the chassis connect (a dummy stream port
+        # that finds no listener retries only after a back-off).
+        trunks = pool.submit(sim.add_tor_trunks, layout.tor, [host.name for host in hosts])
+        step("underlay and top-of-rack switches up")
         _wait_all(host_starts)
+        trunks.result()
         step(f"{len(hosts)} chassis switches up")
         _wait_all(
             pool.submit(
@@ -478,10 +502,11 @@ def _start_all(
                 layout.chassis_sb_remote(host.name),
                 backends.get(host.name),
                 layout.engine,
+                layout.tor,
             )
             for host, entry in zip(hosts, state.chassis, strict=True)
         )
-        step("chassis attached to the underlay")
+        step("chassis attached to the underlay and the ToR")
         _wait_all(
             pool.submit(
                 sim.set_neighbours,
@@ -587,6 +612,7 @@ def status(directory: Path) -> dict[str, Any]:
         chassis.append(
             {
                 "name": entry.name,
+                "hostname": entry.hostname or entry.name,
                 "encap_ip": entry.encap_ip,
                 "ovsdb": proc(
                     f"{entry.name}/ovsdb-server", socket=str(host.db_socket), remote=host.db_remote
@@ -622,6 +648,18 @@ def status(directory: Path) -> dict[str, Any]:
         ),
         **({"tls": _tls_status(layout.tls)} if layout.tls is not None else {}),
         "underlay": proc("underlay/ovs-vswitchd", ctl=str(layout.underlay.vswitchd_ctl)),
+        **(
+            {
+                "tor": proc(
+                    "tor/ovs-vswitchd",
+                    ctl=str(layout.tor.vswitchd_ctl),
+                    bridge=sim.TOR_BRIDGE,
+                    mac_aging=int(state.options["tor"]["mac_aging"]),
+                )
+            }
+            if state.has_tor
+            else {}
+        ),
         "chassis": chassis,
         "vms": [
             {
@@ -633,6 +671,7 @@ def status(directory: Path) -> dict[str, Any]:
             }
             for vm in state.vms.values()
         ],
+        "hosts": [host_json(host) for host in state.hosts.values()],
     }
     if "northd" in refs:
         doc["northd"] = proc("northd")
@@ -645,6 +684,16 @@ def status(directory: Path) -> dict[str, Any]:
     alive = sum(1 for ref in refs.values() if ref.running_pid() is not None)
     doc["processes"] = {"registered": len(refs), "running": alive}
     return doc
+
+
+def host_json(host: HostEntry) -> dict[str, Any]:
+    return {
+        "name": host.name,
+        "mac": host.mac,
+        "addresses": host.addresses,
+        "vlan": host.vlan,
+        "port": host.ifname,
+    }
 
 
 def _database(

@@ -52,3 +52,43 @@ def read(path: Path) -> list[Record]:
         return parse(path.read_bytes())
     except FileNotFoundError:
         return []
+
+
+class Tail:
+    """Reads a pcap file incrementally: each read() returns the records appended since the
+    last one (a record still being written is left for the next read)."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self._header: struct.Struct | None = None
+        self._unit = 1e-6
+        self._offset = 0
+
+    def read(self) -> list[Record]:
+        try:
+            with open(self.path, "rb") as handle:
+                if self._header is None:
+                    magic = handle.read(24)[:4]
+                    if len(magic) < 4:
+                        return []
+                    try:
+                        endian, self._unit = _MAGICS[magic]
+                    except KeyError:
+                        raise InvalidInput(f"{self.path} is not a pcap file (bad magic)") from None
+                    self._header = struct.Struct(endian + "IIII")
+                    self._offset = 24
+                handle.seek(self._offset)
+                data = handle.read()
+        except FileNotFoundError:
+            return []
+        records = []
+        offset = 0
+        while offset + 16 <= len(data):
+            sec, frac, caplen, _ = self._header.unpack_from(data, offset)
+            if offset + 16 + caplen > len(data):
+                break
+            frame = data[offset + 16 : offset + 16 + caplen]
+            records.append(Record(ts=sec + frac * self._unit, frame=frame))
+            offset += 16 + caplen
+        self._offset += offset
+        return records

@@ -6,6 +6,12 @@ kernel interfaces, no real packets); `--disable-system-route` keeps the kernel's
 table out. Hosts are linked by unix-socket stream ports into one shared underlay switch,
 and tunnel endpoints exist only inside OVS (netdev-dummy/ip4addr, ovs/route/add,
 tnl/neigh/set) -- the method of OVS's and OVN's own test suites.
+
+The physical network of provider networks is a second switch, the top-of-rack (ToR): a
+VLAN-aware learning bridge (NORMAL, standalone) with one trunk port per chassis, linked to
+the chassis' provider bridge the same way, and access ports for external hosts. Each
+ToR trunk port records both directions in pcap files, so tests see tagged frames on the
+wire.
 """
 
 from __future__ import annotations
@@ -25,6 +31,20 @@ UNDERLAY_BRIDGE = "underlay"
 PHYS_BRIDGE = "br-phys"
 INT_BRIDGE = "br-int"
 UNDERLAY_NET = ipaddress.IPv4Network("198.18.0.0/15")  # RFC 2544 benchmarking range
+TOR_BRIDGE = "tor"
+PROVIDER_BRIDGE = "br-provider"  # br-phys is the underlay's (tunnels)
+PROVIDER_UPLINK = "tor"  # the provider bridge's port towards the ToR
+PHYSNET = "physnet1"
+BRIDGE_MAPPINGS = f"{PHYSNET}:{PROVIDER_BRIDGE}"
+HOSTNAME_DOMAIN = "lab.example"  # RFC 2606: reserved, resolves nowhere
+DEFAULT_MAC_AGING = 300  # seconds, a common default of real switches (and OVS's)
+MAC_AGING_RANGE = (15, 3600)  # what OVS applies; it silently clamps other values
+
+
+def chassis_hostname(chassis: str) -> str:
+    """The host name a chassis reports: never its chassis name, so that tests can tell
+    which of the two a requested-chassis option matched."""
+    return f"{chassis}.{HOSTNAME_DOMAIN}"
 
 
 def encap_ip(index: int) -> ipaddress.IPv4Address:
@@ -85,7 +105,12 @@ class SimHost:
     def start(self) -> None:
         """Starts the host's ovsdb-server and ovs-vswitchd (dummy datapath)."""
         self.directory.mkdir(parents=True, exist_ok=True)
-        for path in (self.vswitchd_ctl, self.mgmt_socket(), self.mgmt_socket(PHYS_BRIDGE)):
+        for path in (
+            self.vswitchd_ctl,
+            self.mgmt_socket(),
+            self.mgmt_socket(PHYS_BRIDGE),
+            self.mgmt_socket(PROVIDER_BRIDGE),
+        ):
             check_socket_path(path)
         start_ovsdb(self.ovsdb)
         self.vsctl("init", wait=False)
@@ -121,6 +146,57 @@ def underlay_socket(underlay: SimHost, chassis: str) -> Path:
     return underlay.directory / f"{chassis}.sock"
 
 
+def start_tor(host: SimHost, mac_aging: int = DEFAULT_MAC_AGING) -> None:
+    """Starts the top-of-rack switch: one learning bridge, VLAN-aware (NORMAL)."""
+    host.start()
+    (host.directory / "pcap").mkdir(exist_ok=True)
+    check_socket_path(host.mgmt_socket(TOR_BRIDGE))
+    host.vsctl(
+        "add-br",
+        TOR_BRIDGE,
+        "--",
+        "set",
+        "bridge",
+        TOR_BRIDGE,
+        "fail-mode=standalone",
+        f"other_config:mac-aging-time={mac_aging}",
+    )
+
+
+def tor_socket(tor: SimHost, chassis: str) -> Path:
+    return tor.directory / f"{chassis}.sock"
+
+
+def tor_port_pcaps(tor: SimHost, port: str) -> tuple[Path, Path]:
+    """(what the ToR sent out of port, what it received on it)."""
+    return tor.directory / "pcap" / f"{port}.tx.pcap", tor.directory / "pcap" / f"{port}.rx.pcap"
+
+
+def add_tor_trunks(tor: SimHost, chassis: list[str]) -> None:
+    """One trunk port per chassis (no tag: every VLAN, tagged), listening for the chassis'
+    provider bridge, in one transaction."""
+    args: list[str] = []
+    for name in chassis:
+        sock = tor_socket(tor, name)
+        check_socket_path(sock)
+        tx, rx = tor_port_pcaps(tor, name)
+        args += [
+            "--",
+            "add-port",
+            TOR_BRIDGE,
+            name,
+            "--",
+            "set",
+            "Interface",
+            name,
+            "type=dummy",
+            f"options:pstream=punix:{sock}",
+            f"options:tx_pcap={tx}",
+            f"options:rxq_pcap={rx}",
+        ]
+    tor.vsctl(*args)
+
+
 def attach_chassis(
     underlay: SimHost,
     host: SimHost,
@@ -128,12 +204,38 @@ def attach_chassis(
     sb_remote: str,
     vhost_backend: str | None = None,
     engine: str = "liveport",
+    tor: SimHost | None = None,
 ) -> None:
     """Creates br-int and br-phys on host, links br-phys to the underlay switch and gives it
     the chassis' tunnel endpoint address, then records the chassis identity in Open_vSwitch
-    external_ids (what liveport-agent and ovn-controller read)."""
+    external_ids (what liveport-agent and ovn-controller read). With a ToR (whose trunk port
+    for this chassis exists), also br-provider linked to it and the bridge mapping."""
     sock = underlay_socket(underlay, host.name)
     check_socket_path(sock)
+    provider: list[str] = []
+    if tor is not None:
+        uplink = tor_socket(tor, host.name)
+        check_socket_path(uplink)
+        provider = [
+            "--",
+            "add-br",
+            PROVIDER_BRIDGE,
+            "--",
+            "set",
+            "bridge",
+            PROVIDER_BRIDGE,
+            "fail-mode=standalone",
+            "--",
+            "add-port",
+            PROVIDER_BRIDGE,
+            PROVIDER_UPLINK,
+            "--",
+            "set",
+            "Interface",
+            PROVIDER_UPLINK,
+            "type=dummy",
+            f"options:stream=unix:{uplink}",
+        ]
     underlay.vsctl(
         "add-port",
         UNDERLAY_BRIDGE,
@@ -176,12 +278,15 @@ def attach_chassis(
         "underlay",
         "type=dummy",
         f"options:stream=unix:{sock}",
+        *provider,
         "--",
         "set",
         "Open_vSwitch",
         ".",
         f"external_ids:system-id={host.name}",
-        f"external_ids:hostname={host.name}",
+        f"external_ids:hostname={chassis_hostname(host.name)}",
+        # OVN's key, read by ovn-controller and (to come) liveport's agent alike.
+        *([f"external_ids:ovn-bridge-mappings={BRIDGE_MAPPINGS}"] if tor is not None else []),
         *(
             [
                 f"external_ids:ovn-remote={sb_remote}",

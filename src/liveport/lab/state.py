@@ -1,4 +1,8 @@
-"""The lab's state file (lab.json): what was started, where, and which VMs exist.
+"""The lab's state file (lab.json): what was started, where, and which VMs and external
+hosts exist.
+
+Format 2 added the top-of-rack switch (options["tor"]), external hosts and the chassis'
+host names; a format-1 file (a lab made before) is still read, as a lab without a ToR.
 
 The file is written before any process starts and updated under an exclusive lock with an
 atomic rename, so a lab interrupted at any point can still be found and torn down, and two
@@ -21,7 +25,8 @@ from liveport.runtime.process import DaemonRef
 
 STATE_FILE = "lab.json"
 LOCK_FILE = "lab.lock"
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2
+OLDEST_VERSION = 1
 
 
 class NotALab(NotFound):
@@ -44,6 +49,7 @@ class ChassisEntry:
     encap_ip: str
     underlay_mac: str
     directory: str
+    hostname: str = ""  # external_ids:hostname (empty in labs of format 1: the name)
 
     @property
     def db_socket(self) -> str:
@@ -85,6 +91,23 @@ class VmEntry:
 
 
 @dataclass
+class HostEntry:
+    """An external host plugged into an access port of the top-of-rack switch."""
+
+    name: str
+    mac: str
+    addresses: list[str]  # IP/plen
+    vlan: int | None  # the access port's VLAN; None: untagged
+    ifname: str  # the ToR port
+    tx_pcap: str  # what the host received
+    rx_pcap: str  # what it sent
+
+    @property
+    def ips(self) -> list[str]:
+        return [text.split("/")[0] for text in self.addresses]
+
+
+@dataclass
 class LabState:
     directory: str
     status: str  # starting | up | stopping
@@ -94,6 +117,7 @@ class LabState:
     daemons: list[DaemonEntry] = field(default_factory=list)
     chassis: list[ChassisEntry] = field(default_factory=list)
     vms: dict[str, VmEntry] = field(default_factory=dict)
+    hosts: dict[str, HostEntry] = field(default_factory=dict)
     version: int = FORMAT_VERSION
 
     @property
@@ -117,6 +141,25 @@ class LabState:
         except KeyError:
             raise NotFound(f"unknown VM {name!r}") from None
 
+    def get_host(self, name: str) -> HostEntry:
+        try:
+            return self.hosts[name]
+        except KeyError:
+            raise NotFound(f"unknown host {name!r}") from None
+
+    def get_endpoint(self, name: str) -> VmEntry | HostEntry:
+        """A VM or an external host by name (the two share one namespace)."""
+        if name in self.vms:
+            return self.vms[name]
+        if name in self.hosts:
+            return self.hosts[name]
+        raise NotFound(f"unknown VM {name!r} (and no external host of that name)")
+
+    @property
+    def has_tor(self) -> bool:
+        """False for a lab made before the top-of-rack switch existed."""
+        return "tor" in self.options
+
     def to_json(self) -> dict[str, Any]:
         return asdict(self)
 
@@ -133,6 +176,13 @@ class LabState:
             )
             for name, vm in doc.get("vms", {}).items()
         }
+        version = int(doc.get("version", OLDEST_VERSION))
+        if version > FORMAT_VERSION:
+            raise InvalidInput(
+                f"lab.json is of format {version}, newer than this liveport reads "
+                f"({FORMAT_VERSION}): use the liveport that made the lab"
+            )
+        hosts = {name: HostEntry(**host) for name, host in doc.get("hosts", {}).items()}
         return cls(
             directory=doc["directory"],
             status=doc["status"],
@@ -142,7 +192,8 @@ class LabState:
             daemons=[DaemonEntry(**d) for d in doc.get("daemons", [])],
             chassis=[ChassisEntry(**c) for c in doc.get("chassis", [])],
             vms=vms,
-            version=doc.get("version", FORMAT_VERSION),
+            hosts=hosts,
+            version=version,
         )
 
 
@@ -163,6 +214,8 @@ def load(directory: Path) -> LabState:
     try:
         doc = json.loads(path.read_text())
         return LabState.from_json(doc)
+    except InvalidInput as exc:
+        raise InvalidInput(f"{path}: {exc}") from None
     except (ValueError, KeyError, TypeError) as exc:
         raise InvalidInput(f"{path} is damaged: {exc}") from None
 

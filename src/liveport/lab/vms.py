@@ -4,6 +4,10 @@ The VIF carries external_ids:iface-id (the logical port) and attached-mac like a
 VIF, and records everything the switch delivers to it in a pcap file (options:tx_pcap).
 Frames "sent by the VM" are injected with netdev-dummy/receive. A VM may have a VIF on two
 chassis at once (during a migration); captures say which chassis each frame reached.
+
+Sending and capturing also take an external host (hosts.py: an access port of the
+top-of-rack switch) wherever they take a VM; its frames go through the ToR's vswitchd, and
+its captures say "tor".
 """
 
 from __future__ import annotations
@@ -18,20 +22,24 @@ from typing import Any
 
 from liveport.lab import pcap
 from liveport.lab.lab import Layout
-from liveport.lab.state import LabState, VifEntry, VmEntry, editing, load
+from liveport.lab.state import HostEntry, LabState, VifEntry, VmEntry, editing, load
 from liveport.model import packets
 from liveport.model.addr import Mac, parse_ip
 from liveport.model.errors import Conflict, InvalidInput, NotFound, Timeout
+from liveport.model.tcp import parse_flags
 from liveport.runtime.unixctl import UnixctlClient
 
 _NAME_RE = re.compile(r"^[A-Za-z][A-Za-z0-9_.-]{0,14}$")
-SEND_KINDS = ("udp", "arp", "garp", "rarp", "na", "raw")
+SEND_KINDS = ("udp", "tcp", "arp", "garp", "rarp", "na", "raw")
+TOR_CHASSIS = "tor"  # what captures of an external host name as where frames arrived
+
+Endpoint = VmEntry | HostEntry
 
 
-def check_name(name: str) -> str:
+def check_name(name: str, what: str = "VM") -> str:
     if not _NAME_RE.match(name):
         raise InvalidInput(
-            f"invalid VM name {name!r} (1-15 characters: letters, digits, '_', '-', '.', "
+            f"invalid {what} name {name!r} (1-15 characters: letters, digits, '_', '-', '.', "
             "starting with a letter)"
         )
     return name
@@ -61,6 +69,8 @@ def add(
         if name in state.vms:
             where = ", ".join(v.chassis for v in state.vms[name].vifs) or "no chassis"
             raise Conflict(f"VM {name!r} already exists (on {where})")
+        if name in state.hosts:
+            raise Conflict(f"{name!r} is already an external host (VMs and hosts share names)")
         state.get_chassis(chassis)
         vm = VmEntry(name=name, port=port, mac=mac_text, ips=ip_texts)
         ids = dict(external_ids or {})
@@ -160,14 +170,22 @@ def set_vif_external_id(
 @dataclass(frozen=True)
 class SendSpec:
     kind: str
-    to: str | None = None  # another VM: its MAC and first IPv4 are the destination
+    to: str | None = None  # another VM or host: its MAC and first IPv4 are the destination
     dst_mac: str | None = None
     dst_ip: str | None = None
     src_mac: str | None = None  # overrides the VM's own MAC (to test port security)
     src_ip: str | None = None
     target_ip: str | None = None  # for arp / na
-    seq: int = 0
+    seq: int = 0  # the lab sequence number in the payload (udp; tcp with payload_seq)
     raw: str | None = None
+    vlan: int | None = None  # send 802.1Q-tagged (a VM on a trunk)
+    # tcp: one hand-made segment; count > 1 sends a stream of them
+    src_port: int = 40000
+    dst_port: int = 7002
+    tcp_flags: str = "S"  # letters: S F R P A U E C N
+    tcp_seq: int = 0x1000_0000
+    tcp_ack: int = 0
+    payload_seq: bool = False  # tcp: carry the lab sequence number (seq) in the payload
 
 
 def _first_ipv4(ips: Iterable[str]) -> IPv4Address | None:
@@ -186,8 +204,14 @@ def _first_ipv6(ips: Iterable[str]) -> IPv6Address | None:
     return None
 
 
-def build_frame(state: LabState, vm: VmEntry, spec: SendSpec, seq: int) -> bytes:
-    """The frame vm sends for spec (pure apart from looking up the destination VM)."""
+def build_frame(state: LabState, vm: Endpoint, spec: SendSpec, seq: int) -> bytes:
+    """The frame vm (a VM or host) sends for spec (pure apart from looking up the
+    destination), 802.1Q-tagged if spec.vlan says so."""
+    frame = _build_frame(state, vm, spec, seq)
+    return packets.vlan_tagged(frame, spec.vlan) if spec.vlan is not None else frame
+
+
+def _build_frame(state: LabState, vm: Endpoint, spec: SendSpec, seq: int) -> bytes:
     src = Mac.parse(spec.src_mac or vm.mac)
     src_ip4 = IPv4Address(spec.src_ip) if spec.src_ip else _first_ipv4(vm.ips)
     if spec.kind == "raw":
@@ -210,7 +234,7 @@ def build_frame(state: LabState, vm: VmEntry, spec: SendSpec, seq: int) -> bytes
             else _first_ipv6(vm.ips) or Mac.parse(vm.mac).ipv6_link_local()
         )
         return packets.unsolicited_na(src, target6)
-    dst_vm = state.get_vm(spec.to) if spec.to else None
+    dst_vm = state.get_endpoint(spec.to) if spec.to else None
     if spec.kind == "arp":
         target = (
             IPv4Address(spec.target_ip)
@@ -236,7 +260,51 @@ def build_frame(state: LabState, vm: VmEntry, spec: SendSpec, seq: int) -> bytes
                 "--kind udp needs --to VM (or --dst-mac and --dst-ip) and a source IPv4"
             )
         return packets.udp_seq(src, dst_mac, src_ip4, dst_ip, seq, time.time_ns())
+    if spec.kind == "tcp":
+        return _tcp_frame(vm, dst_vm, spec, src, seq)
     raise InvalidInput(f"unknown --kind {spec.kind!r} (one of {', '.join(SEND_KINDS)})")
+
+
+def _tcp_frame(vm: Endpoint, dst_vm: Endpoint | None, spec: SendSpec, src: Mac, seq: int) -> bytes:
+    """One hand-made TCP segment; the i-th of a stream (seq = spec.seq + i) starts
+    where the previous one's payload ended."""
+    dst_mac = (
+        Mac.parse(spec.dst_mac) if spec.dst_mac else (Mac.parse(dst_vm.mac) if dst_vm else None)
+    )
+    dst_text = spec.dst_ip or (_first_ip(dst_vm.ips) if dst_vm else None)
+    if dst_mac is None or dst_text is None:
+        raise InvalidInput("--kind tcp needs --to VM or host (or --dst-mac and --dst-ip)")
+    dst_ip = parse_ip(dst_text)
+    src_text = spec.src_ip or _first_ip(vm.ips, dst_ip.version)
+    if src_text is None:
+        raise InvalidInput(f"{vm.name!r} has no IPv{dst_ip.version} address to send from")
+    for name, port in (("--sport", spec.src_port), ("--dport", spec.dst_port)):
+        if not 0 < port < 1 << 16:
+            raise InvalidInput(f"{name} must be between 1 and 65535, not {port}")
+    for name, number in (("--seq", spec.tcp_seq), ("--ack", spec.tcp_ack)):
+        if not 0 <= number < 1 << 32:
+            raise InvalidInput(f"{name} must be between 0 and 2**32-1, not {number}")
+    payload = packets.seq_payload(seq, time.time_ns()) if spec.payload_seq else b""
+    offset = (seq - spec.seq) * len(payload)
+    return packets.tcp_segment(
+        src,
+        dst_mac,
+        parse_ip(src_text),
+        dst_ip,
+        spec.src_port,
+        spec.dst_port,
+        parse_flags(spec.tcp_flags),
+        (spec.tcp_seq + offset) % (1 << 32),
+        spec.tcp_ack,
+        payload,
+    )
+
+
+def _first_ip(ips: Iterable[str], version: int | None = None) -> str | None:
+    for text in ips:
+        if version is None or parse_ip(text).version == version:
+            return text
+    return None
 
 
 def _sending_vif(vm: VmEntry, chassis: str | None) -> VifEntry:
@@ -251,17 +319,25 @@ def _sending_vif(vm: VmEntry, chassis: str | None) -> VifEntry:
 
 
 class Injector:
-    """Sends frames as a VM, over one unixctl connection to the chassis' ovs-vswitchd."""
+    """Sends frames as a VM (over one unixctl connection to the chassis' ovs-vswitchd) or
+    as an external host (to the top-of-rack switch's)."""
 
     def __init__(self, directory: Path, vm_name: str, chassis: str | None = None) -> None:
         self.state = load(directory)
-        self.vm = self.state.get_vm(vm_name)
-        self.vif = _sending_vif(self.vm, chassis)
-        host = Layout(directory).chassis(self.vif.chassis)
-        self._ctl = UnixctlClient(host.vswitchd_ctl)
+        self.vm: Endpoint = self.state.get_endpoint(vm_name)
+        if isinstance(self.vm, HostEntry):
+            if chassis is not None:
+                raise InvalidInput(f"{vm_name!r} is an external host: it has no chassis")
+            self.ifname = self.vm.ifname
+            switch = Layout(directory).tor
+        else:
+            vif = _sending_vif(self.vm, chassis)
+            self.ifname = vif.ifname
+            switch = Layout(directory).chassis(vif.chassis)
+        self._ctl = UnixctlClient(switch.vswitchd_ctl)
 
     def send(self, frame: bytes) -> None:
-        self._ctl.call("netdev-dummy/receive", self.vif.ifname, frame.hex())
+        self._ctl.call("netdev-dummy/receive", self.ifname, frame.hex())
 
     def close(self) -> None:
         self._ctl.close()
@@ -301,20 +377,36 @@ def capture(
     directory: Path, vm_name: str, *, chassis: str | None = None, received: bool = True
 ) -> list[Captured]:
     """Frames delivered to the VM (received=True) or sent by it, on each of its VIFs,
-    in time order. VIFs that were unplugged keep their captures until the VM is deleted."""
-    state = load(directory)
-    vm = state.get_vm(vm_name)
+    in time order. VIFs that were unplugged keep their captures until the VM is deleted.
+    An external host's frames are those of its ToR port (chassis "tor")."""
+    return _read_captures(capture_files(load(directory), vm_name, chassis, received))
+
+
+def capture_files(
+    state: LabState, name: str, chassis: str | None = None, received: bool = True
+) -> list[tuple[str, Path]]:
+    """(where, pcap file) of every capture of a VM's VIFs or of a host's port."""
+    endpoint = state.get_endpoint(name)
+    if isinstance(endpoint, HostEntry):
+        if chassis not in (None, TOR_CHASSIS):
+            raise InvalidInput(f"{name!r} is an external host: it has no chassis")
+        return [(TOR_CHASSIS, Path(endpoint.tx_pcap if received else endpoint.rx_pcap))]
+    return [
+        (vif.chassis, Path(vif.tx_pcap if received else vif.rx_pcap))
+        for vif in endpoint.vifs + endpoint.unplugged
+        if chassis is None or vif.chassis == chassis
+    ]
+
+
+def _read_captures(files: list[tuple[str, Path]]) -> list[Captured]:
     out: list[Captured] = []
-    for vif in vm.vifs + vm.unplugged:
-        if chassis is not None and vif.chassis != chassis:
-            continue
-        path = Path(vif.tx_pcap if received else vif.rx_pcap)
+    for where, path in files:
         for record in pcap.read(path):
             try:
                 info = packets.decode(record.frame)
             except InvalidInput:
                 continue
-            out.append(Captured(ts=record.ts, chassis=vif.chassis, info=info))
+            out.append(Captured(ts=record.ts, chassis=where, info=info))
     out.sort(key=lambda c: c.ts)
     return out
 

@@ -207,7 +207,7 @@ def udp_seq(
     port: int = SEQ_UDP_PORT,
 ) -> bytes:
     """A UDP datagram whose payload carries a sequence number and the send time."""
-    payload = _SEQ_PAYLOAD.pack(SEQ_MAGIC, seq, sent_ns)
+    payload = seq_payload(seq, sent_ns)
     udp = struct.pack("!HHHH", port, port, 8 + len(payload), 0) + payload
     return _eth(dst, src, ETH_IPV4, _ipv4_header(src_ip, dst_ip, IPPROTO_UDP, len(udp)) + udp)
 
@@ -358,11 +358,17 @@ class FrameInfo:
     src_port: int | None = None  # TCP or UDP
     dst_port: int | None = None
     tcp_flags: int | None = None
+    tcp_seq: int | None = None  # the TCP header's sequence and acknowledgement numbers
+    tcp_ack: int | None = None
+    payload_len: int | None = None  # bytes of TCP payload (the IP length, not the padding)
     icmp_type: int | None = None  # ICMPv4 or ICMPv6
     icmp_code: int | None = None
 
     def summary(self) -> str:
-        text = f"{self.src} > {self.dst} {self.kind}"
+        text = f"{self.src} > {self.dst}"
+        if self.vlan_tci is not None:
+            text += f" vlan {self.vlan_tci & 0xFFF}"
+        text += f" {self.kind}"
         if self.kind is Kind.UDP and self.seq is not None:
             text += f" seq={self.seq}"
         if self.src_ip is not None:
@@ -374,6 +380,10 @@ class FrameInfo:
         if self.tcp_flags is not None:
             names = [flag.name or "" for flag in TcpFlags if flag & self.tcp_flags]
             text += f" flags {'|'.join(names) or 'none'}"
+        if self.tcp_seq is not None:
+            text += f" seq {self.tcp_seq} ack {self.tcp_ack} len {self.payload_len}"
+            if self.seq is not None:
+                text += f" lab-seq={self.seq}"
         if self.icmp_type is not None and self.kind is not Kind.NA:
             text += f" type {self.icmp_type} code {self.icmp_code}"
         if self.target is not None and self.kind in (Kind.ARP, Kind.NA):
@@ -401,6 +411,9 @@ class FrameInfo:
             "src_port",
             "dst_port",
             "tcp_flags",
+            "tcp_seq",
+            "tcp_ack",
+            "payload_len",
             "icmp_type",
             "icmp_code",
         ):
@@ -438,7 +451,10 @@ def decode(frame: bytes) -> FrameInfo:
         proto = body[9]
         sip, dip = ipaddress.IPv4Address(body[12:16]), ipaddress.IPv4Address(body[16:20])
         later_fragment = struct.unpack("!H", body[6:8])[0] & 0x1FFF != 0
-        l4 = b"" if later_fragment else body[ihl:]
+        (total,) = struct.unpack("!H", body[2:4])
+        # Short frames are padded to Ethernet's minimum: the IP length says where L4 ends.
+        end = total if ihl <= total <= len(body) else len(body)
+        l4 = b"" if later_fragment else body[ihl:end]
         kind, fields = _transport(proto, l4, Kind.IPV4)
         return info(kind, src_ip=sip, dst_ip=dip, ip_proto=proto, **fields)
     if ethertype == ETH_IPV6 and len(body) >= 40:
@@ -456,9 +472,26 @@ def decode(frame: bytes) -> FrameInfo:
                 icmp_type=icmp[0],
                 icmp_code=icmp[1],
             )
-        kind, fields = _transport(nxt, body[40:], Kind.IPV6)
+        (length,) = struct.unpack("!H", body[4:6])
+        kind, fields = _transport(nxt, body[40 : 40 + length], Kind.IPV6)
         return info(kind, src_ip=sip6, dst_ip=dip6, ip_proto=nxt, **fields)
     return info(Kind.OTHER)
+
+
+def seq_payload(seq: int, sent_ns: int = 0) -> bytes:
+    """The lab's payload: magic, a sequence number and the send time (UDP and TCP data)."""
+    return _SEQ_PAYLOAD.pack(SEQ_MAGIC, seq, sent_ns)
+
+
+SEQ_PAYLOAD_SIZE = _SEQ_PAYLOAD.size
+
+
+def _lab_payload(data: bytes) -> dict[str, int]:
+    if len(data) >= _SEQ_PAYLOAD.size:
+        magic, seq, sent = _SEQ_PAYLOAD.unpack(data[: _SEQ_PAYLOAD.size])
+        if magic == SEQ_MAGIC:
+            return {"seq": seq, "sent_ns": sent}
+    return {}
 
 
 def _transport(proto: int, l4: bytes, default: Kind) -> tuple[Kind, dict[str, int]]:
@@ -466,14 +499,21 @@ def _transport(proto: int, l4: bytes, default: Kind) -> tuple[Kind, dict[str, in
     if proto == IPPROTO_UDP and len(l4) >= 8:
         sport, dport = struct.unpack("!HH", l4[:4])
         fields = {"src_port": sport, "dst_port": dport}
-        if len(l4) >= 8 + _SEQ_PAYLOAD.size:
-            magic, seq, sent = _SEQ_PAYLOAD.unpack(l4[8 : 8 + _SEQ_PAYLOAD.size])
-            if magic == SEQ_MAGIC:
-                fields.update(seq=seq, sent_ns=sent)
+        fields.update(_lab_payload(l4[8:]))
         return Kind.UDP, fields
     if proto == IPPROTO_TCP and len(l4) >= 20:
-        sport, dport, _, _, offset_flags = struct.unpack("!HHIIH", l4[:14])
-        return Kind.TCP, {"src_port": sport, "dst_port": dport, "tcp_flags": offset_flags & 0x1FF}
+        sport, dport, tcp_seq, tcp_ack, offset_flags = struct.unpack("!HHIIH", l4[:14])
+        data = l4[max(20, (offset_flags >> 12) * 4) :]
+        fields = {
+            "src_port": sport,
+            "dst_port": dport,
+            "tcp_flags": offset_flags & 0x1FF,
+            "tcp_seq": tcp_seq,
+            "tcp_ack": tcp_ack,
+            "payload_len": len(data),
+        }
+        fields.update(_lab_payload(data))
+        return Kind.TCP, fields
     icmp_kind = {IPPROTO_ICMP: Kind.ICMP, IPPROTO_ICMPV6: Kind.ICMPV6}.get(proto)
     if icmp_kind is not None and len(l4) >= 4:
         return icmp_kind, {"icmp_type": l4[0], "icmp_code": l4[1]}
