@@ -9,7 +9,7 @@ import sys
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
-BENCHMARKS = ["lab_startup.py", "bind.py", "migration.py", "compare.py", "scale.py"]
+BENCHMARKS = ["lab_startup.py", "bind.py", "migration.py", "compare.py", "scale.py", "agent_cpu.py"]
 
 
 def main() -> int:
