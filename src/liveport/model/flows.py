@@ -349,7 +349,40 @@ class Conjunction:
     n_clauses: int
 
 
-Action = Output | OutputReg | SetField | Load | Resubmit | Controller | Learn | Conjunction
+@dataclass(frozen=True)
+class Ct:
+    """Sends the packet through connection tracking (NXAST_CT), as ovs-actions(7) says.
+
+    The zone is bits [0, 16) of `zone_field` (a register) or, without one, the number
+    `zone`. With `table`, OVS forks: a copy of the packet is tracked and then processed
+    from that table with ct_state (and ct_mark, ct_label) set and the registers kept, while
+    the original goes on with the next action, untracked. `commit` stores the connection;
+    `exec` (commit only) loads values into its ct_mark or ct_label as it is stored."""
+
+    commit: bool = False
+    zone_field: str | None = None
+    zone: int = 0
+    table: int | None = None
+    exec: tuple[Load, ...] = ()
+
+
+@dataclass(frozen=True)
+class CtClear:
+    """Forgets the packet's connection tracking state (NXAST_CT_CLEAR)."""
+
+
+Action = (
+    Output
+    | OutputReg
+    | SetField
+    | Load
+    | Resubmit
+    | Controller
+    | Learn
+    | Conjunction
+    | Ct
+    | CtClear
+)
 
 
 # ----- flows and flow sets -------------------------------------------------------------------
@@ -399,6 +432,18 @@ def _action_text(action: Action) -> str:
         return f"controller(userdata={action.userdata.hex()})"
     if isinstance(action, Conjunction):
         return f"conjunction({action.id},{action.clause}/{action.n_clauses})"
+    if isinstance(action, Ct):
+        parts = ["commit"] if action.commit else []
+        parts.append(
+            f"zone={action.zone_field}[0..15]" if action.zone_field else f"zone={action.zone}"
+        )
+        if action.table is not None:
+            parts.append(f"table={action.table}")
+        if action.exec:
+            parts.append(f"exec({','.join(_action_text(a) for a in action.exec)})")
+        return f"ct({','.join(parts)})"
+    if isinstance(action, CtClear):
+        return "ct_clear"
     return f"learn(table={action.table},priority={action.priority},cookie={action.cookie:#x},...)"
 
 
