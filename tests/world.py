@@ -497,6 +497,12 @@ def fresh_like(world: World) -> World:
     fresh.nb = copy.deepcopy(world.nb)
     fresh.hv = copy.deepcopy(world.hv)
     fresh.alive = set(world.alive)
+    # The same VIFs have the same conntrack zones (recorded in the bridge: an allocation's
+    # history is not migration state).
+    for chassis in CHASSIS:
+        old_db, new_db = world.ovs_db[chassis], fresh.ovs_db[chassis]
+        ids = old_db.rows("Bridge")[old_db.find("Bridge", name="br-int")]["external_ids"]
+        new_db.update("Bridge", new_db.find("Bridge", name="br-int"), external_ids=dict(ids))
     # Every chassis reports its VIFs, northd creates the bindings; then they are given
     # today's owners, as if they had always been there.
     for chassis in CHASSIS:

@@ -286,7 +286,12 @@ def ovs_snapshot(me: str, vifs: dict[str, int], tunnels: dict[str, int]) -> Snap
             external_ids=ids,
         )
         ports.add(db.insert("Port", name=f"lp-{chassis}", interfaces={iface}, external_ids=ids))
-    bridge = db.insert("Bridge", name="br-int", ports=ports)
+    bridge = db.insert(
+        "Bridge",
+        name="br-int",
+        ports=ports,
+        external_ids={f"ct-zone-{i}": str(z) for i, z in zones_for(vifs).items()},
+    )
     db.insert(
         "Open_vSwitch",
         bridges={bridge},
@@ -302,6 +307,11 @@ def port_view(name: str, key: int, owner: str, **kw: Any) -> PortView:
     return PortView(name, 1, key, (ADDR[name],), (), owner, **kw)
 
 
+def zones_for(vifs: dict[str, int]) -> dict[str, int]:
+    """The conntrack zones an agent records for these VIFs (1, 2, ... by iface-id)."""
+    return {iface_id: n for n, iface_id in enumerate(sorted(vifs), start=1)}
+
+
 def expected_flows(me: str, vifs: dict[str, int], ports: list[PortView], **kw: Any) -> FlowSet:
     """The flows of a chassis, compiled from a view written out by hand."""
     return compile_flows(
@@ -310,6 +320,7 @@ def expected_flows(me: str, vifs: dict[str, int], ports: list[PortView], **kw: A
             vifs={n: LocalVif(n, p) for n, p in vifs.items()},
             tunnels=TUNNELS[me],
             ports={p.name: p for p in ports},
+            zones=zones_for(vifs),
             **kw,
         )
     )

@@ -29,11 +29,13 @@ from liveport.ovsdb.rows import Delete, Insert, Mutate, Op, Ref, Snapshot
 
 OVS_TABLES: dict[str, list[str] | None] = {
     "Open_vSwitch": ["external_ids", "bridges", "other_config"],
-    "Bridge": ["name", "ports", "fail_mode", "protocols", "other_config"],
+    "Bridge": ["name", "ports", "fail_mode", "protocols", "other_config", "external_ids"],
     "Port": ["name", "interfaces", "external_ids"],
     "Interface": ["name", "type", "ofport", "external_ids", "options", "error"],
 }
 TUNNEL_KEY = "liveport-chassis"  # external_ids key on our tunnel ports
+ZONE_PREFIX = "ct-zone-"  # Bridge external_ids: ct-zone-<iface-id> = the VIF's zone
+MAX_ZONE = 65535
 MAX_IFACE_ID = 255  # characters: what the SB's Chassis_VIF.iface_id holds
 
 
@@ -81,6 +83,7 @@ class LocalState:
     root_uuid: uuid.UUID | None = None
     offered: str | None = None  # external_ids:liveport-vhost-modes-offered
     invalid: tuple[str, ...] = ()  # iface-ids too long or not printable: never reported
+    zones: Mapping[str, int] = field(default_factory=dict)  # conntrack zones, by iface-id
 
     @property
     def tunnel_ofports(self) -> dict[str, int]:
@@ -164,7 +167,61 @@ def read_local(snap: Snapshot, identity: Identity) -> LocalState:
         root.uuid if root is not None else None,
         root["external_ids"].get("liveport-vhost-modes-offered") if root is not None else None,
         tuple(sorted(set(invalid))),
+        _zones(bridge["external_ids"]),
     )
+
+
+def _zones(ids: Mapping[str, str]) -> dict[str, int]:
+    """The zones recorded in the bridge's external_ids (unusable entries are ignored; a
+    zone recorded twice is kept by the first iface-id, in order)."""
+    zones: dict[str, int] = {}
+    taken: set[int] = set()
+    for key, value in sorted(ids.items()):
+        if not key.startswith(ZONE_PREFIX) or not value.isdigit():
+            continue
+        zone = int(value)
+        if 1 <= zone <= MAX_ZONE and zone not in taken:
+            zones[key[len(ZONE_PREFIX) :]] = zone
+            taken.add(zone)
+    return zones
+
+
+def allocate_zones(
+    current: Mapping[str, int], vifs: Sequence[str] | frozenset[str] | Mapping[str, object]
+) -> tuple[dict[str, int], dict[str, int], dict[str, int]]:
+    """A conntrack zone for every VIF (OVN keeps one per local port, in the same bridge
+    external_ids): those recorded are kept, a new VIF gets the lowest free zone, and the
+    zones of VIFs that went are released. Returns (zones, added, released)."""
+    zones = {i: z for i, z in current.items() if i in vifs}
+    released = {i: z for i, z in current.items() if i not in vifs}
+    taken = set(zones.values())
+    added: dict[str, int] = {}
+    candidate = 1
+    for iface_id in sorted(i for i in vifs if i not in zones):
+        while candidate in taken:
+            candidate += 1
+        if candidate > MAX_ZONE:
+            break  # more VIFs than zones: the rest get none (their ACLs use zone 0)
+        zones[iface_id] = added[iface_id] = candidate
+        taken.add(candidate)
+    return zones, added, released
+
+
+def zone_ops(
+    state: LocalState, added: Mapping[str, int], released: Mapping[str, int]
+) -> list[Op]:
+    """Records zones in the bridge's external_ids (and forgets released ones)."""
+    if state.bridge_uuid is None:
+        return []
+    ops: list[Op] = [
+        Mutate("Bridge", state.bridge_uuid, "external_ids", "delkey", ZONE_PREFIX + i, None)
+        for i in sorted(released)
+    ]
+    ops += [
+        Mutate("Bridge", state.bridge_uuid, "external_ids", "setkey", ZONE_PREFIX + i, str(z))
+        for i, z in sorted(added.items())
+    ]
+    return ops
 
 
 @dataclass(frozen=True)

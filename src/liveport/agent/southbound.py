@@ -34,6 +34,10 @@ SB_TABLES: dict[str, list[str] | None] = {
     "Port_Binding": None,
     "Port_Claim": None,
     "Chassis_VIF": None,
+    "ACL": None,
+    "Port_Group": None,
+    "Address_Set": None,
+    "Port_Connections": None,
 }
 
 
@@ -204,6 +208,8 @@ def port_view(pb: Row, dp: Row) -> PortView:
         destination=pb["migration_destination"],
         migration_state=MigrationState(pb["migration_state"]) if pb["migration_state"] else None,
         strategy=_strategy(pb["activation_strategy"]),
+        enabled=pb["enabled"] is not False,
+        source=pb["migration_source"],
     )
 
 

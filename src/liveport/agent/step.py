@@ -33,6 +33,7 @@ from typing import Any
 from liveport.agent import localswitch, southbound
 from liveport.agent import vhost as agent_vhost
 from liveport.agent.localswitch import Identity, LocalState, VifModes
+from liveport.agent.security import Security, carried_from, read_security
 from liveport.model import cookies
 from liveport.model.binding import (
     ClaimReport,
@@ -43,6 +44,7 @@ from liveport.model.binding import (
 )
 from liveport.model.catalogue import Catalogue
 from liveport.model.compiler import Dirty, FlowChange, FlowTable
+from liveport.model.conntrack import Connection
 from liveport.model.cookies import Kind
 from liveport.model.errors import LiveportError
 from liveport.model.flows import Flow, FlowSet, diff
@@ -120,9 +122,18 @@ class Memory:
     # What changed in steps that could not compile (the view was partial): looked at next.
     unsettled: frozenset[str] = frozenset()
     unsettled_tunnels: frozenset[str] = frozenset()
+    unsettled_datapaths: frozenset[int] = frozenset()
     # A step saw a database disconnected: the changes it was given are not in the memory,
     # so the next step reads everything again.
     rescan: bool = False
+    # Security groups: conntrack zones of the local VIFs (by iface-id), the ACL state,
+    # the connections carried to ports migrating here, and the chassis each local port last
+    # migrated from (whose published connections count for it).
+    zones: Mapping[str, int] = field(default_factory=dict)
+    security: Security = field(default_factory=Security)
+    carried: Mapping[str, tuple[Connection, ...]] = field(default_factory=dict)
+    sources: Mapping[str, str] = field(default_factory=dict)
+    acl_problems: Mapping[int, str] = field(default_factory=dict)  # as last logged
 
     def connected(self, switch_flows: FlowSet) -> Memory:
         """A new OpenFlow connection: the switch holds switch_flows (dumped, with liveport's
@@ -159,6 +170,7 @@ class Outcome:
     needs_learned: bool = False  # call the step again with Inputs.learned
     installed: bool = False  # the view was compiled (M9: reports follow the barrier)
     events: tuple[str, ...] = ()  # what to log
+    flush_zones: tuple[int, ...] = ()  # conntrack zones released: flush after the flows
 
 
 def learning_ports(flows: Iterable[Flow]) -> set[PortKey]:
@@ -192,6 +204,9 @@ class _Pass:
         self.events: list[str] = []
         self.dirty: set[str] = set()
         self.tunnels: frozenset[str] = frozenset()
+        self.datapaths: frozenset[int] = frozenset()
+        self.zone_added: dict[str, int] = {}
+        self.zone_released: dict[str, int] = {}
         self.everything = inputs.sb_changed is None or not memory.synced or memory.rescan
 
     def run(self) -> Outcome:
@@ -213,11 +228,14 @@ class _Pass:
                 m,
                 unsettled=m.unsettled | self.dirty,
                 unsettled_tunnels=m.unsettled_tunnels | self.tunnels,
+                unsettled_datapaths=m.unsettled_datapaths | self.datapaths,
             )
             return Outcome(m, ovs_ops, sb_ops, asked, backends=backends, events=tuple(self.events))
         self.dirty |= m.unsettled
         self.tunnels |= m.unsettled_tunnels
+        self.datapaths |= m.unsettled_datapaths
         m = self._kept_activations(m)
+        m = self._carried(m)
         view = ChassisView(
             self.me,
             vifs=m.vifs,
@@ -225,6 +243,11 @@ class _Pass:
             ports=m.ports,
             claims=m.reports,
             activated=m.activated,
+            acls=m.security.by_dp,
+            address_sets=m.security.sets,
+            port_groups=m.security.groups,
+            zones=m.zones,
+            carried=m.carried,
         )
         waiting = self._waiting(m, view)
         if waiting:
@@ -245,6 +268,7 @@ class _Pass:
             view = dataclasses.replace(view, activated=m.activated)
         m, change, names = self._compile(m, view)
         reports, m = self._reports(m, view, names)
+        m = self._acl_problems(m)
         return Outcome(
             m,
             ovs_ops,
@@ -255,6 +279,7 @@ class _Pass:
             backends,
             installed=True,
             events=tuple(self.events),
+            flush_zones=tuple(sorted(self.zone_released.values())),
         )
 
     # ----- the local switch --------------------------------------------------------------
@@ -301,6 +326,12 @@ class _Pass:
         # An announcement counts only for the VIF it came in on: a VIF that went away takes
         # it along, so a new VIF there must announce itself again (M7).
         activated = frozenset(p for p in m.activated if p in vifs)
+        # Every bound VIF has a conntrack zone, recorded in the bridge so that a restart
+        # keeps it (and the connections tracked in it).
+        zones, self.zone_added, self.zone_released = localswitch.allocate_zones(
+            m.zones if m.local is not None else local.zones, vifs
+        )
+        self.dirty |= set(self.zone_added) | set(self.zone_released)
         return dataclasses.replace(
             m,
             local=local,
@@ -310,6 +341,8 @@ class _Pass:
             vhost=vhost,
             activated=activated,
             activations={p: a for p, a in m.activations.items() if p in activated},
+            zones=zones,
+            sources={p: c for p, c in m.sources.items() if p in vifs},
         )
 
     def _ops(self, m: Memory) -> tuple[tuple[Op, ...], tuple[Op, ...]]:
@@ -324,6 +357,11 @@ class _Pass:
             ovs_ops += localswitch.tunnel_ops(m.local, wanted, self.config.identity.encap_type)
         if local_changed:
             ovs_ops += localswitch.vhost_ops(m.local, m.vif_modes, self.config.modes)
+            # Zones in the bridge: new ones, released ones, and any the bridge lost.
+            recorded = m.local.zones
+            missing = {i: z for i, z in m.zones.items() if recorded.get(i) != z}
+            gone = {i: z for i, z in recorded.items() if i not in m.zones}
+            ovs_ops += localswitch.zone_ops(m.local, missing, gone)
         sb_ops = southbound.registration_ops(
             sb, self.config.identity, self.inp.now_ms, self.config.modes
         )
@@ -350,8 +388,20 @@ class _Pass:
     # ----- the SB ------------------------------------------------------------------------
 
     def _views(self, m: Memory) -> Memory:
-        """The PortViews and my claims, updated for the rows that changed."""
+        """The PortViews, my claims and the ACL state, updated for the rows that changed."""
         sb, changed = self.inp.sb, self.inp.sb_changed
+        security, self.datapaths = read_security(
+            sb, m.security, None if self.everything else changed
+        )
+        if security is not m.security:
+            m = dataclasses.replace(m, security=security)
+        if changed is not None and not self.everything:
+            for row_uuid in changed.get("Port_Connections", ()):
+                row = sb.get("Port_Connections", row_uuid)
+                if row is not None:
+                    self.dirty.add(row["logical_port"])
+                else:
+                    self.dirty |= set(m.carried)  # a row went: which port is not known
         if self.everything or changed is None:
             views = {pb.uuid: v for pb in sb.rows("Port_Binding") if (v := _view(sb, pb))}
             ports: dict[str, PortView] = {}
@@ -477,6 +527,43 @@ class _Pass:
             and view.role(view.ports[n]) is LocalRole.PENDING
         }
 
+    def _carried(self, m: Memory) -> Memory:
+        """The connections a local port's migration source published for it (only a port
+        whose VIF is here; only its source, present or last, counts)."""
+        names = set(m.vifs) if self.everything else self.dirty & set(m.vifs)
+        gone = {p for p in m.carried if p not in m.vifs}
+        if not names and not gone:
+            return m
+        carried = {p: c for p, c in m.carried.items() if p in m.vifs}
+        sources = dict(m.sources)
+        for name in names:
+            port = m.ports.get(name)
+            if port is not None and port.source and port.source != self.me:
+                sources[name] = port.source
+            wanted = {c for c in (port.source if port else None, sources.get(name)) if c}
+            found, refused = carried_from(self.inp.sb, name, wanted - {self.me})
+            if refused:
+                self.events.append(
+                    f"port {name}: {refused} carried connections from its migration source "
+                    "refused (malformed)"
+                )
+            if found:
+                carried[name] = found
+            else:
+                carried.pop(name, None)
+        self.dirty |= _changed_keys(m.carried, carried)
+        return dataclasses.replace(m, carried=carried, sources=sources)
+
+    def _acl_problems(self, m: Memory) -> Memory:
+        """Logs ACLs enforced fail-closed here, once each time their problem changes."""
+        problems = m.table.acl_problems()
+        if problems == m.acl_problems:
+            return m
+        for key, problem in sorted(problems.items()):
+            if m.acl_problems.get(key) != problem:
+                self.events.append(f"ACL key {key}: {problem}")
+        return dataclasses.replace(m, acl_problems=problems)
+
     # ----- flows and reports -------------------------------------------------------------
 
     def _compile(self, m: Memory, view: ChassisView) -> tuple[Memory, FlowChange, set[str]]:
@@ -486,7 +573,9 @@ class _Pass:
             change = FlowChange(diff(current, table.flows()))
             names = set(view.ports) | set(m.roles)
         else:
-            table, change = m.table.update(view, Dirty(frozenset(self.dirty), self.tunnels))
+            table, change = m.table.update(
+                view, Dirty(frozenset(self.dirty), self.tunnels, self.datapaths)
+            )
             names = set(self.dirty)
         roles = dict(m.roles)
         pending, activated_role = set(m.pending), set(m.activated_role)
@@ -528,6 +617,7 @@ class _Pass:
             learned=frozenset(pending_keys),
             unsettled=frozenset(),
             unsettled_tunnels=frozenset(),
+            unsettled_datapaths=frozenset(),
             rescan=False,
         )
         return m, change, names

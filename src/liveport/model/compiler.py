@@ -16,6 +16,13 @@ What a port's change can affect beyond the port itself:
 A tunnel port that appears, goes or changes number affects the ports that name its
 chassis and the datapaths whose flood goes there (`Dirty.tunnels`).
 
+A datapath's ACL stages (model.acl) are compiled as one group per local datapath, again
+when `Dirty.datapaths` names it (its ACLs, or an address set or port group they refer to,
+changed) or when one of its ports appears, goes or changes key; each ACL's flows are
+memoised, so only the ACLs whose inputs changed are compiled again. When a datapath gains
+its first ACL (or its first stateful one) or loses its last, its local ports are compiled
+again too: their flood and carried connections depend on it.
+
 Only dictionaries are copied per update (copy-on-write, at C speed); no Python loop runs
 over all ports or all flows, except for `everything` (a new or reconnected agent).
 """
@@ -25,12 +32,14 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 
+from liveport.model.acl import Direction
 from liveport.model.cookies import EXACT
 from liveport.model.flows import Action, Flow, FlowDiff, FlowKey, FlowSet
 from liveport.model.pipeline import (
     ChassisView,
     PortInputs,
     PortView,
+    acl_stage,
     datapath_flows,
     flood_member,
     naming,
@@ -47,10 +56,11 @@ class Dirty:
 
     ports: frozenset[str] = frozenset()
     tunnels: frozenset[str] = frozenset()
+    datapaths: frozenset[int] = frozenset()  # whose ACL stages may have changed
     everything: bool = False
 
     def __bool__(self) -> bool:
-        return bool(self.ports or self.tunnels or self.everything)
+        return bool(self.ports or self.tunnels or self.datapaths or self.everything)
 
 
 @dataclass(frozen=True)
@@ -77,6 +87,12 @@ class _Datapath:
     flows: tuple[Flow, ...]
 
 
+@dataclass(frozen=True)
+class _Acls:
+    flows: tuple[Flow, ...]
+    problems: Mapping[int, str]  # ACL key -> why it is enforced fail-closed
+
+
 Group = tuple[str, object]  # ("port", name) | ("dp", key)
 _NOTHING: frozenset[str] = frozenset()
 
@@ -95,6 +111,7 @@ class FlowTable:
     # The flood: which local ports receive it, per datapath ((port key, name) -> actions).
     flood: Mapping[int, Mapping[tuple[int, str], tuple[Action, ...]]] = field(default_factory=dict)
     members: Mapping[str, tuple[int, int, tuple[Action, ...]]] = field(default_factory=dict)
+    acls: Mapping[int, _Acls] = field(default_factory=dict)  # local datapaths' ACL stages
 
     def flows(self) -> FlowSet:
         """Every flow (a Python loop over the whole table: for tests and first syncs)."""
@@ -102,8 +119,13 @@ class FlowTable:
             [
                 *(f for p in self.ports.values() for f in p.flows),
                 *(f for d in self.datapaths.values() for f in d.flows),
+                *(f for a in self.acls.values() for f in a.flows),
             ]
         )
+
+    def acl_problems(self) -> dict[int, str]:
+        """ACL key -> why this chassis enforces it fail-closed (or not at all)."""
+        return {k: v for a in self.acls.values() for k, v in a.problems.items()}
 
     def inputs(self, name: str) -> PortInputs | None:
         """What the port was compiled for (None if its datapath is not local here)."""
@@ -135,6 +157,9 @@ class _Update:
         else:
             self.names = set(dirty.ports)
             self.tunnels = dirty.tunnels
+        self.acl_dps: set[int] = (
+            set(view.acls) | set(old.view.acls) if everything else set(dirty.datapaths)
+        )
         self.ports = old.ports
         self.datapaths = old.datapaths
         self.dp_ports = old.dp_ports
@@ -144,6 +169,7 @@ class _Update:
         self.remote = old.remote
         self.flood = old.flood
         self.members = old.members
+        self.acls = old.acls
         self._copied: set[str] = set()
         self.dps: set[int] = set()  # datapaths whose own flows must be looked at again
         self.deletes: list[Flow] = []
@@ -171,10 +197,18 @@ class _Update:
         for chassis in self.tunnels:
             self.names |= self.naming.get(chassis, _NOTHING)
             self.dps |= {dp for dp, counts in self.remote.items() if chassis in counts}
+        old_view = self.old.view
+        for dp in self.acl_dps:
+            if old_view.filtered(dp) != self.view.filtered(dp) or old_view.stateful(
+                dp
+            ) != self.view.stateful(dp):
+                self.names |= self.local.get(dp, _NOTHING)
         for name in sorted(self.names):
             self._compile_port(name)
         for dp in sorted(self.dps):
             self._compile_datapath(dp)
+        for dp in sorted(self.acl_dps):
+            self._compile_acls(dp)
         table = FlowTable(
             self.view,
             self.ports,
@@ -186,6 +220,7 @@ class _Update:
             self.remote,
             self.flood,
             self.members,
+            self.acls,
         )
         change = FlowChange(
             FlowDiff(tuple(self.deletes), tuple(self.adds), tuple(self.modifies)),
@@ -200,6 +235,13 @@ class _Update:
         was_local = name in self.old.view.vifs
         is_local = name in self.view.vifs
         affected: set[str] = set()
+        if (before is None) != (after is None) or (
+            before is not None
+            and after is not None
+            and (before.dp_key, before.key) != (after.dp_key, after.key)
+        ):
+            # Port names in ACL matches stand for keys.
+            self.acl_dps |= {p.dp_key for p in (before, after) if p is not None}
         if before != after:
             if before is not None:
                 self._set_remove("dp_ports", before.dp_key, name)
@@ -219,9 +261,11 @@ class _Update:
             if was is not None and self._set_remove("local", was, name):
                 affected |= self.dp_ports.get(was, _NOTHING)  # no longer local
                 self.dps.add(was)
+                self.acl_dps.add(was)
             if now is not None and self._set_add("local", now, name):
                 affected |= self.dp_ports.get(now, _NOTHING)  # newly local
                 self.dps.add(now)
+                self.acl_dps.add(now)
         return affected
 
     def _set_add(self, index: str, key: object, name: str) -> bool:
@@ -333,6 +377,29 @@ class _Update:
         flows = datapath_flows(dp, members, remote)
         self._own("datapaths")[dp] = _Datapath(members, remote, flows)
         self._replace(old.flows if old is not None else (), flows)
+
+    def _compile_acls(self, dp: int) -> None:
+        """A local datapath's ACL stages, both directions (`dps` includes the datapaths
+        that became local or stopped being local)."""
+        old = self.acls.get(dp)
+        if dp not in self.local:
+            if old is not None:
+                del self._own("acls")[dp]
+                self._replace(old.flows, ())
+            return
+        names = self.dp_ports.get(dp, _NOTHING)
+        ports = {n: self.view.ports[n].key for n in names}
+        flows: list[Flow] = []
+        problems: dict[int, str] = {}
+        for direction in Direction:
+            stage = acl_stage(self.view, dp, direction, ports)
+            flows.extend(stage.flows)
+            problems.update(stage.problems)
+        new = _Acls(tuple(flows), problems)
+        if old is not None and old.flows == new.flows and old.problems == new.problems:
+            return
+        self._own("acls")[dp] = new
+        self._replace(old.flows if old is not None else (), new.flows)
 
     def _replace(self, old: Iterable[Flow], new: tuple[Flow, ...]) -> None:
         """The diff from one group's old flows to its new ones. A cookie none of whose

@@ -31,6 +31,8 @@ class Kind(IntEnum):
     PORT = 3
     ACTIVATION = 4  # a pending destination's blocking and activation flows
     LEARNED = 5  # installed by the switch itself at activation
+    ACL = 6  # a datapath's ACL stage (port key 1: from-lport, 2: to-lport)
+    CARRIED = 7  # a migrating port's connections admitted on its destination
 
 
 @dataclass(frozen=True)

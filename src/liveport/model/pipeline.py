@@ -10,21 +10,28 @@ may use, and every compiled flow is checked against that declaration):
   5  GATE         holds only flows learned at activation: they set reg9[0] = gate open.
   10 PORT_SEC     source MAC (and IP where the port says so) of traffic from a VIF; a
                   pending port's traffic also needs the gate open.
+  15 ACL_IN_PRE   from-lport ACLs (model.acl): a stateful switch sends IP packets to the
+  16 ACL_IN       tracker in the inport's zone (reg12), then the ACLs judge them.
   30 L2_LOOKUP    destination MAC -> logical outport (reg15); broadcast, multicast and
                   unknown unicast are flooded to the datapath's local ports and other chassis.
   40 OUTPUT       per logical outport: deliver to the local VIF, or tunnel to the chassis
                   that own the port (the owner, and the destination during a migration) --
                   only for unicast from a local VIF: never for traffic that came from a
                   tunnel (split horizon, reg10[0]) nor for a flood (reg10[1]), which
-                  FLOOD_REMOTE copies to each chassis once. A pending port's delivery is
-                  blocked here until a learned flow overrides it.
+                  FLOOD_REMOTE copies to each chassis once. Local delivery loads the
+                  outport's conntrack zone and goes through the to-lport ACLs.
   41 FLOOD_LOCAL  a large datapath's local flood, in chunks chained by reg13 (an OpenFlow
                   message holds at most 64 KB of actions).
   45 FLOOD_REMOTE a datapath's flood to every other chassis that hosts its ports.
+  46 ACL_OUT_PRE  to-lport ACLs, in the outport's zone; they end in DELIVER.
+  47 ACL_OUT
+  50 DELIVER      per local port: output to its VIF. A pending port's delivery is blocked
+                  here until a flow learned at activation overrides it.
 
 A flood outputs straight to the VIFs of ports this chassis owns outside any migration, and
-goes through OUTPUT (gate, hairpin check) only for pending or migrating ports: OVS allows a
-packet 4096 resubmits, a switch may have more ports than that.
+goes through OUTPUT (gate, hairpin check) only for pending or migrating ports, or on a
+switch with ACLs (the to-lport ACLs judge each copy): OVS allows a packet 4096 resubmits, a
+switch may have more ports than that.
 
 Tunnels carry only the datapath key (Geneve VNI, 24 bits); the receiving chassis does its
 own L2 lookup. A flooded frame is never delivered back to the port that owns its source
@@ -37,12 +44,15 @@ per port.
 
 from __future__ import annotations
 
+import functools
 import ipaddress
 import struct
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from enum import IntEnum
 
+from liveport.model import acl as acls
+from liveport.model.acl import AclView, Direction, Stage
 from liveport.model.addr import BROADCAST, Mac
 from liveport.model.binding import (
     ClaimReport,
@@ -52,12 +62,14 @@ from liveport.model.binding import (
     PortState,
     decide_binding,
 )
+from liveport.model.conntrack import Connection, carried_flows
 from liveport.model.cookies import Kind, cookie
 from liveport.model.flows import (
     ETH_ARP,
     ETH_IPV4,
     ETH_IPV6,
     ETH_RARP,
+    FIELD_BITS,
     IPPROTO_ICMPV6,
     Action,
     Controller,
@@ -81,10 +93,15 @@ class Table(IntEnum):
     CLASSIFY = 0
     GATE = 5
     PORT_SEC = 10
+    ACL_IN_PRE = 15
+    ACL_IN = 16
     L2_LOOKUP = 30
     OUTPUT = 40
     FLOOD_LOCAL = 41
     FLOOD_REMOTE = 45
+    ACL_OUT_PRE = 46
+    ACL_OUT = 47
+    DELIVER = 50
 
 
 _ARP_FIELDS = {"arp_op", "arp_spa", "arp_tpa", "arp_sha", "arp_tha"}
@@ -110,6 +127,12 @@ TABLE_FIELDS: Mapping[Table, frozenset[str]] = {
     Table.OUTPUT: frozenset({"metadata", "reg15", "reg10", "eth_src"}),
     Table.FLOOD_LOCAL: frozenset({"metadata", "reg13"}),
     Table.FLOOD_REMOTE: frozenset({"metadata", "reg10"}),
+    Table.DELIVER: frozenset({"metadata", "reg15"}),
+    # ACL matches may test any packet field, the port registers and the tracker's state.
+    **dict.fromkeys(
+        (Table.ACL_IN_PRE, Table.ACL_IN, Table.ACL_OUT_PRE, Table.ACL_OUT),
+        frozenset(FIELD_BITS) - {"in_port", "tunnel_id"} - {f"reg{i}" for i in range(9, 14)},
+    ),
 }
 
 # Registers.
@@ -118,6 +141,7 @@ R_OUTPORT = "reg15"
 R_FLAGS = "reg10"  # bit 0: the packet came from a tunnel; bit 1: it is being flooded
 R_GATE = "reg9"  # bit 0: a pending port's gate is open (set by a learned flow)
 R_CHUNK = "reg13"  # which chunk of a large local flood comes next
+R_ZONE = "reg12"  # the conntrack zone of the port whose ACLs judge the packet (bits 0..15)
 FLOOD_CHUNK = 1000  # actions per flood flow: well under OpenFlow's 64 KB per message
 FLAG_FROM_TUNNEL = 1
 FLAG_FLOOD = 2
@@ -131,6 +155,16 @@ ACTIVATION_USERDATA = struct.Struct("!3sBBIH")
 USERDATA_MAGIC = b"LPA"
 _STRATEGY_CODE = {Strategy.RARP: 1, Strategy.GARP: 2, Strategy.NA: 3}
 _CODE_STRATEGY = {v: k for k, v in _STRATEGY_CODE.items()}
+
+# Where each direction's ACLs run, and where a packet they let through goes on.
+STAGE_IN = Stage(
+    Direction.FROM_LPORT, Table.ACL_IN_PRE, Table.ACL_IN, R_ZONE, (Resubmit(Table.L2_LOOKUP),)
+)
+STAGE_OUT = Stage(
+    Direction.TO_LPORT, Table.ACL_OUT_PRE, Table.ACL_OUT, R_ZONE, (Resubmit(Table.DELIVER),)
+)
+STAGES = {Direction.FROM_LPORT: STAGE_IN, Direction.TO_LPORT: STAGE_OUT}
+ACL_COOKIE_PORT = {Direction.FROM_LPORT: 1, Direction.TO_LPORT: 2}
 
 
 @dataclass(frozen=True)
@@ -176,6 +210,8 @@ class PortView:
     destination: str | None = None
     migration_state: MigrationState | None = None
     strategy: frozenset[Strategy] = frozenset(Strategy)
+    enabled: bool = True  # Logical_Switch_Port.enabled: false drops all to and from it
+    source: str | None = None  # the chassis a migration moves the port from
 
     def __hash__(self) -> int:
         # The compiler's cache hashes every port on every pass: hash the fields once.
@@ -192,6 +228,8 @@ class PortView:
                     self.destination,
                     self.migration_state,
                     self.strategy,
+                    self.enabled,
+                    self.source,
                 )
             )
             object.__setattr__(self, "_hash", cached)
@@ -210,6 +248,26 @@ class ChassisView:
     ports: Mapping[str, PortView] = field(default_factory=dict)  # by logical port name
     claims: Mapping[str, ClaimReport] = field(default_factory=dict)  # my claims, by port
     activated: frozenset[str] = frozenset()  # ports this chassis saw announce themselves
+    # Security groups: the ACLs of each datapath (by tunnel key), sorted by ACL key, and
+    # what their matches refer to.
+    acls: Mapping[int, tuple[AclView, ...]] = field(default_factory=dict)
+    address_sets: Mapping[str, frozenset[str]] = field(default_factory=dict)
+    port_groups: Mapping[str, frozenset[str]] = field(default_factory=dict)
+    zones: Mapping[str, int] = field(default_factory=dict)  # conntrack zone, by iface-id
+    # Connections another chassis tracked for a port migrating here (by port name).
+    carried: Mapping[str, tuple[Connection, ...]] = field(default_factory=dict)
+
+    def filtered(self, dp_key: int) -> bool:
+        """Whether the datapath has ACLs (its local deliveries go through them)."""
+        return bool(self.acls.get(dp_key))
+
+    def stateful(self, dp_key: int) -> bool:
+        """Whether the datapath tracks connections (model.acl.stateful)."""
+        return dp_key in self._stateful
+
+    @functools.cached_property
+    def _stateful(self) -> frozenset[int]:
+        return frozenset(dp for dp, found in self.acls.items() if acls.stateful(found))
 
     def role(self, port: PortView) -> LocalRole:
         return decide_binding(
@@ -285,33 +343,41 @@ class PortInputs:
     vif: LocalVif | None  # the VIF here, if the port has a role here
     remotes: tuple[int, ...]  # tunnel ofports its traffic goes to
     macs: tuple[int, ...]  # the MACs it wins in its datapath's L2 lookup
+    zone: int = 0  # its conntrack zone here (with a VIF)
+    carried: tuple[Connection, ...] = ()  # connections to admit (a migration's destination)
+
+
+# Roles in which a port's VIF here carries its traffic (or is about to).
+_DELIVERING = (LocalRole.OWNER, LocalRole.ACTIVATED, LocalRole.PENDING)
 
 
 def port_inputs(view: ChassisView, port: PortView, macs: tuple[int, ...]) -> PortInputs:
     role = view.role(port)
     vif = view.vifs.get(port.name) if role is not LocalRole.NONE else None
-    return PortInputs(port, role, vif, remote_targets(view, port, role), macs)
+    zone = view.zones.get(port.name, 0) if vif is not None else 0
+    carried: tuple[Connection, ...] = ()
+    if vif is not None and role in _DELIVERING and view.stateful(port.dp_key):
+        carried = view.carried.get(port.name, ())
+    return PortInputs(port, role, vif, remote_targets(view, port, role), macs, zone, carried)
 
 
 def port_flows(inputs: PortInputs) -> tuple[Flow, ...]:
     """A port's flows, each checked against its table's declaration."""
-    return tuple(
-        check_flow(f)
-        for f in _port_flows(inputs.port, inputs.role, inputs.vif, inputs.remotes, inputs.macs)
-    )
+    return tuple(check_flow(f) for f in _port_flows(inputs))
 
 
 def flood_member(view: ChassisView, port: PortView) -> tuple[Action, ...] | None:
     """How a flood of the port's datapath reaches the port here (None: it does not). A
     flood outputs straight to the VIF of a port this chassis owns outside any migration,
-    and goes through OUTPUT (gate, hairpin check) for pending or migrating ports."""
+    and goes through OUTPUT (gate, hairpin check, to-lport ACLs) for pending or migrating
+    ports and on a switch with ACLs."""
     vif = view.vifs.get(port.name)
-    if vif is None:
+    if vif is None or not port.enabled:
         return None
     role = view.role(port)
-    if role not in (LocalRole.OWNER, LocalRole.ACTIVATED, LocalRole.PENDING):
+    if role not in _DELIVERING:
         return None
-    if role is LocalRole.OWNER and port.destination is None:
+    if role is LocalRole.OWNER and port.destination is None and not view.filtered(port.dp_key):
         return (Output(vif.ofport),)  # OVS never outputs to the in_port
     return (Load(R_OUTPORT, port.key), Resubmit(Table.OUTPUT))
 
@@ -341,7 +407,29 @@ def compile_flows(view: ChassisView) -> FlowSet:
                 dp_key, members, sorted(view.tunnels[c] for c in remote if c in view.tunnels)
             )
         )
+        ports_here = {p.name: p.key for p in ports}
+        for direction in Direction:
+            flows.extend(acl_stage(view, dp_key, direction, ports_here).flows)
     return FlowSet.of(flows)
+
+
+def acl_stage(
+    view: ChassisView, dp_key: int, direction: Direction, ports: Mapping[str, int]
+) -> acls.StageFlows:
+    """A datapath's ACL stage for one direction (ports: the datapath's, name -> key)."""
+    stage = STAGES[direction]
+    found = [a for a in view.acls.get(dp_key, ()) if a.direction is direction]
+    result = acls.stage_flows(
+        stage,
+        dp_key,
+        found,
+        view.stateful(dp_key),
+        lambda a: acls.match_context(
+            a, view.address_sets, view.port_groups, ports, R_INPORT, R_OUTPORT
+        ),
+        cookie(Kind.ACL, dp_key, ACL_COOKIE_PORT[direction]),
+    )
+    return acls.StageFlows(tuple(check_flow(f) for f in result.flows), result.problems)
 
 
 def _local_datapaths(view: ChassisView) -> set[int]:
@@ -372,13 +460,14 @@ def _tunnel_actions(dp_key: int, tunnel_ports: Iterable[int]) -> list[Action]:
     return [SetField("tunnel_id", dp_key), *(Output(p) for p in ports)]
 
 
-def _port_flows(
-    port: PortView,
-    role: LocalRole,
-    vif: LocalVif | None,
-    remotes: tuple[int, ...],
-    macs: tuple[int, ...],
-) -> list[Flow]:
+def _port_flows(inputs: PortInputs) -> list[Flow]:
+    port, role, vif, remotes, macs = (
+        inputs.port,
+        inputs.role,
+        inputs.vif,
+        inputs.remotes,
+        inputs.macs,
+    )
     dp, key = port.dp_key, port.key
     c_port = cookie(Kind.PORT, dp, key)
     c_act = cookie(Kind.ACTIVATION, dp, key)
@@ -395,6 +484,12 @@ def _port_flows(
             )
         )
     to_remote = _tunnel_actions(dp, remotes)
+    if not port.enabled:
+        # enabled=false: nothing from its VIF, nothing to it, here or anywhere.
+        if vif is not None:
+            out.append(Flow(Table.CLASSIFY, 100, match(in_port=vif.ofport), (), c_port))
+        out.append(Flow(Table.OUTPUT, 100, match(metadata=dp, reg15=key), (), c_port))
+        return out
 
     if vif is None or role is LocalRole.STANDBY:
         if vif is not None:
@@ -412,8 +507,15 @@ def _port_flows(
             )
         return out
 
-    ingress: tuple[Action, ...] = (Load("metadata", dp), Load(R_INPORT, key))
+    ingress: tuple[Action, ...] = (
+        Load("metadata", dp),
+        Load(R_INPORT, key),
+        Load(R_ZONE, inputs.zone),
+    )
+    # Local delivery: the to-lport ACLs judge it, in the port's zone, then DELIVER.
+    egress: tuple[Action, ...] = (Load(R_ZONE, inputs.zone), Resubmit(Table.ACL_OUT_PRE))
     network = parse_network(port.addresses, port.port_security)
+    out.extend(_carried_flows(inputs, network))
     if role is LocalRole.PENDING:
         out.extend(_activation_flows(port, vif, network, c_act))
         out.append(
@@ -426,18 +528,20 @@ def _port_flows(
             )
         )
         out.extend(_port_security_flows(port, network, gated=True, cookie_value=c_act))
-        # Delivery is blocked; local unicast still reaches the source (a flood gets there
-        # by FLOOD_REMOTE). A learned flow at priority 1020 replaces both at activation.
+        # Local unicast still reaches the source (a flood gets there by FLOOD_REMOTE).
+        # Delivery is blocked in DELIVER until a flow learned at activation (priority
+        # 1020) opens it.
         out.append(
             Flow(
                 Table.OUTPUT,
                 101,
                 match(metadata=dp, reg15=key, reg10=LOCAL_UNICAST),
-                tuple(to_remote),
+                (*to_remote, *egress),
                 c_act,
             )
         )
-        out.append(Flow(Table.OUTPUT, 100, match(metadata=dp, reg15=key), (), c_act))
+        out.append(Flow(Table.OUTPUT, 100, match(metadata=dp, reg15=key), egress, c_act))
+        out.append(Flow(Table.DELIVER, 100, match(metadata=dp, reg15=key), (), c_act))
         return out
 
     # Owner (or activated destination): deliver, and during a migration copy local traffic
@@ -452,22 +556,42 @@ def _port_flows(
         )
     )
     out.extend(_port_security_flows(port, network, gated=False, cookie_value=c_port))
-    deliver = Output(vif.ofport)
     if to_remote:
         out.append(
             Flow(
                 Table.OUTPUT,
                 101,
                 match(metadata=dp, reg15=key, reg10=LOCAL_UNICAST),
-                (deliver, *to_remote),
+                (*to_remote, *egress),
                 c_port,
             )
         )
-    out.append(Flow(Table.OUTPUT, 100, match(metadata=dp, reg15=key), (deliver,), c_port))
+    out.append(Flow(Table.OUTPUT, 100, match(metadata=dp, reg15=key), egress, c_port))
+    out.append(
+        Flow(Table.DELIVER, 100, match(metadata=dp, reg15=key), (Output(vif.ofport),), c_port)
+    )
     for mac in network.macs:
         # Never deliver a port its own frames coming back through a tunnel (hairpin).
         out.append(Flow(Table.OUTPUT, 110, match(metadata=dp, reg15=key, eth_src=mac), (), c_port))
     return out
+
+
+def _carried_flows(inputs: PortInputs, network: PortNetwork) -> list[Flow]:
+    """On a migration's destination: the flows that admit the connections the source
+    tracked for the port (model.conntrack), in both directions' ACL stages."""
+    if not inputs.carried:
+        return []
+    port = inputs.port
+    addresses = [ip for a in network.addresses for ip in a.ips]
+    c_carried = cookie(Kind.CARRIED, port.dp_key, port.key)
+    return [
+        *carried_flows(
+            STAGE_IN, port.dp_key, R_INPORT, port.key, addresses, inputs.carried, c_carried
+        ),
+        *carried_flows(
+            STAGE_OUT, port.dp_key, R_OUTPORT, port.key, addresses, inputs.carried, c_carried
+        ),
+    ]
 
 
 def _port_security_flows(
@@ -477,7 +601,7 @@ def _port_security_flows(
     base: dict[str, int | tuple[int, int]] = {"metadata": dp, R_INPORT: key}
     if gated:
         base[R_GATE] = (1, 1)
-    accept = (Resubmit(Table.L2_LOOKUP),)
+    accept = (Resubmit(Table.ACL_IN_PRE),)
     out: list[Flow] = []
 
     def allow(**fields: int | tuple[int, int]) -> None:
@@ -535,7 +659,7 @@ def _activation_flows(
         ),
     )
     deliver = Learn(
-        Table.OUTPUT,
+        Table.DELIVER,
         1020,
         learned,
         (

@@ -69,6 +69,8 @@ CHASSIS_PERMISSIONS: Mapping[str, Permission] = {
         False,
         ("installed", "activated", "activation", "vhost"),
     ),
+    # A migration's source publishes its port's connections for the destination.
+    "Port_Connections": Permission(("chassis",), True, ("connections", "time")),
 }
 
 # Every column of northd's tables except `authority` itself (checked against the schema by
@@ -96,10 +98,32 @@ CONTROL_PERMISSIONS: Mapping[str, Permission] = {
             "migration_state",
             "conflicts",
             "up",
+            "enabled",
             "status",
             "external_ids",
         ),
     ),
+    "ACL": Permission(
+        (AUTHORITY,),
+        True,
+        (
+            "key",
+            "direction",
+            "priority",
+            "match",
+            "action",
+            "log",
+            "name",
+            "label",
+            "datapaths",
+            "switch_datapaths",
+            "port_groups",
+            "error",
+            "external_ids",
+        ),
+    ),
+    "Port_Group": Permission((AUTHORITY,), True, ("name", "ports", "external_ids")),
+    "Address_Set": Permission((AUTHORITY,), True, ("name", "addresses", "external_ids")),
     "Port_Claim": Permission(
         (AUTHORITY,),
         True,

@@ -25,8 +25,18 @@ SETUP_TABLES: dict[str, list[str] | None] = {
     "Datapath_Binding": [AUTHORITY],
     "Port_Binding": [AUTHORITY],
     "Port_Claim": [AUTHORITY],
+    "ACL": [AUTHORITY],
+    "Port_Group": [AUTHORITY],
+    "Address_Set": [AUTHORITY],
 }
-NORTHD_TABLES = ("Datapath_Binding", "Port_Binding", "Port_Claim")
+NORTHD_TABLES = (
+    "Datapath_Binding",
+    "Port_Binding",
+    "Port_Claim",
+    "ACL",
+    "Port_Group",
+    "Address_Set",
+)
 
 
 def setup_operations(
