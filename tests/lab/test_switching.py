@@ -277,7 +277,9 @@ def test_bad_nb_input_is_reported_by_port_and_crashes_nothing(network: Path) -> 
     # Everything still runs, and still switches: vm2 keeps its MAC.
     running = status(d)["chassis"]
     assert all(c["alive"] for c in running)
-    assert len(processes_mentioning(f"{d}/")) == 14
+    lab = json.loads(run_cli("lab", "status", "--dir", str(d), "--json").stdout)
+    assert len(processes_mentioning(f"{d}/")) == lab["processes"]["registered"]
+    assert lab["processes"]["running"] == lab["processes"]["registered"]
     vms.send(d, "vm1", vms.SendSpec(kind="udp", to="vm2", seq=777))
     vms.wait_capture(d, "vm2", lambda f: 777 in _seqs(f))
     assert 777 not in udp_seqs(d, "bad3")
