@@ -186,7 +186,10 @@ class Agent:
             schema.SB_NAME,
             southbound.SB_TABLES,
             conditions=southbound.own_conditions(me),
-            indexes={"Port_Binding": ["logical_port", "datapath"], "Port_Connections": ["logical_port"]},
+            indexes={
+                "Port_Binding": ["logical_port", "datapath"],
+                "Port_Connections": ["logical_port"],
+            },
             # Any cluster member or relay will do (python-ovs still refuses one whose data
             # is older than what this client has seen); only northd needs the leader.
             leader_only=False,

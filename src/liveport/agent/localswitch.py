@@ -207,9 +207,7 @@ def allocate_zones(
     return zones, added, released
 
 
-def zone_ops(
-    state: LocalState, added: Mapping[str, int], released: Mapping[str, int]
-) -> list[Op]:
+def zone_ops(state: LocalState, added: Mapping[str, int], released: Mapping[str, int]) -> list[Op]:
     """Records zones in the bridge's external_ids (and forgets released ones)."""
     if state.bridge_uuid is None:
         return []

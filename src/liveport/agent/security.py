@@ -15,7 +15,7 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 
 from liveport.model.acl import AclView, Direction, Verdict, references
-from liveport.model.conntrack import MAX_CONNECTIONS, Connection, parse_carried
+from liveport.model.carried import MAX_CONNECTIONS, Connection, parse_carried
 from liveport.ovsdb.rows import Row, Snapshot
 
 Changed = Mapping[str, frozenset[uuid.UUID]] | None

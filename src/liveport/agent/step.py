@@ -42,9 +42,9 @@ from liveport.model.binding import (
     installed_state,
     records_activation,
 )
+from liveport.model.carried import Connection
 from liveport.model.catalogue import Catalogue
 from liveport.model.compiler import Dirty, FlowChange, FlowTable
-from liveport.model.conntrack import Connection
 from liveport.model.cookies import Kind
 from liveport.model.errors import LiveportError
 from liveport.model.flows import Flow, FlowSet, diff

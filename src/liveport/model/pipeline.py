@@ -62,7 +62,7 @@ from liveport.model.binding import (
     PortState,
     decide_binding,
 )
-from liveport.model.conntrack import Connection, carried_flows
+from liveport.model.carried import Connection, carried_flows
 from liveport.model.cookies import Kind, cookie
 from liveport.model.flows import (
     ETH_ARP,

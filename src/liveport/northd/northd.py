@@ -57,6 +57,7 @@ from liveport.model.frozen import FrozenMap
 from liveport.model.logical import activation_strategy, parse_network, parse_options
 from liveport.model.security import AUTHORITY, NORTHD_IDENTITY
 from liveport.model.untrusted import chassis_problem, note, valid_chassis_name
+from liveport.northd import security
 from liveport.northd.liveness import Liveness
 from liveport.ovsdb import schema
 from liveport.ovsdb.client import OvsdbClient, TxnError, fetch_schema
@@ -81,9 +82,11 @@ NB_TABLES: dict[str, list[str] | None] = {
         "parent_name",
         "ha_chassis_group",
     ],
+    "ACL": ["name", "priority", "direction", "match", "action", "log", "label"],
+    "Port_Group": ["name", "ports", "acls"],
+    "Address_Set": ["name", "addresses"],
 }
 UNSUPPORTED_TABLES = (
-    "ACL",
     "BFD",
     "Copp",
     "DHCP_Options",
@@ -100,7 +103,6 @@ UNSUPPORTED_TABLES = (
     "Meter",
     "Mirror",
     "NAT",
-    "Port_Group",
     "QoS",
     "Static_MAC_Binding",
 )
@@ -112,6 +114,9 @@ SB_TABLES: dict[str, list[str] | None] = {
     "Port_Binding": None,
     "Port_Claim": None,
     "Chassis_VIF": None,
+    "ACL": None,
+    "Port_Group": None,
+    "Address_Set": None,
 }
 SB_INDEXES = {
     "Port_Binding": [
@@ -124,8 +129,15 @@ SB_INDEXES = {
     "Port_Claim": ["logical_port", "chassis"],
     "Chassis_VIF": ["iface_id", "chassis"],
     "Chassis": ["name"],
+    "Port_Group": ["name"],
+    "Address_Set": ["name"],
 }
-NB_INDEXES = {"Logical_Switch_Port": ["name"], "Logical_Switch": ["ports"]}
+NB_INDEXES = {
+    "Logical_Switch_Port": ["name"],
+    "Logical_Switch": ["ports", "acls"],
+    "Port_Group": ["name", "ports", "acls"],
+    "Address_Set": ["name"],
+}
 
 GLOBAL = ("global",)
 FULL = ("full",)
@@ -294,22 +306,28 @@ class Northd:
                 keys |= self._row_keys(db, table, rows, snap)
         return keys
 
-    def _row_keys(self, db: str, table: str, rows: list[Row], snap: Snapshot) -> set[Key]:
-        keys: set[Key] = set()
-        if db == "nb":
-            if table == "Logical_Switch":
-                for row in rows:
-                    keys.add(("ls", str(row.uuid)))
-                    for port_uuid in row["ports"]:
-                        lsp = snap.get("Logical_Switch_Port", port_uuid)
-                        if lsp is not None:
-                            keys.add(("port", lsp["name"]))
-            elif table == "Logical_Switch_Port":
-                keys |= {("port", row["name"]) for row in rows}
-                keys |= {("port", name) for name in self._index_macs(rows, snap)}
-            else:
-                keys.add(GLOBAL)
+    def _nb_row_keys(self, table: str, rows: list[Row], snap: Snapshot) -> set[Key]:
+        keys: set[Key] = security.nb_keys(table, rows, snap)
+        if table in ("ACL", "Port_Group", "Address_Set"):
             return keys
+        if table == "Logical_Switch":
+            for row in rows:
+                keys.add(("ls", str(row.uuid)))
+                for port_uuid in row["ports"]:
+                    lsp = snap.get("Logical_Switch_Port", port_uuid)
+                    if lsp is not None:
+                        keys.add(("port", lsp["name"]))
+        elif table == "Logical_Switch_Port":
+            keys |= {("port", row["name"]) for row in rows}
+            keys |= {("port", name) for name in self._index_macs(rows, snap)}
+        else:
+            keys.add(GLOBAL)
+        return keys
+
+    def _row_keys(self, db: str, table: str, rows: list[Row], snap: Snapshot) -> set[Key]:
+        if db == "nb":
+            return self._nb_row_keys(table, rows, snap)
+        keys: set[Key] = set()
         if table == "Port_Binding":
             # Port_Binding is written by northd alone: a row that now holds exactly what
             # northd last wrote is its own write coming back, with nothing to recompute.
@@ -538,6 +556,7 @@ def all_keys(nb: Snapshot, sb: Snapshot) -> set[Key]:
     keys |= {("port", r["name"]) for r in nb.rows("Logical_Switch_Port")}
     keys |= {("port", r["logical_port"]) for r in sb.rows("Port_Binding")}
     keys |= {("port", r["logical_port"]) for r in sb.rows("Port_Claim")}
+    keys |= security.all_keys(nb, sb)
     return keys
 
 
@@ -557,6 +576,7 @@ def plan(
         batch.datapath(key[1])
     for key in sorted(k for k in keys if k[0] == "port"):
         batch.port(key[1])
+    security.plan_security(batch, keys)
     batch.drop_orphan_datapaths()
     return batch
 
@@ -767,6 +787,7 @@ class Plan:
                 "migration_state": result.migration_state,
                 "conflicts": result.conflicts,
                 "up": up,
+                "enabled": False if lsp["enabled"] is False else None,
                 "status": FrozenMap(status),
             },
             result,
@@ -901,6 +922,7 @@ DECIDED = (
     "migration_state",
     "conflicts",
     "up",
+    "enabled",
     "status",
 )
 
@@ -924,8 +946,6 @@ def _unsupported_port_features(lsp: Row) -> list[str]:
         out.append("DHCP options are not implemented by liveport")
     if lsp["ha_chassis_group"]:
         out.append("HA chassis groups are not implemented by liveport")
-    if lsp["enabled"] is False:
-        out.append("enabled=false is not implemented by liveport (the port stays enabled)")
     return out
 
 
