@@ -17,6 +17,7 @@ from __future__ import annotations
 import functools
 from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
+from enum import IntFlag
 
 from liveport.model.errors import LiveportError
 
@@ -85,6 +86,20 @@ IPPROTO_SCTP = 132
 VLAN_PRESENT = 0x1000  # OFPVID_PRESENT: the frame has an 802.1Q tag
 ICMPV6_NS = 135
 ICMPV6_NA = 136
+
+
+class CtState(IntFlag):
+    """The bits of ct_state, as OVS numbers them (CS_* in lib/packets.h)."""
+
+    NEW = 0x01
+    EST = 0x02
+    REL = 0x04
+    RPL = 0x08
+    INV = 0x10
+    TRK = 0x20
+    SNAT = 0x40
+    DNAT = 0x80
+
 
 # A prerequisite names a value a field must have: exactly (an int), or under a mask
 # ((value, mask)): the field must be matched on at least the mask's bits, with those values.
@@ -369,6 +384,21 @@ class Ct:
 @dataclass(frozen=True)
 class CtClear:
     """Forgets the packet's connection tracking state (NXAST_CT_CLEAR)."""
+
+
+def check_ct_flow(m: Match, actions: Iterable[object]) -> None:
+    """Raises FlowError for a flow whose ct actions OVS refuses with the match it has
+    (OFPBAC_MATCH_INCONSISTENT, ofp-actions.c's check_CT): ct on a flow that does not match
+    eth_type IPv4 or IPv6 (so a non-IP packet never reaches ct), and ct(commit) on a flow
+    that matches ct_state +inv."""
+    cts = [a for a in actions if isinstance(a, Ct)]
+    if not cts:
+        return
+    if m.value("eth_type") not in (ETH_IPV4, ETH_IPV6):
+        raise FlowError(f"ct needs a match on eth_type {ETH_IPV4:#x} or {ETH_IPV6:#x}: {m}")
+    state = m.get("ct_state")
+    if state is not None and state.value & CtState.INV and any(ct.commit for ct in cts):
+        raise FlowError(f"ct(commit) on a flow matching ct_state +inv: {m}")
 
 
 Action = (
