@@ -37,6 +37,8 @@ from os_ken.ofproto import ofproto_v1_3 as ofp
 from os_ken.ofproto import ofproto_v1_3_parser as ofpp
 
 from liveport.model.flows import (
+    CT_EXEC_FIELDS,
+    CT_ZONE_FIELDS,
     FIELD_BITS,
     OFPP_CONTROLLER,
     Action,
@@ -82,9 +84,8 @@ REG_LOAD_BITS = 64
 NX_CT_F_COMMIT = 1
 NX_CT_RECIRC_NONE = 255
 CT_ZONE_BITS = 16
-CT_ZONE_FIELDS = frozenset(f"reg{i}" for i in range(16))
 # Fields only ct(commit, exec(...)) may set; OVS refuses them anywhere else.
-CT_FIELDS = frozenset({"ct_mark", "ct_label"})
+CT_FIELDS = CT_EXEC_FIELDS
 
 
 class _Codec:
