@@ -35,6 +35,7 @@ from liveport.model.flows import (
     Load,
     Output,
     Resubmit,
+    SetField,
     diff,
     match,
 )
@@ -44,7 +45,7 @@ from liveport.openflow.encode import ALL_ONES
 from liveport.runtime import unixctl
 from liveport.runtime.process import stop_daemons
 
-from tests.conntrack_cases import SEQUENCE, A
+from tests.conntrack_cases import SEQUENCE, A, udp
 
 pytestmark = pytest.mark.lab
 
@@ -304,3 +305,37 @@ def test_the_sequence_covers_every_ct_state_port() -> None:
         INV_PORT,
         UNTRACKED_PORT,
     }
+
+
+def test_ovs_runs_the_fork_first_and_the_original_goes_on_untracked(host: SimHost) -> None:
+    # The fork (ct table=1) leaves port 16 unchanged; the original, its destination MAC
+    # rewritten after the ct, leaves port 16 after it. In the fork, a packet tracked in
+    # zone 1 goes through ct(zone=9) without a table and reads -trk afterwards.
+    rewritten = 0x020000000099
+    flows = FlowSet.of(
+        Flow(f.table, f.priority, f.match, f.actions, COOKIE)
+        for f in [
+            Flow(
+                0,
+                10,
+                match(eth_type=ETH_IPV4),
+                (Ct(zone=1, table=1), SetField("eth_dst", rewritten), Output(OTHER_PORT)),
+            ),
+            Flow(1, 10, match(eth_type=ETH_IPV4), (Output(OTHER_PORT), Ct(zone=9), Resubmit(2))),
+            Flow(2, 10, match(ct_state=state(TRK, TRK)), (Output(TRACKED_PORT),)),
+            Flow(2, 0, match(), (Output(UNTRACKED_PORT),)),
+        ]
+    )
+    install(host, flows)
+    frame = udp(5000, 53)
+    result, _ = Switch(flows).process(packet_fields(frame, 1))
+    assert result.outputs == (OTHER_PORT, UNTRACKED_PORT, OTHER_PORT)
+
+    unixctl.call(host.vswitchd_ctl, "netdev-dummy/receive", "p1", frame.hex())
+    changed = rewritten.to_bytes(6, "big") + frame[6:]
+    wait_until(lambda: changed in captured(host), "the original's copy")
+    assert [r.frame for r in pcap.read(host.directory / f"p{OTHER_PORT}-tx.pcap")] == [
+        frame,
+        changed,
+    ]
+    assert captured(host)[frame] == Counter({OTHER_PORT: 1, UNTRACKED_PORT: 1})
