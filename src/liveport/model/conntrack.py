@@ -30,9 +30,9 @@ IP version, the addresses, the IP protocol and:
 - a packet of a connection in the reply direction: trk+est+rpl; the connection is then
   answered. In the original direction: trk+est once the connection is answered, trk+new
   before (OVS's FIRST/MULTIPLE states of UDP, ICMP and other protocols). TCP follows
-  each side's state instead: a SYN without ACK from a side that has sent nothing or only
-  SYNs is trk+new; any other segment is trk+est (+rpl), and a segment with bad flags is
-  trk+inv (with the connection's mark and label).
+  each side's state instead: a SYN without ACK from a side the other has not acknowledged
+  yet (a retransmitted SYN) is trk+new; any other segment is trk+est (+rpl), and a
+  segment with bad flags is trk+inv (with the connection's mark and label).
 - no connection: trk+new, except TCP SYN+ACK or bad flags, ICMP replies and errors:
   trk+inv (tcp_valid_new, icmp_valid_new). A mid-stream TCP segment starts a connection
   (OVS picks connections up).

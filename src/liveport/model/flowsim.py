@@ -18,9 +18,11 @@ ofproto-dpif-xlate.c does:
   ct_mark and ct_label read 0, whatever they were before. Result lists the fork's
   outputs before the original's later ones, the order in which OVS's userspace datapath
   executes them (the recirculated copy at once, then the rest of the action list).
-- ct_clear sets ct_state, ct_mark and ct_label to 0.
+- ct_clear sets ct_state, ct_mark and ct_label to 0 (OVS also forgets the zone, which is
+  no match field here).
 - OVS refuses a flow with ct that does not match IPv4 or IPv6 (so no other packet reaches
-  ct), and ct(commit) on a flow matching ct_state +inv: such a Switch raises FlowError.
+  ct), ct(commit) on a flow matching ct_state +inv, and the ct forms flows.check_ct_flow
+  names: a Switch with such a flow raises FlowError.
 A caller may also set ct_state (ct_mark, ct_label) in the fields itself, as a packet that
 comes back from conntrack would have them.
 
