@@ -254,9 +254,14 @@ def test_tcp_sides_follow_the_handshake() -> None:
         assert (conn.tcp_orig, conn.tcp_reply) == (orig, reply)
 
 
-def test_conntrack_lists_connections_by_zone_and_tuple() -> None:
-    conn = Connection(ConnTuple(ETH_IPV4, 1, 2, 17, 3, 4))
+def test_a_connection_is_found_from_either_direction_in_its_zone_only() -> None:
     _, ct = Conntrack().track(fields_of(udp(5000, 53)), 9, commit=True)
     _, ct = ct.track(fields_of(udp(5000, 53)), 2, commit=True)
-    assert [z for z, _ in ct] == [2, 9]
-    assert ct.get(2, conn.orig) is None
+    assert [zone for zone, _ in ct] == [2, 9]
+    orig = ConnTuple(ETH_IPV4, int(IA), int(IB), 17, 5000, 53)
+    conn = ct.get(9, orig)
+    assert conn == Connection(orig)
+    assert ct.lookup(9, orig) == (conn, False)
+    assert ct.lookup(9, orig.reversed()) == (conn, True)
+    assert ct.get(9, orig.reversed()) is None
+    assert ct.lookup(3, orig) is None
