@@ -365,7 +365,8 @@ class World:
             )
 
         flows = apply_diff(kept(switch.flows), change.diff)
-        self.switches[chassis] = Switch(flows, kept(switch.learned))
+        # Connections outlive flow changes, as in OVS's conntrack.
+        self.switches[chassis] = Switch(flows, kept(switch.learned), switch.conntrack)
 
     def _report(self, ops: Iterable[Op]) -> None:
         """Reports on rows northd deleted meanwhile fail, as they would on a server: the

@@ -1,8 +1,11 @@
-"""The switch model: the fields it extracts from frames, and OVS's conjunctive match."""
+"""The switch model: the fields it extracts from frames, OVS's conjunctive match, and
+connection tracking in the pipeline (ct's fork, zones, ct_clear)."""
 
 from __future__ import annotations
 
+import functools
 import ipaddress
+import operator
 import struct
 
 import pytest
@@ -14,9 +17,13 @@ from liveport.model.flows import (
     ETH_IPV4,
     VLAN_PRESENT,
     Conjunction,
+    Ct,
+    CtClear,
+    CtState,
     Flow,
     FlowError,
     FlowSet,
+    Load,
     Output,
     Resubmit,
     match,
@@ -231,3 +238,154 @@ def test_conjunction_actions_mixed_with_others_are_refused() -> None:
     sw = _switch(Flow(0, 100, match(reg1=1), (Conjunction(5, 1, 2), HIT)))
     with pytest.raises(FlowError, match="mixed"):
         _out(sw, reg1=1)
+
+
+# ----- connection tracking ------------------------------------------------------------------
+
+TRK, NEW, EST, RPL = CtState.TRK, CtState.NEW, CtState.EST, CtState.RPL
+IP = {"eth_type": ETH_IPV4}
+
+
+def state(*bits: CtState) -> tuple[int, int]:
+    """A ct_state match on exactly these bits being set among trk, new, est, rpl."""
+    value = functools.reduce(operator.or_, bits, CtState(0))
+    return int(value), int(TRK | NEW | EST | RPL)
+
+
+def udp_to(back: bool = False) -> dict[str, int]:
+    if back:
+        return packet_fields(packets.udp_datagram(B, A, IP4[1], IP4[0], 53, 5000), in_port=2)
+    return packet_fields(packets.udp_datagram(A, B, *IP4, 5000, 53), in_port=1)
+
+
+def firewall(*extra: Flow) -> Switch:
+    """Zone 1; new connections are committed with ct_mark bit 0 and go to port 10,
+    established ones to 11, replies to 12; anything else to 13."""
+    return Switch(
+        FlowSet.of(
+            [
+                Flow(
+                    0, 10, match(**IP), (Load("reg12", 1, 0, 16), Ct(zone_field="reg12", table=1))
+                ),
+                Flow(
+                    1,
+                    10,
+                    match(**IP, ct_state=state(TRK, NEW)),
+                    (Ct(commit=True, zone=1, exec=(Load("ct_mark", 1, 0, 1),)), Output(10)),
+                ),
+                Flow(1, 10, match(ct_state=state(TRK, EST), ct_mark=(1, 1)), (Output(11),)),
+                Flow(1, 10, match(ct_state=state(TRK, EST, RPL), ct_mark=(1, 1)), (Output(12),)),
+                Flow(1, 0, match(), (Output(13),)),
+                *extra,
+            ]
+        )
+    )
+
+
+def test_ct_tracks_connections_across_packets() -> None:
+    sw = firewall()
+    first, sw = sw.process(udp_to())
+    second, sw = sw.process(udp_to(back=True))
+    third, sw = sw.process(udp_to())
+    assert (first.outputs, second.outputs, third.outputs) == ((10,), (12,), (11,))
+    (conn,) = sw.conntrack.zone(1)
+    assert (conn.orig.src_port, conn.orig.dst_port, conn.mark, conn.answered) == (5000, 53, 1, True)
+
+
+def test_the_switch_a_packet_leaves_holds_the_connections_and_the_old_one_does_not() -> None:
+    before = firewall()
+    _, after = before.process(udp_to())
+    assert len(before.conntrack) == 0 and len(after.conntrack) == 1
+    assert after.flows == before.flows
+    # Nothing stored or learned: the same switch.
+    sw = Switch(FlowSet.of([Flow(0, 1, match(**IP), (Ct(zone=3), Output(4)))]))
+    assert sw.process(udp_to())[1] is sw
+
+
+def test_a_fork_runs_first_with_ct_state_and_registers_then_the_original_goes_on() -> None:
+    sw = Switch(
+        FlowSet.of(
+            [
+                Flow(0, 10, match(**IP), (Load("reg1", 5), Ct(zone=1, table=1), Output(20))),
+                Flow(1, 10, match(reg1=5, ct_state=state(TRK, NEW)), (Output(10),)),
+                Flow(1, 0, match(), (Output(11),)),
+            ]
+        )
+    )
+    result, _ = sw.process(udp_to())
+    assert result.outputs == (10, 20)
+
+
+def test_the_original_is_untracked_after_ct_with_or_without_table() -> None:
+    # ofproto-dpif-xlate clears the original's ct fields (flow_clear_conntrack): a packet
+    # tracked in table 1 reads -trk after ct(zone=2), as ovs-vswitchd 3.1 shows.
+    extra = [
+        Flow(0, 10, match(**IP), (Ct(zone=1, table=1), Resubmit(2))),
+        Flow(1, 10, match(**IP, ct_state=state(TRK, NEW)), (Ct(zone=2), Resubmit(2))),
+        Flow(2, 10, match(ct_state=(TRK, TRK)), (Output(21),)),
+        Flow(2, 5, match(), (Output(22),)),
+    ]
+    sw = Switch(FlowSet.of(extra))
+    assert sw.process(udp_to())[0].outputs == (22, 22)
+    # A packet that came in tracked (fields set by the caller) leaves ct untracked too.
+    tracked = {**udp_to(), "ct_state": TRK | EST, "ct_mark": 1}
+    assert sw.process(tracked)[0].outputs == (22, 22)
+
+
+def test_a_fork_sees_the_mark_its_own_commit_set_and_ct_clear_forgets_it() -> None:
+    sw = Switch(
+        FlowSet.of(
+            [
+                Flow(
+                    0,
+                    10,
+                    match(**IP),
+                    (Ct(commit=True, zone=1, table=3, exec=(Load("ct_mark", 5),)),),
+                ),
+                Flow(3, 10, match(ct_mark=5), (Output(11), CtClear(), Resubmit(2))),
+                Flow(3, 5, match(), (Output(12),)),
+                Flow(2, 10, match(ct_state=(TRK, TRK)), (Output(21),)),
+                Flow(2, 8, match(ct_mark=5), (Output(20),)),
+                Flow(2, 5, match(), (Output(22),)),
+            ]
+        )
+    )
+    result, after = sw.process(udp_to())
+    assert result.outputs == (11, 22)
+    assert after.conntrack.zone(1)[0].mark == 5
+
+
+def test_the_zone_is_the_low_16_bits_of_the_register() -> None:
+    sw = Switch(FlowSet.of([Flow(0, 10, match(**IP), (Load("reg3", 0x50007), Ct(True, "reg3")))]))
+    _, after = sw.process(udp_to())
+    assert [zone for zone, _ in after.conntrack] == [7]
+
+
+def test_each_ct_of_a_packet_forks_in_turn() -> None:
+    sw = Switch(
+        FlowSet.of(
+            [
+                Flow(0, 10, match(**IP), (Ct(zone=1, table=1), Ct(zone=2, table=2), Output(30))),
+                Flow(1, 10, match(), (Output(10),)),
+                Flow(2, 10, match(), (Output(20),)),
+            ]
+        )
+    )
+    assert sw.process(udp_to())[0].outputs == (10, 20, 30)
+
+
+@pytest.mark.parametrize(
+    "flow",
+    [
+        Flow(0, 1, match(), (Ct(),)),
+        Flow(0, 1, match(eth_type=0x806), (Ct(),)),
+        Flow(0, 1, match(**IP, ct_state=(0x30, 0x30)), (Ct(commit=True),)),
+        Flow(0, 1, match(**IP), (Ct(exec=(Load("ct_mark", 1),)),)),
+        Flow(0, 1, match(**IP), (Ct(zone=1 << 16),)),
+        Flow(0, 1, match(**IP), (Ct(zone_field="metadata"),)),
+    ],
+    ids=str,
+)
+def test_a_switch_with_a_ct_flow_ovs_refuses_raises(flow: Flow) -> None:
+    with pytest.raises(FlowError):
+        Switch(FlowSet.of([flow])).process(udp_to())

@@ -28,6 +28,9 @@ from liveport.model.flows import (
     Action,
     Conjunction,
     Controller,
+    Ct,
+    CtClear,
+    CtState,
     Flow,
     Learn,
     LearnLoadValue,
@@ -49,6 +52,9 @@ from liveport.openflow.encode import DATAPATH, CodecError
 
 REGS = [f"reg{i}" for i in range(16)]
 MAC = 0x02AABBCCDDEE
+# Fields actions may set outside ct (ct_mark and ct_label only inside ct's exec).
+SETTABLE = sorted(set(FIELD_BITS) - encode.CT_FIELDS)
+IP_FLOW = match(eth_type=ETH_IPV4)
 
 
 def wire_roundtrip(flow: Flow) -> Flow:
@@ -167,7 +173,7 @@ def fields_of_width(width_max: int) -> list[str]:
 
 @st.composite
 def loads(draw: st.DrawFn) -> Load:
-    field = draw(st.sampled_from(sorted(FIELD_BITS)))
+    field = draw(st.sampled_from(SETTABLE))
     width = FIELD_BITS[field]
     if width <= encode.REG_LOAD_BITS and draw(st.booleans()):
         return Load(field, draw(bits(field)))
@@ -201,7 +207,7 @@ def _set_field(field: str) -> st.SearchStrategy[SetField]:
 actions: st.SearchStrategy[Action] = st.one_of(
     st.builds(Output, st.one_of(st.integers(1, 0xFFFFFF00), st.just(OFPP_CONTROLLER))),
     st.builds(OutputReg, st.sampled_from(fields_of_width(encode.PORT_BITS))),
-    st.sampled_from(sorted(FIELD_BITS)).flatmap(_set_field),
+    st.sampled_from(SETTABLE).flatmap(_set_field),
     loads(),
     st.builds(Resubmit, st.integers(0, encode.MAX_TABLE)),
     st.builds(Controller, st.binary(max_size=40), st.integers(0, 0xFFFF)),
@@ -234,8 +240,58 @@ flows = st.builds(
 )
 
 
+@st.composite
+def ct_loads(draw: st.DrawFn) -> Load:
+    """What ct's exec may hold: loads into ct_mark (any bits) and ct_label (all of it, or
+    at most 64 bits)."""
+    field = draw(st.sampled_from(sorted(encode.CT_FIELDS)))
+    width = FIELD_BITS[field]
+    if draw(st.booleans()):
+        return Load(field, draw(bits(field)))
+    start = draw(st.integers(0, width - 1))
+    nbits = draw(st.integers(1, min(width - start, encode.REG_LOAD_BITS)))
+    if (start, nbits) == (0, width):
+        return Load(field, draw(bits(field)))
+    return Load(field, draw(st.integers(0, (1 << nbits) - 1)), start, nbits)
+
+
+@st.composite
+def cts(draw: st.DrawFn) -> Ct:
+    commit = draw(st.booleans())
+    zone_field = draw(st.none() | st.sampled_from(REGS))
+    return Ct(
+        commit=commit,
+        zone_field=zone_field,
+        zone=0 if zone_field else draw(st.integers(0, 0xFFFF)),
+        table=draw(st.none() | st.integers(0, encode.MAX_TABLE)),
+        exec=tuple(draw(st.lists(ct_loads(), max_size=4))) if commit else (),
+    )
+
+
+def _ct_allowed(m: Match) -> bool:
+    state = m.get("ct_state")
+    return m.value("eth_type") in (ETH_IPV4, ETH_IPV6) and not (
+        state is not None and state.value & CtState.INV
+    )
+
+
+ct_flows = st.builds(
+    Flow,
+    table=st.integers(0, encode.MAX_TABLE),
+    priority=st.integers(0, 0xFFFF),
+    match=matches().filter(_ct_allowed),
+    actions=st.lists(st.one_of(actions, cts(), st.just(CtClear())), max_size=6).map(tuple),
+    cookie=st.integers(0, encode.ALL_ONES),
+)
+
+
 @given(flows)
 def test_any_flow_survives_the_wire(flow: Flow) -> None:
+    assert wire_roundtrip(flow) == flow
+
+
+@given(ct_flows)
+def test_any_flow_with_ct_survives_the_wire(flow: Flow) -> None:
     assert wire_roundtrip(flow) == flow
 
 
@@ -292,6 +348,144 @@ def test_any_match_survives_os_ken(m: Match) -> None:
 def test_every_action_type_survives_the_wire(action: Action) -> None:
     flow = Flow(3, 100, match(in_port=1, eth_type=ETH_ARP), (action, Output(2)), cookie=0x42)
     assert wire_roundtrip(flow) == flow
+
+
+@pytest.mark.parametrize(
+    "action",
+    [
+        Ct(),
+        Ct(commit=True),
+        Ct(zone=65535),
+        Ct(zone_field="reg12"),
+        Ct(zone_field="reg0", table=0),
+        Ct(zone=3, table=encode.MAX_TABLE),
+        Ct(commit=True, zone_field="reg12", table=8, exec=(Load("ct_mark", 1, 0, 1),)),
+        Ct(commit=True, exec=(Load("ct_mark", 1, 1, 1), Load("ct_mark", 0xDEADBEEF))),
+        Ct(commit=True, exec=(Load("ct_label", 1 << 127 | 5),)),
+        Ct(commit=True, exec=(Load("ct_label", 7, 0, 64), Load("ct_label", 3, 96, 32))),
+        CtClear(),
+    ],
+    ids=repr,
+)
+def test_every_ct_form_survives_the_wire(action: Action) -> None:
+    flow = Flow(3, 100, match(eth_type=ETH_IPV6, reg1=2), (action, Output(2)), cookie=0x42)
+    assert wire_roundtrip(flow) == flow
+
+
+def test_ct_encodes_as_ovs_dumps_it() -> None:
+    # What ovs-vswitchd 3.1 hands back in a flow dump (tests/lab/test_openflow_lab.py
+    # checks the round trip against it): the zone as NXM_NX_REG12[0..15], no table as 255,
+    # exec loads as reg_load, the whole ct_label as set_field.
+    act = encode.encode_action(
+        Ct(
+            commit=True,
+            zone_field="reg12",
+            exec=(Load("ct_mark", 1, 0, 1), Load("ct_label", 1 << 100), Load("ct_label", 1, 64, 8)),
+        )
+    )
+    assert (act.flags, act.zone_src, act.zone_ofs_nbits, act.recirc_table, act.alg) == (
+        1,
+        "reg12",
+        15,
+        255,
+        0,
+    )
+    mark, label, label_bits = act.actions
+    assert isinstance(mark, ofpp.NXActionRegLoad) and (mark.dst, mark.ofs_nbits) == ("ct_mark", 0)
+    assert isinstance(label, ofpp.OFPActionSetField) and label.key == "ct_label"
+    assert isinstance(label_bits, ofpp.NXActionRegLoad) and label_bits.ofs_nbits == 64 << 6 | 7
+    immediate = encode.encode_action(Ct(zone=7, table=9))
+    assert (immediate.flags, immediate.zone_src, immediate.zone_ofs_nbits) == (0, "", 7)
+    assert immediate.recirc_table == 9
+    assert isinstance(encode.encode_action(CtClear()), ofpp.NXActionCTClear)
+
+
+def test_other_spellings_of_ct_exec_decode_into_loads() -> None:
+    # A whole-field set_field or reg_load2 (ovs-ofctl's set_field:5->ct_mark) is a Load.
+    act = ofpp.NXActionCT(
+        flags=1,
+        zone_src="",
+        zone_ofs_nbits=0,
+        recirc_table=255,
+        alg=0,
+        actions=[
+            ofpp.OFPActionSetField(ct_mark=5),
+            ofpp.NXActionRegLoad2(dst="ct_mark", value=0x50, mask=0xF0),
+        ],
+    )
+    assert encode.decode_action(act) == Ct(
+        commit=True, exec=(Load("ct_mark", 5), Load("ct_mark", 5, 4, 4))
+    )
+
+
+@pytest.mark.parametrize(
+    ("changes", "message"),
+    [
+        ({"flags": 3}, "force"),
+        ({"alg": 21}, "alg"),
+        ({"zone_src": "reg1", "zone_ofs_nbits": 7}, r"reg1\[0..7\]"),
+        ({"zone_src": "eth_type", "zone_ofs_nbits": 15}, "eth_type"),
+        ({"actions": [ofpp.NXActionRegLoad(ofs_nbits=31, dst="reg0", value=1)]}, "reg0"),
+        ({"actions": [ofpp.OFPActionOutput(1)]}, "not modelled"),
+        ({"actions": [ofpp.NXActionNAT(flags=0)]}, "not modelled"),
+    ],
+)
+def test_unmodelled_ct_forms_from_the_switch_are_codec_errors(
+    changes: dict[str, object], message: str
+) -> None:
+    fields: dict[str, object] = {
+        "flags": 1,
+        "zone_src": "",
+        "zone_ofs_nbits": 0,
+        "recirc_table": 255,
+        "alg": 0,
+        "actions": [],
+    }
+    with pytest.raises(CodecError, match=message):
+        encode.decode_action(ofpp.NXActionCT(**{**fields, **changes}))
+
+
+@pytest.mark.parametrize(
+    ("action", "message"),
+    [
+        (Ct(exec=(Load("ct_mark", 1),)), "without commit"),
+        (Ct(commit=True, exec=(Load("reg0", 1),)), "only ct_mark or ct_label"),
+        (Ct(commit=True, exec=(Load("ct_state", 1),)), "only ct_mark or ct_label"),
+        (Ct(commit=True, exec=(Load("ct_label", 1, 0, 96),)), "split it"),
+        (Ct(commit=True, exec=(Load("ct_mark", 1, 0, 32),)), "leave nbits None"),
+        (Ct(commit=True, exec=(Load("ct_mark", 1 << 32),)), "exceeds"),
+        (Ct(commit=True, exec=(Load("ct_label", 1 << 128),)), "does not fit"),
+        (Ct(zone=65536), "16 bits"),
+        (Ct(zone=-1), "16 bits"),
+        (Ct(zone_field="metadata"), "only a register"),
+        (Ct(zone_field="eth_type"), "only a register"),
+        (Ct(zone_field="reg1", zone=3), "both"),
+        (Ct(table=255), "outside"),
+        (Load("ct_mark", 1), "inside ct"),
+        (SetField("ct_label", 1), "inside ct"),
+    ],
+    ids=repr,
+)
+def test_ct_forms_ovs_would_refuse_or_rewrite_are_refused(action: Action, message: str) -> None:
+    with pytest.raises(CodecError, match=message):
+        encode.encode_action(action)
+
+
+@pytest.mark.parametrize(
+    ("m", "message"),
+    [
+        (match(eth_type=ETH_ARP), "eth_type"),
+        (match(), "eth_type"),
+        (match(eth_type=ETH_IPV4, ct_state=(CtState.INV, CtState.INV)), r"\+inv"),
+    ],
+)
+def test_ct_on_a_flow_ovs_finds_inconsistent_is_refused(m: Match, message: str) -> None:
+    with pytest.raises(CodecError, match=message):
+        encode.flow_mod(Flow(0, 1, m, (Ct(commit=True),)))
+    if m.value("eth_type") == ETH_IPV4:  # only commit is refused there
+        encode.flow_mod(Flow(0, 1, m, (Ct(),)))
+    # Deleting needs no actions, so nothing to refuse.
+    encode.flow_mod(Flow(0, 1, m, (Ct(commit=True),)), ofp.OFPFC_DELETE_STRICT)
 
 
 def test_conjunctive_flows_survive_the_wire() -> None:

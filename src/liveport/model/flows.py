@@ -17,6 +17,7 @@ from __future__ import annotations
 import functools
 from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
+from enum import IntFlag
 
 from liveport.model.errors import LiveportError
 
@@ -85,6 +86,20 @@ IPPROTO_SCTP = 132
 VLAN_PRESENT = 0x1000  # OFPVID_PRESENT: the frame has an 802.1Q tag
 ICMPV6_NS = 135
 ICMPV6_NA = 136
+
+
+class CtState(IntFlag):
+    """The bits of ct_state, as OVS numbers them (CS_* in lib/packets.h)."""
+
+    NEW = 0x01
+    EST = 0x02
+    REL = 0x04
+    RPL = 0x08
+    INV = 0x10
+    TRK = 0x20
+    SNAT = 0x40
+    DNAT = 0x80
+
 
 # A prerequisite names a value a field must have: exactly (an int), or under a mask
 # ((value, mask)): the field must be matched on at least the mask's bits, with those values.
@@ -369,6 +384,38 @@ class Ct:
 @dataclass(frozen=True)
 class CtClear:
     """Forgets the packet's connection tracking state (NXAST_CT_CLEAR)."""
+
+
+def check_ct_flow(m: Match, actions: Iterable[object]) -> None:
+    """Raises FlowError for ct actions OVS refuses (ofp-actions.c): a zone wider than 16
+    bits or from a field that is not a register (liveport's rule: OVS also takes other
+    fields), exec without commit or loading other fields than ct_mark and ct_label, and,
+    with the flow's match (OFPBAC_MATCH_INCONSISTENT, check_CT), ct on a flow that does not
+    match eth_type IPv4 or IPv6 (so a non-IP packet never reaches ct) and ct(commit) on a
+    flow that matches ct_state +inv."""
+    cts = [a for a in actions if isinstance(a, Ct)]
+    for ct in cts:
+        if ct.zone_field is not None and ct.zone_field not in CT_ZONE_FIELDS:
+            raise FlowError(f"ct zone from {ct.zone_field}: only a register (reg0..reg15)")
+        if not 0 <= ct.zone <= CT_ZONE_MAX:
+            raise FlowError(f"ct zone {ct.zone} is outside 0..{CT_ZONE_MAX}")
+        if ct.exec and not ct.commit:
+            raise FlowError("ct with exec but without commit")
+        for load in ct.exec:
+            if load.field not in CT_EXEC_FIELDS:
+                raise FlowError(f"ct exec may load only ct_mark or ct_label, not {load.field}")
+    if not cts:
+        return
+    if m.value("eth_type") not in (ETH_IPV4, ETH_IPV6):
+        raise FlowError(f"ct needs a match on eth_type {ETH_IPV4:#x} or {ETH_IPV6:#x}: {m}")
+    state = m.get("ct_state")
+    if state is not None and state.value & CtState.INV and any(ct.commit for ct in cts):
+        raise FlowError(f"ct(commit) on a flow matching ct_state +inv: {m}")
+
+
+CT_ZONE_MAX = 0xFFFF
+CT_ZONE_FIELDS = frozenset(f"reg{i}" for i in range(16))  # where ct may take its zone from
+CT_EXEC_FIELDS = frozenset({"ct_mark", "ct_label"})  # what ct's exec may load
 
 
 Action = (

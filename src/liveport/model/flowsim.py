@@ -5,9 +5,29 @@ are a compile error, FlowSet refuses them), conjunctive matches (see lookup), re
 continues after the sub-table, output to the packet's own in_port is dropped, registers
 start at zero, learn installs a flow that later packets see, controller actions are
 recorded. Fields are extracted from frames as OVS's flow_extract does for what liveport
-matches on; connection tracking is not modelled, so a caller that wants ct_state (or
-ct_mark, ct_label) sets it in the fields itself. Pure: a Switch is a value that returns a
-new Switch when learning.
+matches on, plus private fields (named "_...") that connection tracking keys on.
+
+Connection tracking is OVS's userspace conntrack as `liveport.model.conntrack` models it
+(what it does and does not model is said there); the Switch holds its `Conntrack`. As
+ofproto-dpif-xlate.c does:
+- ct looks the packet up in its zone (a number, or bits [0..15] of a register), commits
+  and runs exec when asked. With table=N it forks (compose_recirculate_and_fork): a copy
+  of the packet, with ct_state, ct_mark and ct_label set and the registers kept, is
+  processed from table N; then the original goes on with the actions after ct. The
+  original is untracked after ct, with or without table (flow_clear_conntrack): ct_state,
+  ct_mark and ct_label read 0, whatever they were before. Result lists the fork's
+  outputs before the original's later ones, the order in which OVS's userspace datapath
+  executes them (the recirculated copy at once, then the rest of the action list).
+- ct_clear sets ct_state, ct_mark and ct_label to 0 (OVS also forgets the zone, which is
+  no match field here).
+- OVS refuses a flow with ct that does not match IPv4 or IPv6 (so no other packet reaches
+  ct), ct(commit) on a flow matching ct_state +inv, and the ct forms flows.check_ct_flow
+  names: a Switch with such a flow raises FlowError.
+A caller may also set ct_state (ct_mark, ct_label) in the fields itself, as a packet that
+comes back from conntrack would have them.
+
+Pure: a Switch is a value; process returns a new Switch holding what the packet changed
+(learned flows, connections).
 """
 
 from __future__ import annotations
@@ -15,14 +35,17 @@ from __future__ import annotations
 import functools
 import struct
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
+from liveport.model.conntrack import UNPARSABLE, Conntrack, icmp_fields
 from liveport.model.errors import InvalidInput
 from liveport.model.flows import (
     FIELD_BITS,
     VLAN_PRESENT,
     Conjunction,
     Controller,
+    Ct,
+    CtClear,
     Flow,
     FlowError,
     FlowSet,
@@ -38,6 +61,7 @@ from liveport.model.flows import (
     OutputReg,
     Resubmit,
     SetField,
+    check_ct_flow,
 )
 from liveport.model.packets import (
     ETH_ARP,
@@ -58,6 +82,9 @@ FRAG_ANY = 1  # ip_frag bits, as OVS numbers them
 FRAG_LATER = 2
 ND_NS, ND_NA = 135, 136
 ND_OPT_SOURCE_LL, ND_OPT_TARGET_LL = 1, 2
+TCP_HEADER, UDP_HEADER = 20, 8
+CT_FIELDS = ("ct_state", "ct_mark", "ct_label")
+CT_ZONE_MASK = 0xFFFF  # ct takes its zone from bits [0..15] of a register
 
 
 def packet_fields(frame: bytes, in_port: int, tunnel_id: int = 0) -> dict[str, int]:
@@ -130,12 +157,27 @@ def _transport_fields(proto: int, l4: bytes, fields: dict[str, int], *, ipv6: bo
         fields[f"{ports}_src"], fields[f"{ports}_dst"] = struct.unpack("!HH", l4[:4])
         if proto == IPPROTO_TCP and len(l4) >= 14:
             fields["tcp_flags"] = struct.unpack("!H", l4[12:14])[0] & 0xFFF
+        if not _conntrack_can_parse(proto, l4):
+            fields[UNPARSABLE] = 1
     elif proto == IPPROTO_ICMP and not ipv6 and len(l4) >= 2:
         fields["icmpv4_type"], fields["icmpv4_code"] = l4[0], l4[1]
+        fields.update(icmp_fields(l4, ipv6=False))
     elif proto == IPPROTO_ICMPV6 and ipv6 and len(l4) >= 4:
         fields["icmpv6_type"], fields["icmpv6_code"] = l4[0], l4[1]
+        fields.update(icmp_fields(l4, ipv6=True))
         if l4[0] in (ND_NS, ND_NA) and l4[1] == 0 and len(l4) >= 24:
             _nd_fields(l4, fields)
+
+
+def _conntrack_can_parse(proto: int, l4: bytes) -> bool:
+    """Whether conntrack finds a whole TCP or UDP header (check_l4_tcp, check_l4_udp)."""
+    if proto == IPPROTO_TCP:
+        offset = (l4[12] >> 4) * 4 if len(l4) > 12 else 0
+        return len(l4) >= TCP_HEADER and TCP_HEADER <= offset <= len(l4)
+    if proto == IPPROTO_UDP:
+        length = struct.unpack("!H", l4[4:6])[0] if len(l4) >= UDP_HEADER else 0
+        return UDP_HEADER <= length <= len(l4)
+    return True
 
 
 def _nd_fields(icmp: bytes, fields: dict[str, int]) -> None:
@@ -171,7 +213,9 @@ class Result:
 
 @dataclass
 class _Run:
-    fields: dict[str, int]
+    """What one packet and its forks do, together."""
+
+    conntrack: Conntrack
     outputs: list[int] = field(default_factory=list)
     tunnel_ids: list[int] = field(default_factory=list)
     controller: list[bytes] = field(default_factory=list)
@@ -182,10 +226,13 @@ class _Run:
 class Switch:
     flows: FlowSet
     learned: FlowSet = field(default_factory=FlowSet)
+    conntrack: Conntrack = field(default_factory=Conntrack)
 
     @functools.cached_property
     def _tables(self) -> dict[int, tuple[Flow, ...]]:
         # Sorted once: a switch is a value, and tests look many packets up in one.
+        for flow in self.flows:
+            check_ct_flow(flow.match, flow.actions)
         tables = {f.table for f in self.flows} | {f.table for f in self.learned}
         return {t: (*self.flows.table(t), *self.learned.table(t)) for t in tables}
 
@@ -214,27 +261,31 @@ class Switch:
         return best
 
     def process(self, fields: Mapping[str, int]) -> tuple[Result, Switch]:
-        """Runs one packet from table 0; returns what it did and the switch after learning."""
-        run = _Run(dict(fields))
-        self._table(0, run, depth=0)
+        """Runs one packet from table 0; returns what it did and the switch after it (with
+        what it learned and the connections it changed)."""
+        run = _Run(self.conntrack)
+        self._table(0, dict(fields), run, depth=0)
         result = Result(
             tuple(run.outputs), tuple(run.tunnel_ids), tuple(run.controller), tuple(run.learned)
         )
-        if not run.learned:
+        if not run.learned and run.conntrack is self.conntrack:
             return result, self
-        return result, Switch(self.flows, _replacing(self.learned, run.learned))
+        learned = _replacing(self.learned, run.learned) if run.learned else self.learned
+        after = replace(self, learned=learned, conntrack=run.conntrack)
+        if learned is self.learned and "_tables" in self.__dict__:
+            after.__dict__["_tables"] = self._tables  # the same flows: keep them sorted
+        return result, after
 
-    def _table(self, table: int, run: _Run, depth: int) -> None:
+    def _table(self, table: int, fields: dict[str, int], run: _Run, depth: int) -> None:
         if depth > MAX_DEPTH:
             raise RecursionError("resubmit depth exceeded")
-        flow = self.lookup(table, run.fields)
+        flow = self.lookup(table, fields)
         if flow is None:
             return
         for action in flow.actions:
-            self._action(action, run, depth)
+            self._action(action, fields, run, depth)
 
-    def _action(self, action: object, run: _Run, depth: int) -> None:
-        f = run.fields
+    def _action(self, action: object, f: dict[str, int], run: _Run, depth: int) -> None:
         if isinstance(action, Output):
             if action.port != f.get("in_port"):
                 run.outputs.append(action.port)
@@ -253,13 +304,37 @@ class Switch:
                 (action.value << action.start) & mask
             )
         elif isinstance(action, Resubmit):
-            self._table(action.table, run, depth + 1)
+            self._table(action.table, f, run, depth + 1)
         elif isinstance(action, Controller):
             run.controller.append(action.userdata)
         elif isinstance(action, Learn):
             run.learned.append(_learn(action, f))
+        elif isinstance(action, Ct):
+            self._ct(action, f, run, depth)
+        elif isinstance(action, CtClear):
+            _clear_ct(f)
         else:
             raise TypeError(f"unknown action {action!r}")
+
+    def _ct(self, action: Ct, f: dict[str, int], run: _Run, depth: int) -> None:
+        zone = f.get(action.zone_field, 0) & CT_ZONE_MASK if action.zone_field else action.zone
+        verdict, run.conntrack = run.conntrack.track(
+            f, zone, commit=action.commit, loads=action.exec
+        )
+        if action.table is not None:
+            fork = {
+                **f,
+                "ct_state": int(verdict.state),
+                "ct_mark": verdict.mark,
+                "ct_label": verdict.label,
+            }
+            self._table(action.table, fork, run, depth + 1)
+        _clear_ct(f)
+
+
+def _clear_ct(fields: dict[str, int]) -> None:
+    for name in CT_FIELDS:
+        fields.pop(name, None)
 
 
 def _is_conjunctive(flow: Flow) -> bool:

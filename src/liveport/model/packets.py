@@ -4,7 +4,8 @@ Builds the announcements a migrating VM makes (QEMU's RARP, a guest's gratuitous
 IPv6 unsolicited Neighbor Advertisement), ordinary ARP, UDP datagrams that carry a sequence
 number and a send timestamp so captures can measure loss and delay, and the traffic that
 security-group rules tell apart: TCP segments, UDP datagrams and ICMP echoes over IPv4 or
-IPv6, optionally 802.1Q-tagged, and checksummed UDP frames for DHCP. Pure: bytes in,
+IPv6, ICMP errors about such a packet, optionally 802.1Q-tagged, and checksummed UDP
+frames for DHCP. Pure: bytes in,
 bytes or frozen values out.
 """
 
@@ -35,6 +36,11 @@ ICMP_ECHO_REQUEST = 8
 ICMPV6_ECHO_REQUEST = 128
 ICMPV6_ECHO_REPLY = 129
 ICMPV6_NA = 136
+ICMP_UNREACHABLE = 3  # ICMPv4 destination unreachable
+ICMP_PORT_UNREACHABLE = 3  # its code for "port unreachable"
+ICMPV6_UNREACHABLE = 1
+ICMPV6_PORT_UNREACHABLE = 4
+ICMPV6_ERROR_MAX = 1280 - 40 - 8  # an ICMPv6 error fits the minimum MTU (RFC 4443)
 NA_FLAG_OVERRIDE = 0x20000000
 NA_FLAG_SOLICITED = 0x40000000
 
@@ -335,6 +341,48 @@ def icmp6_echo(
     message = struct.pack("!BBHHH", kind, 0, 0, ident, seq) + payload
     return _ip_frame(
         src, dst, src_ip, dst_ip, IPPROTO_ICMPV6, message, ttl=hop_limit, tos=0, checksum_at=2
+    )
+
+
+def icmp_error(
+    src: Mac,
+    dst: Mac,
+    src_ip: IPAddress,
+    dst_ip: IPAddress,
+    about: bytes,
+    *,
+    kind: int | None = None,
+    code: int | None = None,
+    ttl: int = 64,
+) -> bytes:
+    """An ICMP (ICMPv6) error about the frame `about`, port unreachable unless kind and code
+    say otherwise: it carries about's IP header and the first 8 bytes after it (ICMPv4,
+    RFC 792), or as much of about's IP packet as fits the minimum MTU (ICMPv6, RFC 4443)."""
+    packet = about[14:]
+    if src_ip.version == 4:
+        embedded = packet[: (packet[0] & 0x0F) * 4 + 8]
+        message = struct.pack(
+            "!BBHI",
+            ICMP_UNREACHABLE if kind is None else kind,
+            ICMP_PORT_UNREACHABLE if code is None else code,
+            0,
+            0,
+        )
+        message += embedded
+        message = message[:2] + struct.pack("!H", _checksum(message)) + message[4:]
+        return _ip_frame(
+            src, dst, src_ip, dst_ip, IPPROTO_ICMP, message, ttl=ttl, tos=0, checksum_at=None
+        )
+    message = struct.pack(
+        "!BBHI",
+        ICMPV6_UNREACHABLE if kind is None else kind,
+        ICMPV6_PORT_UNREACHABLE if code is None else code,
+        0,
+        0,
+    )
+    message += packet[:ICMPV6_ERROR_MAX]
+    return _ip_frame(
+        src, dst, src_ip, dst_ip, IPPROTO_ICMPV6, message, ttl=ttl, tos=0, checksum_at=2
     )
 
 

@@ -16,6 +16,14 @@ installed and then "differing" from what was asked:
   only spelling of it.
 - Controller(userdata) is NXAST_CONTROLLER2 with only the properties OVS itself would emit.
 - Conjunction(id, k, n) is NXAST_CONJUNCTION, whose clause counts from 0 on the wire.
+- Ct is NXAST_CT and CtClear NXAST_CT_CLEAR. The zone is an immediate number or bits
+  [0..15] of a register (OVS takes exactly 16 bits); no table is NX_CT_RECIRC_NONE (255).
+  exec holds Loads into ct_mark and ct_label only, and only with commit (OVS refuses
+  others). A Load of at most 64 bits is NXAST_REG_LOAD, as outside ct; the whole 128-bit
+  ct_label is OFPAT_SET_FIELD, which OVS dumps back as such. A Load of 65..127 bits of
+  ct_label is refused: OVS would split it into 64-bit reg_loads. force, alg and nat are not
+  modelled. OVS refuses ct on a flow that does not match IPv4 or IPv6, and ct_mark or
+  ct_label set outside ct: so does flow_mod / encode_action.
 - All actions go in one APPLY_ACTIONS instruction; a flow without actions has none (drop).
 """
 
@@ -29,11 +37,15 @@ from os_ken.ofproto import ofproto_v1_3 as ofp
 from os_ken.ofproto import ofproto_v1_3_parser as ofpp
 
 from liveport.model.flows import (
+    CT_EXEC_FIELDS,
+    CT_ZONE_FIELDS,
     FIELD_BITS,
     OFPP_CONTROLLER,
     Action,
     Conjunction,
     Controller,
+    Ct,
+    CtClear,
     Flow,
     FlowError,
     Learn,
@@ -48,6 +60,7 @@ from liveport.model.flows import (
     OutputReg,
     Resubmit,
     SetField,
+    check_ct_flow,
     match,
     prerequisites,
 )
@@ -67,6 +80,12 @@ MAX_TABLE = 254
 PORT_BITS = 32
 # NXAST_REG_LOAD carries its value in 64 bits.
 REG_LOAD_BITS = 64
+# NXAST_CT: the commit flag, "no table", the zone's width and where it may come from.
+NX_CT_F_COMMIT = 1
+NX_CT_RECIRC_NONE = 255
+CT_ZONE_BITS = 16
+# Fields only ct(commit, exec(...)) may set; OVS refuses them anywhere else.
+CT_FIELDS = CT_EXEC_FIELDS
 
 
 class _Codec:
@@ -275,6 +294,12 @@ def _check_value(field: str, value: int) -> None:
 
 
 def encode_action(action: Action) -> OFPAction:
+    if isinstance(action, SetField | Load) and action.field in CT_FIELDS:
+        raise CodecError(f"{action.field} can only be set inside ct(commit, exec(...))")
+    return _encode_action(action)
+
+
+def _encode_action(action: Action) -> OFPAction:
     if isinstance(action, Output):
         _check_value("in_port", action.port)
         # Packet-ins from output:CONTROLLER carry the whole packet, as Controller does.
@@ -300,7 +325,50 @@ def encode_action(action: Action) -> OFPAction:
         return _encode_controller(action)
     if isinstance(action, Conjunction):
         return _encode_conjunction(action)
+    if isinstance(action, Ct):
+        return _encode_ct(action)
+    if isinstance(action, CtClear):
+        return ofpp.NXActionCTClear()
     return _encode_learn(action)
+
+
+def _encode_ct(action: Ct) -> OFPAction:
+    if action.zone_field is not None:
+        if action.zone_field not in CT_ZONE_FIELDS:
+            raise CodecError(f"ct zone from {action.zone_field}: only a register (reg0..reg15)")
+        if action.zone:
+            raise CodecError("ct with both a zone and a zone_field: give one")
+        zone_src, zone = action.zone_field, _ofs_nbits(0, CT_ZONE_BITS)
+    else:
+        if not 0 <= action.zone < 1 << CT_ZONE_BITS:
+            raise CodecError(f"ct zone {action.zone} does not fit {CT_ZONE_BITS} bits")
+        zone_src, zone = "", action.zone
+    if action.table is not None:
+        _check_table(action.table)
+    if action.exec and not action.commit:
+        raise CodecError("ct with exec but without commit (OVS refuses it)")
+    return ofpp.NXActionCT(
+        flags=NX_CT_F_COMMIT if action.commit else 0,
+        zone_src=zone_src,
+        zone_ofs_nbits=zone,
+        recirc_table=NX_CT_RECIRC_NONE if action.table is None else action.table,
+        alg=0,
+        actions=[_encode_ct_load(load) for load in action.exec],
+    )
+
+
+def _encode_ct_load(load: Load) -> OFPAction:
+    if load.field not in CT_FIELDS:
+        raise CodecError(f"ct exec may load only ct_mark or ct_label, not {load.field}")
+    if load.nbits is None and FIELD_BITS[load.field] > REG_LOAD_BITS:
+        _check_value(load.field, load.value)
+        return ofpp.OFPActionSetField(**{load.field: load.value})
+    if load.nbits is not None and load.nbits > REG_LOAD_BITS:
+        raise CodecError(
+            f"load of {load.nbits} bits into {load.field}: OVS would split it into loads "
+            f"of {REG_LOAD_BITS} bits; give those"
+        )
+    return _encode_action(load)
 
 
 def _encode_conjunction(action: Conjunction) -> OFPAction:
@@ -401,7 +469,49 @@ def decode_action(act: OFPAction) -> Action:
         return _decode_learn(act)
     if isinstance(act, ofpp.NXActionConjunction):
         return Conjunction(act.id, act.clause + 1, act.n_clauses)
+    if isinstance(act, ofpp.NXActionCT):
+        return _decode_ct(act)
+    if isinstance(act, ofpp.NXActionCTClear):
+        return CtClear()
     raise CodecError(f"action {type(act).__name__} is not modelled")
+
+
+def _decode_ct(act: OFPAction) -> Ct:
+    if act.flags & ~NX_CT_F_COMMIT or act.alg:
+        raise CodecError("ct with force or alg is not modelled")
+    zone_field: str | None = None
+    zone = act.zone_ofs_nbits
+    if act.zone_src:
+        zone_field, zone = model_name(act.zone_src), 0
+        start, nbits = _split_ofs_nbits(act.zone_ofs_nbits)
+        if zone_field not in CT_ZONE_FIELDS or (start, nbits) != (0, CT_ZONE_BITS):
+            raise CodecError(
+                f"ct zone from {zone_field}[{start}..{start + nbits - 1}] is not modelled"
+            )
+    loads = []
+    for inner in act.actions:
+        load = _decode_ct_load(inner)
+        if load.field not in CT_FIELDS:
+            raise CodecError(f"ct exec loading {load.field} is not modelled")
+        loads.append(load)
+    return Ct(
+        commit=bool(act.flags & NX_CT_F_COMMIT),
+        zone_field=zone_field,
+        zone=zone,
+        table=None if act.recirc_table == NX_CT_RECIRC_NONE else act.recirc_table,
+        exec=tuple(loads),
+    )
+
+
+def _decode_ct_load(act: OFPAction) -> Load:
+    """A Load of ct exec: OVS dumps set_field of a whole field as such."""
+    if isinstance(act, ofpp.OFPActionSetField):
+        field = model_name(act.key)
+        return Load(field, from_user(field, act.value))
+    decoded = decode_action(act)
+    if not isinstance(decoded, Load):
+        raise CodecError(f"ct exec with {type(act).__name__} is not modelled")
+    return decoded
 
 
 def _canonical_load(field: str, value: int, start: int, nbits: int) -> Load:
@@ -504,6 +614,11 @@ def flow_mod(flow: Flow, command: int = ofp.OFPFC_ADD, cookie_mask: int = 0) -> 
     if not 0 <= flow.priority <= 0xFFFF:
         raise CodecError(f"priority {flow.priority} does not fit 16 bits")
     deleting = command in (ofp.OFPFC_DELETE, ofp.OFPFC_DELETE_STRICT)
+    if not deleting:
+        try:
+            check_ct_flow(flow.match, flow.actions)
+        except FlowError as exc:
+            raise CodecError(str(exc)) from None
     return ofpp.OFPFlowMod(
         DATAPATH,
         cookie=flow.cookie,
