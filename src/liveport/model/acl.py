@@ -296,6 +296,30 @@ def _add(
         )
 
 
+def _ip_only(flows: Iterable[Flow]) -> list[Flow]:
+    """OVS runs ct only on flows that match IPv4 or IPv6: a flow with a ct action and no
+    eth_type becomes one flow per IP version (a packet that reaches one is tracked, so IP
+    anyway)."""
+    out: list[Flow] = []
+    for flow in flows:
+        if not any(isinstance(a, Ct) for a in flow.actions):
+            out.append(flow)
+            continue
+        eth_type = flow.match.value("eth_type")
+        if eth_type in (ETH_IPV4, ETH_IPV6):
+            out.append(flow)
+            continue
+        if flow.match.get("eth_type") is not None:
+            continue  # a tracked packet is never of another type: it cannot match
+        for eth_type in (ETH_IPV4, ETH_IPV6):
+            fields = {
+                f.name: (f.value if f.mask is None else (f.value, f.mask))
+                for f in flow.match.fields
+            }
+            out.append(replace(flow, match=match(**fields, eth_type=eth_type)))
+    return out
+
+
 def _conjunctions(flow: Flow) -> list[Conjunction]:
     found = [a for a in flow.actions if isinstance(a, Conjunction)]
     return found if found and len(found) == len(flow.actions) else []
@@ -341,8 +365,15 @@ def _fixed(stage: Stage, dp: int, is_stateful: bool, c: int) -> list[Flow]:
         ct_mark=(CARRIED, CARRIED | BLOCKED),
     )
     # No ACL matched: a new connection is committed (so that its replies pass).
-    fixed(1, (unblock, *accept), ct_state=(TRK, EST | TRK))
-    fixed(1, (unblock, *accept), ct_state=(EST | TRK, EST | TRK), ct_mark=(BLOCKED, BLOCKED))
+    for eth_type in (ETH_IPV4, ETH_IPV6):
+        fixed(1, (unblock, *accept), eth_type=eth_type, ct_state=(TRK, EST | TRK))
+        fixed(
+            1,
+            (unblock, *accept),
+            eth_type=eth_type,
+            ct_state=(EST | TRK, EST | TRK),
+            ct_mark=(BLOCKED, BLOCKED),
+        )
     return out
 
 
@@ -441,14 +472,16 @@ def _variant(
         base["ct_mark"] = (mark, mark_mask)
     conj_base = (acl.key << 8) | (index << 5)
     use = compiled.n_conjunctions <= CONJ_SLOTS
-    return compiled.flows(
-        stage.table,
-        priority,
-        actions,
-        cookie_value,
-        base,
-        conj_id=conj_base if use and compiled.n_conjunctions else None,
-        use_conjunction=use,
+    return _ip_only(
+        compiled.flows(
+            stage.table,
+            priority,
+            actions,
+            cookie_value,
+            base,
+            conj_id=conj_base if use and compiled.n_conjunctions else None,
+            use_conjunction=use,
+        )
     )
 
 

@@ -84,6 +84,7 @@ from liveport.model.flows import (
     Output,
     Resubmit,
     SetField,
+    check_ct_flow,
     match,
 )
 from liveport.model.logical import PortNetwork, Strategy, parse_network
@@ -303,6 +304,7 @@ def check_flow(flow: Flow) -> Flow:
     extra = flow.match.names() - allowed
     if extra:
         raise FlowError(f"table {Table(flow.table).name} does not match on {sorted(extra)}: {flow}")
+    check_ct_flow(flow.match, flow.actions)
     return flow
 
 
