@@ -1,8 +1,8 @@
 """`liveport doctor` and `liveport lab doctor`: compare the NB, the SB and every chassis'
 flows (liveport.cms.doctor) and print each difference.
 
-Exit status: 0 consistent, 1 differences found, 2 a usage error or a database or switch
-that cannot be read.
+Exit status: 0 consistent, 1 differences found, 2 a usage error, 6 a database or switch
+that cannot be read (model.errors has the table).
 """
 
 from __future__ import annotations
