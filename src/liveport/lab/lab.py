@@ -31,6 +31,7 @@ from liveport.lab.state import (
     HostEntry,
     LabState,
     NotALab,
+    VmEntry,
     editing,
     is_lab,
     load,
@@ -673,16 +674,7 @@ def status(directory: Path) -> dict[str, Any]:
             else {}
         ),
         "chassis": chassis,
-        "vms": [
-            {
-                "name": vm.name,
-                "port": vm.port,
-                "mac": vm.mac,
-                "ips": vm.ips,
-                "chassis": [vif.chassis for vif in vm.vifs],
-            }
-            for vm in state.vms.values()
-        ],
+        "vms": [vm_json(vm) for vm in state.vms.values()],
         "hosts": [host_json(host) for host in state.hosts.values()],
     }
     if "northd" in refs:
@@ -696,6 +688,16 @@ def status(directory: Path) -> dict[str, Any]:
     alive = sum(1 for ref in refs.values() if ref.running_pid() is not None)
     doc["processes"] = {"registered": len(refs), "running": alive}
     return doc
+
+
+def vm_json(vm: VmEntry) -> dict[str, Any]:
+    return {
+        "name": vm.name,
+        "port": vm.port,
+        "mac": vm.mac,
+        "ips": vm.ips,
+        "chassis": [vif.chassis for vif in vm.vifs],
+    }
 
 
 def host_json(host: HostEntry) -> dict[str, Any]:
