@@ -10,8 +10,8 @@ over time. The lab is torn down at the end, also when interrupted.
 
 from __future__ import annotations
 
-import subprocess
 import shutil
+import subprocess
 import tempfile
 import time
 from collections.abc import Callable
