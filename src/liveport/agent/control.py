@@ -23,7 +23,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from liveport.agent.agent import Agent
-from liveport.agent.observe import flow_count, migration_id
+from liveport.agent.observe import RECOMPUTES, migration_id
 from liveport.model import cookies
 from liveport.model.binding import LocalRole
 from liveport.model.cookies import Kind
@@ -58,6 +58,7 @@ def register(control: ControlServer, agent: Agent, loop: asyncio.AbstractEventLo
         return Reply("\n".join(lines), docs)
 
     def recompute(args: Sequence[str]) -> Reply:
+        RECOMPUTES.inc()
         agent.recompute()
         return Reply("", {"recompute": "scheduled"})
 
@@ -160,5 +161,3 @@ def render_port(doc: dict[str, Any]) -> str:
         lines += [f"    {flow}" for flow in learned]
     return "\n".join(lines)
 
-
-__all__ = ["flow_count", "register", "render_port"]
