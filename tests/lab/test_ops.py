@@ -19,6 +19,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from liveport.cli.main import main
 from liveport.lab import control, hypervisor, lab, vms
 from liveport.runtime import unixctl
+from liveport.runtime.process import is_alive
 
 from tests.conftest import LabFactory
 from tests.lab.helpers import dump_flows, nbctl
@@ -150,6 +151,19 @@ def test_operating_a_lab(lab_factory: LabFactory, capsys: pytest.CaptureFixture[
         json.loads(capsys.readouterr().out)
     assert main(["status", "--dir", str(d), "--json"]) == 0
     assert json.loads(capsys.readouterr().out)
+    vm3 = ["vm3", "--dir", str(d), "--json"]
+    assert main(["lab", "vm", "add", *vm3, "--chassis", "hv1", "--port", "vm3",
+                 "--mac", "00:00:00:00:00:03"]) == 0  # fmt: skip
+    assert json.loads(capsys.readouterr().out)["chassis"] == ["hv1"]
+    assert main(["lab", "vm", "del", *vm3]) == 0
+    assert json.loads(capsys.readouterr().out)["deleted"] is True
+
+    # `exit` stops a daemon as SIGTERM does: its pidfile and control socket go with it.
+    for ctl, pidfile in ((hv1, d / "hv1" / "agent.pid"), (northd, d / "northd" / "northd.pid")):
+        pid = int(pidfile.read_text())
+        assert appctl(ctl, "exit") == ""
+        wait_until(f"{ctl} gone", lambda p=pid: not is_alive(p))
+        assert not ctl.exists()
     assert main(["lab", "down", "--dir", str(d), "--json"]) == 0
     down = json.loads(capsys.readouterr().out)
-    assert any(s["role"] == "northd" for s in down["stopped"]) and not d.exists()
+    assert any(s["role"] == "hv2/agent" for s in down["stopped"]) and not d.exists()
