@@ -160,4 +160,3 @@ def render_port(doc: dict[str, Any]) -> str:
         lines.append(f"  learned flows: {len(learned)}")
         lines += [f"    {flow}" for flow in learned]
     return "\n".join(lines)
-

@@ -36,7 +36,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Final
 
-from liveport.model.errors import FAILED, Conflict, InvalidInput
+from liveport.model.errors import FAILED, Conflict, InvalidInput, LiveportError
 
 RUNDIR_ENV: Final = "LIVEPORT_RUNDIR"
 LOGDIR_ENV: Final = "LIVEPORT_LOGDIR"
@@ -120,9 +120,14 @@ class Pidfile:
                 holder = lock_holder(self.path)
                 if holder is not None and holder != pid:
                     raise Conflict(f"{self.path}: already running as pid {holder}, aborting")
-            os.ftruncate(fd, 0)
-            os.write(fd, f"{pid}\n".encode())
-            os.replace(tmp, self.path)
+            try:
+                os.ftruncate(fd, 0)
+                os.write(fd, f"{pid}\n".encode())
+                os.replace(tmp, self.path)
+            except OSError as exc:
+                raise InvalidInput(
+                    f"{self.path}: cannot write the pidfile ({exc.strerror})"
+                ) from None
         except BaseException:
             os.close(fd)
             with contextlib.suppress(OSError):
