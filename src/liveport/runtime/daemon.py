@@ -36,7 +36,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Final
 
-from liveport.model.errors import FAILED, Conflict, InvalidInput, LiveportError
+from liveport.model.errors import FAILED, Conflict, InvalidInput
 
 RUNDIR_ENV: Final = "LIVEPORT_RUNDIR"
 LOGDIR_ENV: Final = "LIVEPORT_LOGDIR"
