@@ -36,7 +36,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Final
 
-from liveport.model.errors import FAILED, Conflict, InvalidInput
+from liveport.model.errors import FAILED, Conflict, InvalidInput, LiveportError
 
 RUNDIR_ENV: Final = "LIVEPORT_RUNDIR"
 LOGDIR_ENV: Final = "LIVEPORT_LOGDIR"
@@ -125,7 +125,7 @@ class Pidfile:
                 os.write(fd, f"{pid}\n".encode())
                 os.replace(tmp, self.path)
             except OSError as exc:
-                raise InvalidInput(
+                raise LiveportError(
                     f"{self.path}: cannot write the pidfile ({exc.strerror})"
                 ) from None
         except BaseException:
