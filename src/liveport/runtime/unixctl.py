@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import errno
 import os
+import select
 import time
 from pathlib import Path
 from typing import Any
@@ -47,6 +48,11 @@ class UnixctlClient:
         if error:
             raise Unreachable(f"cannot reach {self.path}: {os.strerror(error)}")
         self._rpc: Any = ovs.jsonrpc.Connection(stream)
+        sock = getattr(stream, "socket", None)
+        self._poll: select.poll | None = None
+        if sock is not None:
+            self._poll = select.poll()
+            self._poll.register(sock.fileno(), select.POLLIN)
 
     def __enter__(self) -> UnixctlClient:
         return self
@@ -70,12 +76,7 @@ class UnixctlClient:
                     raise UnixctlTimeout(
                         f"{self.path}: no answer to {command} in {self.timeout:g}s"
                     )
-                self._rpc.run()
-                poller = ovs.poller.Poller()
-                self._rpc.wait(poller)
-                self._rpc.recv_wait(poller)
-                poller.timer_wait(max(1, int(remaining * 1000)))
-                poller.block()
+                self._wait(remaining)
                 error = 0
                 continue
             if error:
@@ -87,6 +88,20 @@ class UnixctlClient:
             return "" if reply.result is None else str(reply.result)
         text = "closed the connection" if error == ovs.jsonrpc.EOF else os.strerror(error)
         raise Unreachable(f"{self.path}: {text}")
+
+    def _wait(self, seconds: float) -> None:
+        """Until the reply may have come. A request is written whole at once (it is small),
+        so this waits for input alone, with poll(2) on the socket: a python-ovs Poller per
+        call costs a third more when packets are injected by the thousand."""
+        self._rpc.run()
+        if self._poll is not None and not self._rpc.get_backlog():
+            self._poll.poll(max(1, int(seconds * 1000)))
+            return
+        poller = ovs.poller.Poller()
+        self._rpc.wait(poller)
+        self._rpc.recv_wait(poller)
+        poller.timer_wait(max(1, int(seconds * 1000)))
+        poller.block()
 
 
 def call(path: Path | str, command: str, *args: str, timeout: float = 10.0) -> str:
