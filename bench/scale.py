@@ -644,6 +644,10 @@ class ScaleRun:
                 str(ref.pidfile),
                 "--log-file",
                 str(directory / "northd.log"),
+                # Its control socket with its files, and not this machine's liveport.conf.
+                "--unixctl",
+                str(directory / "northd.ctl"),
+                f"--config={os.devnull}",
             ],
             pidfile=ref.pidfile,
             log_file=directory / "northd.out",

@@ -5,7 +5,8 @@
 #      their maintainer scripts start any system daemon (no kernel datapath, no system OVS);
 #   2. creates the virtual environment .venv (system site packages visible, so Debian's
 #      python3-openvswitch with its C JSON parser serves the `ovs` requirement);
-#   3. installs liveport into it with the extras asked for, only when pyproject.toml changed.
+#   3. installs liveport into it with the extras asked for, the development and test tools at
+#      the versions of constraints.txt, only when pyproject.toml or constraints.txt changed.
 # Usage: scripts/setup.sh [EXTRAS]   e.g. scripts/setup.sh test,bench
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -17,6 +18,8 @@ packages=(openvswitch-switch openvswitch-common ovn-common ovn-central ovn-host
 # The QEMU tests (tests/qemu, part of `make test`) boot a guest that scripts/build-guest.sh
 # makes from Debian's cloud kernel and busybox.
 packages+=(qemu-system-x86 busybox-static cpio)
+# The packaging tests check the systemd units with systemd-analyze (nothing is started).
+command -v systemd-analyze >/dev/null 2>&1 || packages+=(systemd)
 
 missing=()
 for p in "${packages[@]}"; do
@@ -46,9 +49,9 @@ if [ ! -x "$venv/bin/python" ]; then
     /usr/bin/python3 -m venv --system-site-packages "$venv"
 fi
 stamp="$venv/.liveport-installed"
-want="$(sha256sum pyproject.toml | cut -d' ' -f1) [$extras]"
+want="$(cat pyproject.toml constraints.txt | sha256sum | cut -d' ' -f1) [$extras]"
 if [ ! -f "$stamp" ] || [ "$(cat "$stamp")" != "$want" ]; then
     echo "setup: installing liveport[$extras] into $venv"
-    "$venv/bin/pip" install -q --disable-pip-version-check -e ".[$extras]"
+    "$venv/bin/pip" install -q --disable-pip-version-check -c constraints.txt -e ".[$extras]"
     echo "$want" > "$stamp"
 fi

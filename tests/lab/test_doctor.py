@@ -179,5 +179,5 @@ def test_doctor_in_a_secure_lab(lab_factory: LabFactory) -> None:
 
 def test_doctor_on_something_that_is_not_a_lab(short_tmp: Path) -> None:
     result = run_cli("lab", "doctor", "--dir", str(short_tmp))
-    assert result.returncode == 2
+    assert result.returncode == 4  # not found
     assert result.stderr.count("\n") == 1 and "not a liveport lab" in result.stderr

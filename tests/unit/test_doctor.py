@@ -505,15 +505,18 @@ def test_the_default_management_socket() -> None:
 
 @pytest.fixture
 def no_remotes(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
-    for var in ("LIVEPORT_NB_DB", "OVN_NB_DB", "LIVEPORT_SB_DB"):
+    for var in ("LIVEPORT_NB_DB", "OVN_NB_DB", "LIVEPORT_SB_DB", "LIVEPORT_LAB_DIR"):
         monkeypatch.delenv(var, raising=False)
+    monkeypatch.setenv("LIVEPORT_CONFIG", "/dev/null")  # not this machine's liveport.conf
     yield
 
 
 @pytest.mark.usefixtures("no_remotes")
 def test_doctor_without_databases_is_a_usage_error(capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["doctor"]) == 2
-    assert capsys.readouterr().err == ("liveport: error: give --nb-db or set $LIVEPORT_NB_DB\n")
+    err = capsys.readouterr().err
+    assert err.startswith("liveport: error: no database to talk to: give --nb-db and --sb-db, ")
+    assert err.endswith("or name a lab with $LIVEPORT_LAB_DIR\n") and err.count("\n") == 1
 
 
 @pytest.mark.usefixtures("no_remotes")
@@ -523,6 +526,6 @@ def test_doctor_with_an_unreachable_database(
     nowhere = f"unix:{short_tmp}/nb.sock"
     code = main(["doctor", "--nb-db", nowhere, "--sb-db", nowhere, "--timeout", "0.2"])
     err = capsys.readouterr().err
-    assert code == 2
+    assert code == 6  # unavailable
     assert err.startswith(f"liveport: error: cannot read the NB at {nowhere}:")
     assert err.count("\n") == 1

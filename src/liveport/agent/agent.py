@@ -42,6 +42,7 @@ from dataclasses import dataclass
 
 from liveport.agent import localswitch, southbound
 from liveport.agent import vhost as agent_vhost
+from liveport.agent.observe import AgentObserver, log_extra
 from liveport.agent.step import AgentError, Changed, Config, Inputs, Memory, Outcome, announce, step
 from liveport.model import cookies, packets
 from liveport.model.addr import Mac
@@ -135,6 +136,13 @@ class Agent:
         self._wake_switch: asyncio.Future[None] | None = None
         self._heartbeat = 0
         self.passes = 0
+        self.observer = AgentObserver()  # counters; the daemon gives it metrics
+
+    def recompute(self) -> None:
+        """Thread-safe: the next pass looks at everything (a control command)."""
+        self._ovs_log.everything()
+        self._sb_log.everything()
+        self._kick_threadsafe()
 
     @property
     def identity(self) -> localswitch.Identity | None:
@@ -296,16 +304,19 @@ class Agent:
 
     async def _reconcile(self) -> None:
         started = time.monotonic()
+        token = self.observer.pass_started()
         self._in_pass = True
         try:
             await self._pass()
         except BaseException:
+            self.observer.pass_done(token, failed=True)
             # The changes this pass took are not in the memory: look at everything next.
             # (Announcements during the pass went into the memory it leaves as it was.)
             self._ovs_log.everything()
             self._sb_log.everything()
             raise
         else:
+            self.observer.pass_done(token)
             for packet in self._replay:
                 self._on_packet_in(packet, send=False)
         finally:
@@ -351,7 +362,7 @@ class Agent:
     async def _apply(self, outcome: Outcome) -> None:
         assert self.ovs is not None and self.sb is not None and self.of is not None
         for line in outcome.events:
-            log.info("agent: %s", line)
+            log.info("agent: %s", line, extra=log_extra(line, outcome.memory))
         await self._transact(self.ovs, outcome.ovs_ops, "tunnels and vhost-user modes")
         await self._transact(self.sb, outcome.sb_ops, "chassis and VIFs")
         if outcome.condition is not None:
@@ -368,6 +379,7 @@ class Agent:
             change = outcome.flows
             await self.of.apply(change.diff, delete_cookies=change.delete_cookies)
             await self.of.barrier()
+            self.observer.flows_sent(change)
             log.info(
                 "agent: installed %d flow changes (%d deletes, %d adds, %d modifies, %d "
                 "cookies deleted) in %.1f ms",
@@ -379,10 +391,12 @@ class Agent:
                 (time.monotonic() - started) * 1000,
             )
         self.memory = outcome.memory
+        self.observer.installed(outcome.memory)
         await self._transact(self.sb, outcome.reports, "installed state")
 
     async def _transact(self, client: OvsdbClient, ops: tuple[Op, ...], why: str) -> None:
         if ops:
+            self.observer.transaction()
             await asyncio.wrap_future(client.transact_async(ops, comment=f"liveport-agent: {why}"))
 
     # ----- vhost-user back-ends ----------------------------------------------------------
@@ -441,8 +455,12 @@ class Agent:
         if self.memory is None or self.sb is None:
             return
         announced = announce(self.memory, packet.userdata, packet.in_port, _now_ms(self.clock))
+        if send:
+            self.observer.packet_in(packet.received_at, announced.port)
         if announced.event and send:
-            log.info("agent: %s", announced.event)
+            log.info(
+                "agent: %s", announced.event, extra=log_extra(announced.event, announced.memory)
+            )
         self.memory = announced.memory
         if announced.port is None:
             return

@@ -8,6 +8,7 @@ and matplotlib (the bench extra) for the plots.
 from __future__ import annotations
 
 import argparse
+import json
 import sys
 import time
 from pathlib import Path
@@ -47,6 +48,10 @@ def cmd_bench_compare(args: argparse.Namespace) -> int:
     started = time.monotonic()
     results = compare.run(cfg, lambda line: print(f"  {line}", file=sys.stderr, flush=True))
     written = compare.write(results, Path(args.output))
+    if args.json:  # what compare.json holds, and where the files went
+        doc = {**results.to_json(), "written": [str(path) for path in written]}
+        print(json.dumps(doc, indent=2, sort_keys=True, default=str))
+        return 0
     m = results.machine
     print(
         f"\n== liveport vs upstream OVN 23.03, same lab, same run "
@@ -102,4 +107,5 @@ def register(subparsers: argparse._SubParsersAction[ParserT]) -> None:
         "complete first)",
     )
     p.add_argument("--output", default="bench/out", help="directory for compare.json and the plots")
+    p.add_argument("--json", action="store_true", help="print compare.json's document")
     p.set_defaults(func=cmd_bench_compare)

@@ -1,8 +1,8 @@
 """`liveport doctor` and `liveport lab doctor`: compare the NB, the SB and every chassis'
 flows (liveport.cms.doctor) and print each difference.
 
-Exit status: 0 consistent, 1 differences found, 2 a usage error or a database or switch
-that cannot be read.
+Exit status: 0 consistent, 1 differences found, 2 a usage error, 6 a database or switch
+that cannot be read (model.errors has the table).
 """
 
 from __future__ import annotations
@@ -14,7 +14,8 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import TypeVar
 
-from liveport.cli.tls import add_tls_options, apply_tls
+from liveport.cli import remotes
+from liveport.cli.tls import apply_tls
 from liveport.cms import doctor
 from liveport.lab import lab
 from liveport.model.errors import InvalidInput
@@ -69,14 +70,8 @@ def _report(report: doctor.Report, as_json: bool) -> int:
 
 
 def cmd_doctor(args: argparse.Namespace, env: Mapping[str, str] = os.environ) -> int:
-    nb = args.nb_db or env.get("LIVEPORT_NB_DB") or env.get("OVN_NB_DB")
-    sb = args.sb_db or env.get("LIVEPORT_SB_DB")
-    if not nb:
-        raise InvalidInput("give --nb-db or set $LIVEPORT_NB_DB")
-    if not sb:
-        raise InvalidInput("give --sb-db or set $LIVEPORT_SB_DB")
     switches = [parse_switch(text) for text in args.switch or []]
-    apply_tls(args, env)
+    nb, sb = remotes.resolve(args, env=env)  # flags, environment, liveport.conf; never a lab
     report = doctor.examine(nb, sb, switches, settle=args.settle, timeout=args.timeout)
     return _report(report, args.json)
 
@@ -119,10 +114,7 @@ def register(
     p = subparsers.add_parser(
         "doctor", help="compare NB, SB and every chassis' flows; report each difference"
     )
-    p.add_argument(
-        "--nb-db", help="NB remote(s), comma-separated (default $LIVEPORT_NB_DB or $OVN_NB_DB)"
-    )
-    p.add_argument("--sb-db", help="SB remote(s), comma-separated (default $LIVEPORT_SB_DB)")
+    remotes.add_options(p, timeout=None, with_dir=False)
     p.add_argument(
         "--switch",
         action="append",
@@ -132,7 +124,6 @@ def register(
         f"{doctor.DEFAULT_RUNDIR}/br-int.mgmt); repeatable",
     )
     _add_common(p)
-    add_tls_options(p)
     p.set_defaults(func=cmd_doctor)
 
     p = lab_subparsers.add_parser(

@@ -8,21 +8,21 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import shlex
 import signal
 import sys
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any, NoReturn
 
+from liveport import __version__
 from liveport.cli import bench as bench_cli
-from liveport.cli import daemons
+from liveport.cli import ctl as ctl_cli
+from liveport.cli import daemons, remotes
 from liveport.cli import doctor as doctor_cli
 from liveport.cli import pki as pki_cli
 from liveport.cli import vhost as vhost_cli
-from liveport.cli.tls import add_tls_options, apply_tls
 from liveport.cms import migrate, ovn, security, status
 from liveport.lab import demo, faults, hosts, hypervisor, lab, vms
 from liveport.lab.tcp import TcpTraffic
@@ -73,6 +73,7 @@ def cmd_lab_up(args: argparse.Namespace) -> int:
         northds=args.northds,
         engine=args.engine,
         mac_aging=args.mac_aging,
+        metrics=args.metrics,
         progress=_progress if not args.quiet else lambda _: None,
     )
     doc = lab.status(directory)
@@ -146,7 +147,15 @@ def _host_line(host: dict[str, Any]) -> str:
 def cmd_lab_down(args: argparse.Namespace) -> int:
     directory = lab.resolve(args.dir)
     stopped = lab.down(directory, progress=_progress if args.verbose else lambda _: None)
-    print(f"lab {directory} down: stopped {len(stopped)} processes")
+    if args.json:
+        _print_json(
+            {
+                "directory": str(directory),
+                "stopped": [{"role": role, "pid": pid} for role, pid in stopped],
+            }
+        )
+    else:
+        print(f"lab {directory} down: stopped {len(stopped)} processes")
     return 0
 
 
@@ -188,7 +197,11 @@ def cmd_lab_fault(args: argparse.Namespace) -> int:
 def cmd_lab_env(args: argparse.Namespace) -> int:
     directory = lab.resolve(args.dir)
     lab.status(directory)  # refuses a directory that is not a lab
-    for key, value in lab.client_env(directory).items():
+    env = lab.client_env(directory)
+    if args.json:
+        _print_json(env)
+        return 0
+    for key, value in env.items():
         print(f"export {key}={shlex.quote(value)}")
     return 0
 
@@ -205,13 +218,19 @@ def cmd_vm_add(args: argparse.Namespace) -> int:
         bridge=args.bridge,
         vhost_mode=args.vhost_mode,
     )
-    print(f"vm {vm.name}: port {vm.port} {vm.mac} {' '.join(vm.ips)} plugged on {args.chassis}")
+    if args.json:
+        _print_json(lab.vm_json(vm))
+    else:
+        print(f"vm {vm.name}: port {vm.port} {vm.mac} {' '.join(vm.ips)} plugged on {args.chassis}")
     return 0
 
 
 def cmd_vm_del(args: argparse.Namespace) -> int:
     vm = vms.delete(lab.resolve(args.dir), args.name)
-    print(f"vm {vm.name} deleted")
+    if args.json:
+        _print_json({**lab.vm_json(vm), "deleted": True})
+    else:
+        print(f"vm {vm.name} deleted")
     return 0
 
 
@@ -307,7 +326,10 @@ def cmd_vm_migrate(args: argparse.Namespace) -> int:
 
 def cmd_vm_abort(args: argparse.Namespace) -> int:
     hypervisor.abort(lab.resolve(args.dir), args.name, hypervisor_status=args.hypervisor_status)
-    print(f"vm {args.name}: destination VIF removed; it runs on its source")
+    if args.json:
+        _print_json({"name": args.name, "aborted": True})
+    else:
+        print(f"vm {args.name}: destination VIF removed; it runs on its source")
     return 0
 
 
@@ -460,19 +482,7 @@ def cmd_capture(args: argparse.Namespace) -> int:
 
 
 def _remotes(args: argparse.Namespace) -> tuple[str, str]:
-    """NB and SB remotes: explicit options first, then the lab's (--dir, or the default lab
-    when the environment names no databases), then the environment."""
-    nb = args.nb_db or os.environ.get("LIVEPORT_NB_DB") or os.environ.get("OVN_NB_DB")
-    sb = args.sb_db or os.environ.get("LIVEPORT_SB_DB")
-    env: Mapping[str, str] = os.environ
-    if args.dir is not None or not (nb and sb):
-        directory = lab.resolve(args.dir)
-        lab.load_state(directory)  # refuses a directory that is not a lab
-        env = {**lab.client_env(directory), **os.environ}
-        nb = args.nb_db or env["LIVEPORT_NB_DB"]
-        sb = args.sb_db or env["LIVEPORT_SB_DB"]
-    apply_tls(args, env)  # a secure lab hands out the CMS credentials
-    return str(nb), str(sb)
+    return remotes.resolve(args)
 
 
 def cmd_status(args: argparse.Namespace) -> int:
@@ -558,21 +568,11 @@ def cmd_migrations(args: argparse.Namespace) -> int:
 
 
 def _add_remotes(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--nb-db", help="NB remote (default: the lab's, or $LIVEPORT_NB_DB/$OVN_NB_DB)")
-    p.add_argument("--sb-db", help="SB remote (default: the lab's, or $LIVEPORT_SB_DB)")
-    p.add_argument("--dir", help="take the remotes from this lab")
-    p.add_argument(
-        "--timeout",
-        type=float,
-        default=10.0,
-        help="seconds to wait (for the databases, and for migration phases)",
-    )
-    add_tls_options(p)
+    remotes.add_options(p)
 
 
 def cmd_sb_setup(args: argparse.Namespace) -> int:
-    if not args.sb_db:
-        raise InvalidInput("give --sb-db (the SB's unix socket) or set $LIVEPORT_SB_DB")
+    _, sb_remote = remotes.resolve(args, need=("sb",))
     listeners: dict[str, str] | None = None
     if args.chassis_listener or args.control_listener:
         listeners = {t: CHASSIS_ROLE for t in args.chassis_listener or []}
@@ -580,7 +580,7 @@ def cmd_sb_setup(args: argparse.Namespace) -> int:
             if target in listeners:
                 raise InvalidInput(f"{target} cannot be both a chassis and a control listener")
             listeners[target] = CONTROL_ROLE
-    changes = security.setup_southbound(args.sb_db, listeners, timeout=args.timeout)
+    changes = security.setup_southbound(sb_remote, listeners, timeout=args.timeout)
     if args.json:
         _print_json({"changes": changes})
     else:
@@ -589,12 +589,15 @@ def cmd_sb_setup(args: argparse.Namespace) -> int:
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
-    demo.run(
-        lambda line: print(line, flush=True),
-        chassis=args.chassis,
-        output=Path(args.output),
-        rate=args.rate,
-    )
+    lines: list[str] = []
+
+    def say(line: str) -> None:
+        lines.append(line)
+        print(line, file=sys.stderr if args.json else sys.stdout, flush=True)
+
+    demo.run(say, chassis=args.chassis, output=Path(args.output), rate=args.rate)
+    if args.json:  # the story as it was told (on stderr as it happened)
+        _print_json({"lines": lines, "output": str(Path(args.output).absolute())})
     return 0
 
 
@@ -610,6 +613,7 @@ def build_parser() -> argparse.ArgumentParser:
         prog="liveport",
         description="liveport: a control plane for virtual networks whose VMs live-migrate",
     )
+    parser.add_argument("--version", action="version", version=f"liveport {__version__}")
     sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
 
     lab_p = sub.add_parser(
@@ -678,6 +682,12 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="SECONDS",
         help="the top-of-rack switch's MAC aging time (default 300; 15-3600)",
     )
+    p.add_argument(
+        "--metrics",
+        action="store_true",
+        help="liveport's daemons serve Prometheus metrics on loopback (liveport ctl "
+        "--target SOCKET metrics/address says where)",
+    )
     p.add_argument("--json", action="store_true", help="print the lab status as JSON")
     p.add_argument("--quiet", action="store_true", help="no progress lines")
     p.set_defaults(func=cmd_lab_up)
@@ -709,10 +719,12 @@ def build_parser() -> argparse.ArgumentParser:
     p = lab_sub.add_parser("down", help="stop every process of a lab and remove it")
     _add_dir(p)
     p.add_argument("--verbose", action="store_true", help="list each process stopped")
+    p.add_argument("--json", action="store_true")
     p.set_defaults(func=cmd_lab_down)
 
     p = lab_sub.add_parser("env", help="print export lines for ovn-nbctl against the lab")
     _add_dir(p)
+    p.add_argument("--json", action="store_true", help="the variables as a JSON object")
     p.set_defaults(func=cmd_lab_env)
 
     vm_p = lab_sub.add_parser("vm", help="simulated VMs")
@@ -728,10 +740,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--vhost-mode", help="vhost-user compatibility mode (default: the chassis' newest)"
     )
+    p.add_argument("--json", action="store_true")
     p.set_defaults(func=cmd_vm_add)
     p = vm_sub.add_parser("del", help="unplug and forget a VM")
     _add_dir(p)
     p.add_argument("name")
+    p.add_argument("--json", action="store_true")
     p.set_defaults(func=cmd_vm_del)
     p = vm_sub.add_parser("list", help="list VMs")
     _add_dir(p)
@@ -775,6 +789,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_dir(p)
     p.add_argument("name")
     p.add_argument("--hypervisor-status", action="store_true")
+    p.add_argument("--json", action="store_true")
     p.set_defaults(func=cmd_vm_abort)
 
     host_p = lab_sub.add_parser("host", help="external hosts on the top-of-rack switch")
@@ -923,13 +938,10 @@ def build_parser() -> argparse.ArgumentParser:
     p = sb_sub.add_parser(
         "setup",
         help="put the SB under liveport's access policy: RBAC roles, listeners, authority",
+        description="--sb-db must reach the SB through a listener without a role, e.g. its "
+        "unix socket",
     )
-    p.add_argument(
-        "--sb-db",
-        default=os.environ.get("LIVEPORT_SB_DB"),
-        help="the SB through a listener without a role, e.g. its unix socket "
-        "(default $LIVEPORT_SB_DB)",
-    )
+    remotes.add_options(p, timeout=None, with_dir=False)
     p.add_argument(
         "--chassis-listener",
         action="append",
@@ -942,12 +954,13 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="TARGET",
         help="a listener for northd and the CMS (role liveport-control), e.g. pssl:6644",
     )
-    p.add_argument("--timeout", type=float, default=10.0)
+    p.add_argument("--timeout", type=float, default=10.0, help="seconds to wait for the SB")
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=cmd_sb_setup)
 
     pki_cli.register(sub)
     bench_cli.register(sub)
+    ctl_cli.register(sub)
     doctor_cli.register(sub, lab_sub)
 
     p = sub.add_parser("northd", help="run liveport-northd (NB -> SB)")
@@ -965,6 +978,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--chassis", type=int, default=3)
     p.add_argument("--output", default=".", help="directory for liveport-demo.png")
     p.add_argument("--rate", type=float, default=1000.0, help="peer -> vm1 packets/s")
+    p.add_argument(
+        "--json", action="store_true", help="the story on stderr, then all of it as JSON"
+    )
     p.set_defaults(func=cmd_demo)
 
     return parser

@@ -25,6 +25,15 @@ def _print_json(doc: Any) -> None:
 def cmd_pki_init(args: argparse.Namespace) -> int:
     directory = pki.resolve(args.dir)
     pki.init(directory, days=args.days)
+    if args.json:
+        _print_json(
+            {
+                "directory": str(directory),
+                "control_ca": str(directory / "control-ca.pem"),
+                "chassis_ca": str(directory / "chassis-ca.pem"),
+            }
+        )
+        return 0
     print(f"PKI created in {directory}")
     print(f"  control CA  {directory / 'control-ca.pem'}  (NB, SB, northd, CMS)")
     print(f"  chassis CA  {directory / 'chassis-ca.pem'}  (hypervisors)")
@@ -90,6 +99,7 @@ def register(subparsers: argparse._SubParsersAction[ParserT]) -> None:
     p = pki_sub.add_parser("init", help="create the control and chassis CAs")
     _add_dir(p)
     p.add_argument("--days", type=int, default=3650, help="CA validity in days (default 3650)")
+    p.add_argument("--json", action="store_true")
     p.set_defaults(func=cmd_pki_init)
 
     p = pki_sub.add_parser("issue", help="issue a key and certificate")

@@ -43,7 +43,7 @@ from liveport.agent import step as agent_step
 from liveport.model import cookies
 from liveport.model.catalogue import Catalogue, supported_modes
 from liveport.model.cookies import Kind
-from liveport.model.errors import LiveportError
+from liveport.model.errors import InvalidInput, LiveportError, Unavailable
 from liveport.model.flows import Flow, FlowSet
 from liveport.model.untrusted import chassis_problem, escape
 from liveport.northd import northd
@@ -71,7 +71,7 @@ SB_TABLES: dict[str, list[str] | None] = {
 DEFAULT_RUNDIR = "/var/run/openvswitch"
 
 
-class DoctorError(LiveportError):
+class DoctorError(Unavailable):
     """A database or switch could not be read: nothing can be said about consistency."""
 
 
@@ -608,7 +608,7 @@ def examine(
     catalogue = catalogue or load_catalogue()
     names = [s.chassis for s in switches]
     if len(set(names)) != len(names):
-        raise DoctorError(f"a chassis is given twice: {', '.join(sorted(names))}")
+        raise InvalidInput(f"a chassis is given twice: {', '.join(sorted(names))}")
     changed = threading.Event()
     with contextlib.ExitStack() as stack:
 

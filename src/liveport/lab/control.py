@@ -40,6 +40,28 @@ def northd_ref(directory: Path, marker: str, index: int = 1) -> DaemonRef:
     return DaemonRef(role, directory / "northd" / f"{role}.pid", marker)
 
 
+def northd_ctl(directory: Path, index: int = 1) -> Path:
+    """northd's control socket (ovs-appctl -t, liveport ctl --target)."""
+    return directory / "northd" / f"{northd_role(index)}.ctl"
+
+
+def agent_ctl(host: SimHost) -> Path:
+    """The chassis' agent's control socket."""
+    return host.directory / "agent.ctl"
+
+
+def _daemon_args(ctl: Path, metrics: bool) -> list[str]:
+    """What every liveport daemon of a lab gets: its control socket in the lab, no
+    configuration file (the machine's /etc/liveport/liveport.conf is not the lab's), and a
+    free loopback port for metrics if the lab has them."""
+    return [
+        "--unixctl",
+        str(ctl),
+        f"--config={os.devnull}",
+        *(["--metrics-address", "127.0.0.1:0"] if metrics else []),
+    ]
+
+
 def link_ref(host: SimHost, marker: str) -> DaemonRef:
     return DaemonRef(f"{host.name}/sb-link", host.directory / "sb-link.pid", marker)
 
@@ -78,13 +100,21 @@ def start_northd(
             str(ref.pidfile),
             "--log-file",
             str(ref.pidfile.with_suffix(".log")),
+            *_daemon_args(northd_ctl(directory, index), layout.metrics),
         ],
         pidfile=ref.pidfile,
         log_file=ref.pidfile.with_suffix(".out"),
     )
 
 
-def start_agent(host: SimHost, marker: str, heartbeat: float, tls: LabTls | None = None) -> None:
+def start_agent(
+    host: SimHost,
+    marker: str,
+    heartbeat: float,
+    tls: LabTls | None = None,
+    *,
+    metrics: bool = False,
+) -> None:
     """The chassis' agent; its SB remote is in its Open_vSwitch database (the SB's chassis
     listener in a secure lab, where it also gets its certificate)."""
     ref = agent_ref(host, marker)
@@ -104,6 +134,7 @@ def start_agent(host: SimHost, marker: str, heartbeat: float, tls: LabTls | None
             str(ref.pidfile),
             "--log-file",
             str(host.directory / "agent.log"),
+            *_daemon_args(agent_ctl(host), metrics),
         ],
         pidfile=ref.pidfile,
         log_file=host.directory / "agent.out",
@@ -227,7 +258,7 @@ def start(
             start_link(layout, host, state.marker)
         wait_links(layout, hosts)
     for host in hosts:
-        start_agent(host, state.marker, heartbeat, layout.tls)
+        start_agent(host, state.marker, heartbeat, layout.tls, metrics=layout.metrics)
     progress(
         f"{'northd' if layout.northds == 1 else f'{layout.northds} northds'} and agents started"
     )

@@ -10,6 +10,7 @@ over time. The lab is torn down at the end, also when interrupted.
 
 from __future__ import annotations
 
+import shutil
 import subprocess
 import tempfile
 import time
@@ -81,7 +82,11 @@ def run(say: Say, chassis: int = 3, output: Path | None = None, rate: float = 10
     base = Path(tempfile.mkdtemp(prefix="liveport-demo-", dir="/tmp"))
     directory = base / "lab"
     say(f"== lab: {chassis} chassis in {directory}")
-    lab.up(directory, chassis, progress=lambda line: say(f"   {line}"))
+    try:
+        lab.up(directory, chassis, progress=lambda line: say(f"   {line}"))
+    except BaseException:
+        shutil.rmtree(base, ignore_errors=True)  # lab.up cleaned up its own part
+        raise
     try:
         build_network(directory)
         say(

@@ -70,7 +70,7 @@ def start(directory: Path, role: str) -> None:
         control.start_northd(directory, layout, state.marker, dead_after, northds[role])
     elif role.endswith("/agent"):
         host = layout.chassis(role.removesuffix("/agent"))
-        control.start_agent(host, state.marker, heartbeat, layout.tls)
+        control.start_agent(host, state.marker, heartbeat, layout.tls, metrics=layout.metrics)
     elif role.endswith("/sb-link") and layout.clustered:
         host = layout.chassis(role.removesuffix("/sb-link"))
         control.start_link(layout, host, state.marker)

@@ -31,6 +31,7 @@ from liveport.lab.state import (
     HostEntry,
     LabState,
     NotALab,
+    VmEntry,
     editing,
     is_lab,
     load,
@@ -73,6 +74,7 @@ class Layout:
     relays: int = 0  # SB relays the agents connect to (clustered labs)
     northds: int = 1  # northd processes; one is active (it holds the NB lock)
     engine: str = "liveport"  # or "ovn": ovn-northd and ovn-controller on OVN's SB schema
+    metrics: bool = False  # liveport's daemons serve Prometheus metrics on loopback
 
     @classmethod
     def of(cls, directory: Path) -> Layout:
@@ -85,6 +87,7 @@ class Layout:
             relays=int(state.options.get("relays", 0)),
             northds=int(state.options.get("northds", 1)),
             engine=state.engine,
+            metrics=bool(state.options.get("metrics", False)),
         )
 
     @property
@@ -362,6 +365,7 @@ def up(
     northds: int | None = None,
     engine: str = "liveport",
     mac_aging: int = sim.DEFAULT_MAC_AGING,
+    metrics: bool = False,
     progress: Progress = _quiet,
 ) -> LabState:
     """Starts a lab; on any failure or interruption, stops what it started and cleans up.
@@ -369,7 +373,9 @@ def up(
     members > 0 makes NB and SB Raft clusters of that many members; relays adds SB relays
     for the agents; northds (default: 2 when clustered, else 1) northd processes share
     the work through the NB lock (one active, the others standing by); mac_aging is the
-    top-of-rack switch's MAC aging time in seconds."""
+    top-of-rack switch's MAC aging time in seconds; metrics has liveport's daemons serve
+    Prometheus metrics on a free loopback port each (`metrics/address` on their control
+    sockets says which)."""
     backends = dict(vhost_backends or {})
     northds = _check_options(chassis, members, relays, northds, engine, secure, backends, mac_aging)
     # Resolve schemas before touching anything: a missing one is a clear error, not a mess.
@@ -383,7 +389,13 @@ def up(
         _prepare_directory(directory)
         tls = secure_lab.prepare(directory, chassis_names(chassis)) if secure else None
         layout = Layout(
-            directory, tls, members=members, relays=relays, northds=northds, engine=engine
+            directory,
+            tls,
+            members=members,
+            relays=relays,
+            northds=northds,
+            engine=engine,
+            metrics=metrics,
         )
         state = LabState(
             directory=str(directory),
@@ -401,6 +413,7 @@ def up(
                 "relays": relays,
                 "northds": northds,
                 "tor": {"mac_aging": mac_aging},
+                "metrics": metrics,
                 **({"tls": tls.to_json()} if tls is not None else {}),
             },
         )
@@ -661,16 +674,7 @@ def status(directory: Path) -> dict[str, Any]:
             else {}
         ),
         "chassis": chassis,
-        "vms": [
-            {
-                "name": vm.name,
-                "port": vm.port,
-                "mac": vm.mac,
-                "ips": vm.ips,
-                "chassis": [vif.chassis for vif in vm.vifs],
-            }
-            for vm in state.vms.values()
-        ],
+        "vms": [vm_json(vm) for vm in state.vms.values()],
         "hosts": [host_json(host) for host in state.hosts.values()],
     }
     if "northd" in refs:
@@ -684,6 +688,16 @@ def status(directory: Path) -> dict[str, Any]:
     alive = sum(1 for ref in refs.values() if ref.running_pid() is not None)
     doc["processes"] = {"registered": len(refs), "running": alive}
     return doc
+
+
+def vm_json(vm: VmEntry) -> dict[str, Any]:
+    return {
+        "name": vm.name,
+        "port": vm.port,
+        "mac": vm.mac,
+        "ips": vm.ips,
+        "chassis": [vif.chassis for vif in vm.vifs],
+    }
 
 
 def host_json(host: HostEntry) -> dict[str, Any]:

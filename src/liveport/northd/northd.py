@@ -59,6 +59,7 @@ from liveport.model.security import AUTHORITY, NORTHD_IDENTITY
 from liveport.model.untrusted import chassis_problem, note, valid_chassis_name
 from liveport.northd import security
 from liveport.northd.liveness import Liveness
+from liveport.northd.observe import NorthdObserver, log_extra
 from liveport.ovsdb import schema
 from liveport.ovsdb.client import OvsdbClient, TxnError, fetch_schema
 from liveport.ovsdb.rows import Change, Delete, Insert, Op, Ref, Row, Snapshot, Update
@@ -199,12 +200,19 @@ class Northd:
         self.active = False  # holds the NB lock and writes
         self.identity = config.name or f"{socket.gethostname()}:{os.getpid()}"
         self.batches = 0
+        self.observer = NorthdObserver()  # counters; the daemon gives it metrics
+        self._recompute = False  # set by recompute() from any thread
 
     def _enqueue(self, db: str, change: Change) -> None:
         self._changes.put((db, change))
         self._wake.set()
 
     def wake(self) -> None:
+        self._wake.set()
+
+    def recompute(self) -> None:
+        """Thread-safe: the next batch recomputes everything (a control command)."""
+        self._recompute = True
         self._wake.set()
 
     def close(self) -> None:
@@ -225,6 +233,7 @@ class Northd:
                 self.step()
                 backoff = 0.0
             except TxnError as exc:
+                self.observer.failed()
                 backoff = min(1.0, (backoff or 0.025) * 2)
                 log.warning(
                     "northd: transaction failed (%s); retrying in %.0f ms", exc, backoff * 1000
@@ -235,6 +244,9 @@ class Northd:
         while not self._changes.empty():
             db, change = self._changes.get_nowait()
             self._dirty |= self._keys(db, change)
+        if self._recompute:
+            self._recompute = False
+            self._dirty.add(FULL)
         nb, sb = self.nb.snapshot(), self.sb.snapshot()
         if not (nb.connected and sb.connected):
             return False  # never act on a snapshot we know to be stale
@@ -391,7 +403,8 @@ class Northd:
     # ----- reconciliation ------------------------------------------------------------------
 
     def _reconcile(self, keys: set[Key], nb: Snapshot, sb: Snapshot) -> bool:
-        started = time.monotonic()
+        started, cpu = time.monotonic(), time.process_time()
+        full = FULL in keys
         if FULL in keys:
             keys = all_keys(nb, sb)
             self._macs = MacIndex.of(nb)
@@ -402,6 +415,7 @@ class Northd:
         wrote = False
         if batch.sb_ops:
             self.sb.transact(batch.sb_ops, comment="liveport-northd")
+            self.observer.committed("sb", batch.sb, batch.sb_ops)
             wrote = True
         for name, desired in batch.written.items():
             if desired is None:
@@ -411,15 +425,17 @@ class Northd:
         if batch.nb_ops:
             try:
                 self.nb.transact(batch.nb_ops, comment="liveport-northd")
+                self.observer.committed("nb")
             except TxnError as exc:
                 # A CMS may have deleted a port in the meantime: recompute those next time.
                 log.info("northd: NB update deferred (%s)", exc)
                 self._dirty |= {("port", name) for name in batch.nb_ports} | {GLOBAL}
             wrote = True
         for line in batch.events:
-            log.info("northd: %s", line)
+            log.info("northd: %s", line, extra=log_extra(line, self.sb.snapshot(), batch.sb))
         self.batches += 1
         elapsed = time.monotonic() - started
+        self.observer.batch(full, time.process_time() - cpu, elapsed)
         if elapsed > SLOW_BATCH:
             log.info(
                 "northd: batch of %d keys: %d SB and %d NB operations in %.0f ms "

@@ -448,6 +448,29 @@ class OvsdbClient:
     def force_reconnect(self) -> None:
         self._submit(self._idl.force_reconnect)
 
+    def server_status(self) -> Future[dict[str, Any]]:
+        """Thread-safe (answered by the owner thread): the server this client is connected
+        to or trying, whether it monitors, and from the server's _Server database its model
+        (standalone, clustered, relay) and, clustered, whether it is the leader."""
+        answer: Future[dict[str, Any]] = Future()
+
+        def ask() -> None:
+            status: dict[str, Any] = {
+                "remote": str(self._idl.session_name()),
+                "connected": self._monitoring(),
+            }
+            tables = self._idl.server_tables or {}
+            rows = tables["Database"].rows.values() if "Database" in tables else ()
+            for row in rows:
+                if row.name == self.database:
+                    status["model"] = str(row.model)
+                    if row.model == "clustered":
+                        status["leader"] = bool(row.leader)
+            answer.set_result(status)
+
+        self._submit(ask)
+        return answer
+
     def close(self) -> None:
         if self._stopping:
             return

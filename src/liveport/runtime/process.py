@@ -140,8 +140,9 @@ def spawn_detached(
 
 
 def write_pidfile(pidfile: Path, pid: int | None = None) -> None:
-    """Atomically writes pid (default: ours) to pidfile."""
-    tmp = pidfile.with_name(pidfile.name + ".tmp")
+    """Atomically writes pid (default: ours) to pidfile. (Not through `<pidfile>.tmp`: a
+    daemon that writes its own pidfile as OVS does locks that name.)"""
+    tmp = pidfile.with_name(f"{pidfile.name}.{os.getpid()}.new")
     tmp.write_text(f"{os.getpid() if pid is None else pid}\n")
     tmp.replace(pidfile)
 
