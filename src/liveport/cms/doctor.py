@@ -67,6 +67,10 @@ SB_TABLES: dict[str, list[str] | None] = {
     "Port_Binding": None,
     "Port_Claim": None,
     "Chassis_VIF": None,
+    "ACL": None,
+    "Port_Group": None,
+    "Address_Set": None,
+    "Port_Connections": None,
 }
 DEFAULT_RUNDIR = "/var/run/openvswitch"
 
@@ -131,8 +135,29 @@ def show(value: Any) -> str:
 
 
 def check_databases(nb: Snapshot, sb: Snapshot) -> list[Finding]:
-    """Differences between the NB and the SB (and the NB's `up`), then notes on progress."""
-    return [*_structure(nb, sb), *_northd_would_write(nb, sb), *_progress(nb, sb)]
+    """Differences between the NB and the SB (and the NB's `up`), the ACLs that cannot be
+    used as written, then notes on progress."""
+    return [
+        *_structure(nb, sb),
+        *_northd_would_write(nb, sb),
+        *_broken_acls(sb),
+        *_progress(nb, sb),
+    ]
+
+
+def _broken_acls(sb: Snapshot) -> list[Finding]:
+    """ACLs enforced fail-closed (their match cannot be used; model.acl)."""
+    out = []
+    for row in sorted(sb.rows("ACL"), key=lambda r: r["key"]):
+        if row["error"]:
+            label = f"ACL {row['name']!r}" if row["name"] else f"ACL key {row['key']}"
+            groups = ", ".join(sorted(row["port_groups"])) or "its switches"
+            out.append(
+                Finding(
+                    label, f"enforced fail-closed ({row['direction']} on {groups}): {row['error']}"
+                )
+            )
+    return out
 
 
 def northd_plan(nb: Snapshot, sb: Snapshot) -> tuple[list[Op], list[Op]]:

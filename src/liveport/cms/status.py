@@ -26,6 +26,8 @@ SB_STATUS_TABLES: dict[str, list[str] | None] = {
     "Port_Binding": None,
     "Port_Claim": None,
     "Chassis_VIF": ["chassis", "iface_id", "migration_status"],
+    "ACL": ["key", "name", "direction", "priority", "action", "match", "port_groups", "error"],
+    "Port_Group": ["name", "ports"],
 }
 
 
@@ -108,12 +110,30 @@ def collect(nb: Snapshot, sb: Snapshot) -> dict[str, Any]:
                 "problem": chassis_problem(ch["name"], ch["hostname"], ch["encap_ip"]),
             }
         )
+    acls = [
+        {
+            "key": a["key"],
+            "name": a["name"],
+            "direction": a["direction"],
+            "priority": a["priority"],
+            "action": a["action"],
+            "match": a["match"],
+            "port_groups": sorted(a["port_groups"]),
+            "error": a["error"],
+        }
+        for a in sorted(sb.rows("ACL"), key=lambda r: r["key"])
+    ]
     nb_global = next(nb.rows("NB_Global"), None)
     sb_global = next(sb.rows("SB_Global"), None)
     return {
         "switches": switches,
         "ports": ports,
         "chassis": chassis,
+        "acls": acls,
+        "port_groups": {
+            g["name"]: len(g["ports"])
+            for g in sorted(sb.rows("Port_Group"), key=lambda r: r["name"])
+        },
         "nb_cfg": nb_global["nb_cfg"] if nb_global else None,
         "sb_cfg": nb_global["sb_cfg"] if nb_global else None,
         "hv_cfg": nb_global["hv_cfg"] if nb_global else None,
@@ -156,6 +176,19 @@ def render(doc: dict[str, Any]) -> list[str]:
         )
         for key, text in sorted(p["status"].items()):
             lines.append(f"      {escape(key)}: {escape(text)}")
+    acls = doc.get("acls", [])
+    if acls:
+        broken = [a for a in acls if a["error"]]
+        lines.append(
+            f"security groups: {len(acls)} ACLs in {len(doc.get('port_groups', {}))} port groups"
+            + (f", {len(broken)} enforced fail-closed" if broken else "")
+        )
+        for a in broken:
+            label = f"{a['name']!r}" if a["name"] else f"key {a['key']}"
+            lines.append(
+                f"  ACL {escape(label)} {a['direction']} {a['priority']} {a['action']}: "
+                f"{escape(a['error'])}"
+            )
     if doc["unsupported"]:
         lines.append(f"not implemented by liveport (ignored): {escape(doc['unsupported'])}")
     lines.append(f"cfg: nb {doc['nb_cfg']} sb {doc['sb_cfg']} hv {doc['hv_cfg']}")
