@@ -85,8 +85,8 @@ def add_rule(api: Any, group: str, direction: str, **rule: Any) -> None:
 
 def ensure_drop_group(api: Any) -> None:
     """neutron_pg_drop with its two ACLs (acl.py add_acls_for_drop_port_group)."""
+    api.pg_add(DROP_GROUP, may_exist=True).execute(check_error=True)
     with api.transaction(check_error=True) as txn:
-        txn.add(api.pg_add(DROP_GROUP, may_exist=True))
         for direction, field in (("from-lport", "inport"), ("to-lport", "outport")):
             txn.add(
                 api.pg_acl_add(

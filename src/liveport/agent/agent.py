@@ -32,6 +32,7 @@ flows, same cookies); learned activation flows found there count as announcement
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import dataclasses
 import logging
 import signal
@@ -39,13 +40,15 @@ import threading
 import time
 import uuid
 from dataclasses import dataclass
+from pathlib import Path
 
-from liveport.agent import localswitch, southbound
+from liveport.agent import carry, localswitch, southbound
 from liveport.agent import vhost as agent_vhost
 from liveport.agent.observe import AgentObserver, log_extra
 from liveport.agent.step import AgentError, Changed, Config, Inputs, Memory, Outcome, announce, step
 from liveport.model import cookies, packets
 from liveport.model.addr import Mac
+from liveport.model.carried import parse_dump
 from liveport.model.catalogue import supported_modes
 from liveport.model.clock import Clock, SystemClock
 from liveport.model.cookies import Kind
@@ -58,6 +61,7 @@ from liveport.openflow.packetin import PacketIn
 from liveport.ovsdb import schema
 from liveport.ovsdb.client import ClientClosed, OvsdbClient, TxnError, json_parser
 from liveport.ovsdb.rows import Change, Op, Snapshot
+from liveport.runtime import unixctl
 from liveport.vhostuser.catalogue import load_catalogue
 
 log = logging.getLogger("liveport.agent")
@@ -73,6 +77,9 @@ class AgentConfig:
     chassis: str | None = None  # default: external_ids:system-id
     mgmt_socket: str | None = None  # default: /var/run/openvswitch/<bridge>.mgmt
     heartbeat_interval: float = 2.0
+    # ovs-vswitchd's control socket (conntrack: carrying a migrating port's connections,
+    # flushing a released zone). Default: ovs-vswitchd.<pid>.ctl next to the mgmt socket.
+    vswitchd_ctl: str | None = None
     # The Common Name of the agent's certificate when it talks TLS: the SB server's RBAC
     # lets it write only rows that name this chassis, so it must be the chassis name.
     tls_identity: str | None = None
@@ -136,6 +143,8 @@ class Agent:
         self._wake_switch: asyncio.Future[None] | None = None
         self._heartbeat = 0
         self.passes = 0
+        self._carry_kick = asyncio.Event()
+        self._ctl_warned = False
         self.observer = AgentObserver()  # counters; the daemon gives it metrics
 
     def recompute(self) -> None:
@@ -215,6 +224,7 @@ class Agent:
         tasks = [
             asyncio.create_task(self._reconcile_loop(stop), name="reconcile"),
             asyncio.create_task(self._heartbeat_loop(stop), name="heartbeat"),
+            asyncio.create_task(self._carry_loop(stop), name="carry"),
         ]
         try:
             await stop.wait()
@@ -393,6 +403,65 @@ class Agent:
         self.memory = outcome.memory
         self.observer.installed(outcome.memory)
         await self._transact(self.sb, outcome.reports, "installed state")
+        for zone in outcome.flush_zones:
+            # The zone's VIF went: its connections must not greet the next VIF given it.
+            await self._vswitchd("dpctl/flush-conntrack", f"zone={zone}")
+        if self.memory.view is not None and carry.outgoing(self.memory.view):
+            self._carry_kick.set()  # a migration started: publish its connections now
+
+    def vswitchd_ctl(self) -> Path | None:
+        """ovs-vswitchd's control socket (looked up each time: OVS may have restarted)."""
+        if self.config.vswitchd_ctl:
+            return Path(self.config.vswitchd_ctl)
+        rundir = Path(self.mgmt_socket).parent
+        try:
+            pid = int((rundir / "ovs-vswitchd.pid").read_text().strip())
+        except (OSError, ValueError):
+            return None
+        ctl = rundir / f"ovs-vswitchd.{pid}.ctl"
+        return ctl if ctl.exists() else None
+
+    async def _vswitchd(self, command: str, *args: str) -> str | None:
+        """A unixctl command to ovs-vswitchd (None, and a warning once, if it cannot be
+        reached: the agent switches without it, only conntrack upkeep waits)."""
+        ctl = self.vswitchd_ctl()
+        if ctl is None:
+            if not self._ctl_warned:
+                log.warning(
+                    "agent: ovs-vswitchd's control socket not found (give --vswitchd-ctl): "
+                    "connections are not carried across migrations, released zones not flushed"
+                )
+                self._ctl_warned = True
+            return None
+        try:
+            return await asyncio.to_thread(unixctl.call, ctl, command, *args, timeout=5.0)
+        except LiveportError as exc:
+            log.warning("agent: ovs-vswitchd %s: %s", command, exc)
+            return None
+
+    async def _carry_loop(self, stop: asyncio.Event) -> None:
+        """Publishes the tracked connections of the ports migrating away from here
+        (agent.carry), every CARRY_INTERVAL while one does, at once when one starts."""
+        state = carry.Carry()
+        while not stop.is_set():
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._carry_kick.wait(), carry.CARRY_INTERVAL)
+            self._carry_kick.clear()
+            memory, sb = self.memory, self.sb
+            if memory is None or memory.view is None or sb is None:
+                continue
+            snap = sb.snapshot()
+            mine = any(r["chassis"] == memory.config.me for r in snap.rows("Port_Connections"))
+            if not carry.outgoing(memory.view) and not state.publishing and not mine:
+                continue
+            text = ""
+            if carry.outgoing(memory.view):
+                text = await self._vswitchd("dpctl/dump-conntrack") or ""
+            state, ops = state.tick(memory.view, snap, parse_dump(text), _now_ms(self.clock))
+            try:
+                await self._transact(sb, tuple(ops), "carried connections")
+            except (TxnError, ClientClosed) as exc:
+                log.info("agent: carried connections not written (%s); next round", exc)
 
     async def _transact(self, client: OvsdbClient, ops: tuple[Op, ...], why: str) -> None:
         if ops:
