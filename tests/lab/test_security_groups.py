@@ -93,8 +93,8 @@ def test_neutron_default_group_and_tcp_22(cloud: tuple[Path, str]) -> None:
     # Members reach each other, in both directions, on any port.
     udp(d, "vm1", "vm2", 1)
     udp(d, "vm2", "vm1", 2)
-    vms.wait_capture(d, "vm2", lambda f: 1 in _seq(f))
-    vms.wait_capture(d, "vm1", lambda f: 2 in _seq(f))
+    vms.wait_capture(d, "vm2", lambda f: 1 in _seqs(f))
+    vms.wait_capture(d, "vm1", lambda f: 2 in _seqs(f))
     assert handshake(d, "vm1", "vm2", 8080, 41000)
     # From outside the group: TCP 22 only, and its replies.
     assert handshake(d, "vm3", "vm1", 22, 42000)
@@ -105,7 +105,7 @@ def test_neutron_default_group_and_tcp_22(cloud: tuple[Path, str]) -> None:
     assert handshake(d, "vm1", "vm3", 9000, 44000)
     # A marker sent last proves the earlier refused datagram had time to arrive.
     udp(d, "vm1", "vm2", 4)
-    vms.wait_capture(d, "vm2", lambda f: 4 in _seq(f))
+    vms.wait_capture(d, "vm2", lambda f: 4 in _seqs(f))
     assert 3 not in udp_seqs(d, "vm2")
 
 
@@ -123,8 +123,8 @@ def test_a_disabled_port_gets_nothing(cloud: tuple[Path, str]) -> None:
     nbctl(d, "--wait=hv", "sync")
     udp(d, "vm1", "vm2", 13)
     udp(d, "vm2", "vm1", 14)
-    vms.wait_capture(d, "vm2", lambda f: 13 in _seq(f))
-    vms.wait_capture(d, "vm1", lambda f: 14 in _seq(f))
+    vms.wait_capture(d, "vm2", lambda f: 13 in _seqs(f))
+    vms.wait_capture(d, "vm1", lambda f: 14 in _seqs(f))
     assert 11 not in udp_seqs(d, "vm2")
     assert 12 not in udp_seqs(d, "vm1")
 
@@ -142,8 +142,8 @@ def test_a_port_joining_the_group_counts_on_every_chassis_after_a_sync(
     # Right after the sync, with no waiting: hv1 and hv2 both let vm3 in.
     udp(d, "vm3", "vm1", 21)
     udp(d, "vm3", "vm2", 22)
-    vms.wait_capture(d, "vm1", lambda f: 21 in _seq(f))
-    vms.wait_capture(d, "vm2", lambda f: 22 in _seq(f))
+    vms.wait_capture(d, "vm1", lambda f: 21 in _seqs(f))
+    vms.wait_capture(d, "vm2", lambda f: 22 in _seqs(f))
 
 
 def test_an_acl_that_cannot_be_compiled_is_named_and_fails_closed(
@@ -169,5 +169,5 @@ def test_an_acl_that_cannot_be_compiled_is_named_and_fails_closed(
     assert "broken-rule" in doctor.stdout
 
 
-def _seq(frame: vms.Captured) -> set[int]:
-    return {frame.info.seq} if frame.info.seq is not None else set()
+def _seqs(frames: list[vms.Captured]) -> set[int]:
+    return {f.info.seq for f in frames if f.info.seq is not None}

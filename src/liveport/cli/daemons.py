@@ -169,6 +169,7 @@ def run_agent(args: argparse.Namespace) -> int:
         sb_remote=args.sb_db,
         chassis=args.chassis,
         mgmt_socket=args.mgmt_socket,
+        vswitchd_ctl=args.vswitchd_ctl,
         heartbeat_interval=args.heartbeat,
         tls_identity=identity,
     )

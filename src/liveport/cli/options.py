@@ -110,6 +110,12 @@ AGENT: Final = (
     ),
     Option("chassis", "str", "chassis name (default: external_ids:system-id)"),
     Option("mgmt-socket", "str", "the bridge's OpenFlow management socket", metavar="SOCKET"),
+    Option(
+        "vswitchd-ctl",
+        "str",
+        "ovs-vswitchd's control socket, for conntrack (default: next to the mgmt socket)",
+        metavar="SOCKET",
+    ),
     Option("heartbeat", "float", "seconds between heartbeats", default=2.0, metavar="SECONDS"),
     *TLS,
     *DAEMON,

@@ -127,6 +127,8 @@ def start_agent(
             host.db_remote,
             "--mgmt-socket",
             str(host.mgmt_socket()),
+            "--vswitchd-ctl",
+            str(host.vswitchd_ctl),
             "--heartbeat",
             str(heartbeat),
             *(tls.client_args(host.name) if tls is not None else []),
