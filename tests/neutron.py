@@ -132,5 +132,12 @@ def add_port(
         txn.add(api.lsp_set_port_security(name, [f"{mac} {ip}"]))
         if chassis:
             txn.add(api.lsp_set_options(name, **{"requested-chassis": chassis}))
-        for group in [*groups, DROP_GROUP] if groups else []:
-            txn.add(api.pg_add_ports(group, [name]))
+    # Then the groups. ovsdbapp takes a port by UUID (Neutron's ports are named by their
+    # UUID; these lab ports are not).
+    if groups:
+        port = api.lsp_get(name).execute(check_error=True)
+        with api.transaction(check_error=True) as txn:
+            for group in [*groups, DROP_GROUP]:
+                txn.add(api.pg_add_ports(group, [port.uuid]))
+        members = {p.name for p in api.pg_get(groups[0]).execute(check_error=True).ports}
+        assert name in members, f"{name} did not join {groups[0]}"
