@@ -30,7 +30,10 @@ def nb_api(remote: str, timeout: float = 20.0) -> Iterator[Any]:
     """An ovsdbapp OVN_Northbound API on remote, as neutron-server opens it."""
     idl = connection.OvsdbIdl.from_server(remote, "OVN_Northbound")
     conn = connection.Connection(idl=idl, timeout=timeout)
-    api = impl_idl.OvnNbApiIdlImpl(conn)
+    # ovsdbapp keeps one connection per API class for the whole process (a neutron-server
+    # talks to one NB); a test talks to a new lab each time: a class of its own each time.
+    api_class = type("NbApi", (impl_idl.OvnNbApiIdlImpl,), {"_ovsdb_connection": None})
+    api = api_class(conn)
     try:
         yield api
     finally:
