@@ -9,20 +9,24 @@ port group): it stands for the rest of the world.
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
-from liveport.lab import lab, vms
+from liveport.cms.migrate import Cms
+from liveport.lab import hypervisor, lab, vms
+from liveport.lab.state import editing
 from liveport.lab.tcp import TcpSession
-from liveport.model import packets
+from liveport.lab.traffic import Traffic
+from liveport.model import cookies, packets
 from liveport.model.errors import Timeout
 from liveport.model.tcp import Side
 
 from tests import neutron
 from tests.conftest import LabFactory
-from tests.lab.helpers import nbctl, run_cli
+from tests.lab.helpers import dump_flows, nbctl, run_cli
 
 pytestmark = pytest.mark.lab
 
@@ -165,9 +169,142 @@ def test_an_acl_that_cannot_be_compiled_is_named_and_fails_closed(
     errors = [a for a in doc["acls"] if a.get("error")]
     assert [a["name"] for a in errors] == ["broken-rule"]
     assert "column" in errors[0]["error"]
-    doctor = run_cli("doctor", "--dir", str(d))
+    doctor = run_cli("lab", "doctor", "--dir", str(d))
     assert "broken-rule" in doctor.stdout
 
 
 def _seqs(frames: list[vms.Captured]) -> set[int]:
     return {f.info.seq for f in frames if f.info.seq is not None}
+
+
+# ----- a migration under security groups (M11, M12) ---------------------------------------
+
+EGRESS_SG = "5d0c8f3e-7f52-4a59-9c1e-1b8f0d2a7c02"
+CONNECTIONS = 20
+
+
+@pytest.fixture
+def egress_only(lab_factory: LabFactory) -> Iterator[tuple[Path, str]]:
+    """vm1 (hv1) may open connections to anywhere (allow-related from-lport) and accepts
+    nothing new (Neutron's drop group, nothing to-lport); peer (hv3) is open."""
+    d = lab_factory(chassis=3)
+    remote = lab.client_env(d)["OVN_NB_DB"]
+    with neutron.nb_api(remote) as api:
+        api.ls_add(NET).execute(check_error=True)
+        neutron.ensure_drop_group(api)
+        group = neutron.group_name(EGRESS_SG)
+        api.pg_add(group, may_exist=True).execute(check_error=True)
+        neutron.add_rule(api, group, "egress", ethertype="IPv4")
+        neutron.add_port(api, NET, "vm1", VMS["vm1"][1], VMS["vm1"][2], [group], chassis="hv1")
+        neutron.add_port(api, NET, "peer", "fa:16:3e:00:00:09", "10.0.0.9", [], chassis="hv3")
+    vms.add(d, "vm1", chassis="hv1", port="vm1", mac=VMS["vm1"][1], ips=[VMS["vm1"][2]])
+    vms.add(d, "peer", chassis="hv3", port="peer", mac="fa:16:3e:00:00:09", ips=["10.0.0.9"])
+    for name in ("vm1", "peer"):
+        nbctl(d, "wait-until", "Logical_Switch_Port", name, "up=true")
+    nbctl(d, "--wait=hv", "sync")
+    yield d, group
+
+
+def published(cms: Cms, port: str, chassis: str) -> int:
+    row = next(
+        (
+            r
+            for r in cms.sb.snapshot().rows("Port_Connections")
+            if r["logical_port"] == port and r["chassis"] == chassis
+        ),
+        None,
+    )
+    return len(row["connections"]) if row is not None else -1
+
+
+def test_connections_survive_the_move_and_nothing_forbidden_reaches_the_destination(
+    egress_only: tuple[Path, str],
+) -> None:
+    d, _ = egress_only
+    with (
+        lab.cms(d) as cms,
+        TcpSession(
+            d, "vm1", "peer", connections=CONNECTIONS, server_port=5432, timeout=5.0
+        ) as session,
+    ):
+        session.open()  # through vm1's allow-related from-lport rule
+        session.send(Side.CLIENT, wait=True)
+        session.send(Side.SERVER, wait=True)
+        forbidden = Traffic(d, "peer", "vm1", rate=200).start()  # vm1 accepts nothing new
+        try:
+            cms.start("vm1", "hv2", form="ovn")
+            cms.sb.wait_until(
+                lambda s: published(cms, "vm1", "hv1") == CONNECTIONS,
+                timeout=10,
+                what="hv1 to publish vm1's connections",
+            )
+            # Data on the connections while the VM moves: the source delivers it until
+            # the pause; the destination must deliver none of it before it activates.
+            session.send(Side.SERVER, wait=True)
+            record = hypervisor.migrate(
+                d, "vm1", "hv2", announce="rarp", pause_ms=20, remove_source=False
+            )
+            hypervisor.finish(d, "vm1")
+            cms.complete("vm1")
+            cms.sb.wait_until(
+                lambda s: (
+                    (r := s.one("Port_Binding", logical_port="vm1")) is not None
+                    and r["chassis"] == "hv2"
+                    and r["migration_destination"] is None
+                ),
+                timeout=10,
+                what="vm1 settled on hv2",
+            )
+            nbctl(d, "--wait=hv", "sync")
+        finally:
+            sent = forbidden.stop()
+        # After the migration the remote side speaks first, on every connection: each
+        # segment reaches vm1 on hv2 (a Timeout here names the first that did not).
+        session.moved(Side.CLIENT, "hv2")
+        session.send(Side.SERVER, wait=True)
+        session.send(Side.CLIENT, wait=True)
+        session.send(Side.SERVER, wait=True)
+    resumed = record.at("resumed on destination")
+    assert resumed is not None
+    at_destination = [f for f in vms.capture(d, "vm1", chassis="hv2")]
+    early = [f for f in at_destination if f.ts < resumed]
+    assert early == [], "the destination delivered before the VM ran there"
+    udp_there = [f for f in at_destination if f.info.kind is packets.Kind.UDP]
+    assert sent and udp_there == [], "a datagram the ACLs forbid reached the destination"
+    assert [f for f in vms.capture(d, "vm1") if f.info.kind is packets.Kind.UDP] == []
+
+
+def test_an_aborted_migration_leaves_no_carried_state(egress_only: tuple[Path, str]) -> None:
+    d, _ = egress_only
+    with lab.cms(d) as cms, TcpSession(d, "vm1", "peer", connections=3, server_port=5432) as s:
+        s.open()
+        cms.start("vm1", "hv2", form="ovn")
+        hypervisor_plug(d)
+        cms.sb.wait_until(
+            lambda s: published(cms, "vm1", "hv1") == 3, timeout=10, what="publication"
+        )
+        cms.sb.wait_until(
+            lambda s: carried_flows(d, "hv2") > 0, timeout=10, what="hv2's carried flows"
+        )
+        hypervisor.abort(d, "vm1")
+        cms.abort("vm1")
+        cms.sb.wait_until(
+            lambda s: published(cms, "vm1", "hv1") == -1, timeout=10, what="the row to go"
+        )
+        nbctl(d, "--wait=hv", "sync")
+        assert carried_flows(d, "hv2") == 0
+        # vm1 still talks on hv1 over its tracked connections.
+        s.send(Side.SERVER, wait=True)
+
+
+def hypervisor_plug(d: Path) -> None:
+    """The destination VIF, as Nova's pre_live_migration plugs it (no switch-over)."""
+    with editing(d) as current:
+        vm = current.get_vm("vm1")
+        vm.vifs.append(vms.plug_vif(current, vm, "hv2"))
+
+
+def carried_flows(d: Path, chassis: str) -> int:
+    """Flows of the kind that admits carried connections on chassis."""
+    found = (re.search(r"cookie=(0x[0-9a-f]+)", line) for line in dump_flows(d, chassis))
+    return sum(1 for m in found if m and cookies.kind_of(int(m[1], 16)) is cookies.Kind.CARRIED)

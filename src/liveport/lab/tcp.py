@@ -176,6 +176,19 @@ class TcpSession:
     def name(self, side: Side) -> str:
         return self.client if side is Side.CLIENT else self.server
 
+    def moved(self, side: Side, chassis: str) -> None:
+        """side's VM now sends and receives on chassis only (it migrated there): its
+        segments are injected on its VIF there, and only what reaches that VIF counts as
+        received by it."""
+        if side is Side.CLIENT:
+            self.client_chassis = chassis
+        else:
+            self.server_chassis = chassis
+        injector = vms.Injector(self.directory, self.name(side), chassis)
+        self._inject[side].close()
+        self._inject[side] = injector
+        self._receivers.pop(side, None)
+
     def _receiver(self, side: Side) -> _Receiver:
         """The captures of side (created on first use: only waited-for steps need them)."""
         if side not in self._receivers:
