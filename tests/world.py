@@ -296,6 +296,10 @@ class World:
             "Chassis_VIF": _filtered(full.table("Chassis_VIF"), [["chassis", "==", chassis]]),
             "Port_Claim": _filtered(full.table("Port_Claim"), [["chassis", "==", chassis]]),
             "Port_Binding": _filtered(full.table("Port_Binding"), state.applied),
+            "ACL": full.table("ACL"),
+            "Port_Group": full.table("Port_Group"),
+            "Address_Set": full.table("Address_Set"),
+            "Port_Connections": full.table("Port_Connections"),
         }
         return Snapshot(
             1, tables, connected=True, acked_conditions={"Port_Binding": state.applied or [False]}
