@@ -3,10 +3,14 @@ the old table into the new one, and a change touches only the ports it affects."
 
 from __future__ import annotations
 
+import ipaddress
+
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from liveport.model.acl import AclView, Direction, Verdict
 from liveport.model.binding import MigrationState, claim_report
+from liveport.model.carried import Connection
 from liveport.model.compiler import Dirty, FlowChange, FlowTable, compile_table
 from liveport.model.flows import FlowSet, apply_diff
 from liveport.model.logical import Strategy
@@ -16,6 +20,17 @@ ME = "hv1"
 OTHERS = ("hv2", "hv3", "hv4")
 NAMES = tuple(f"p{i}" for i in range(1, 9))
 MACS = ("00:00:00:00:00:01", "00:00:00:00:00:02", "00:00:00:00:00:03", "0a:00:00:00:00:04")
+# ACL matches the tables draw from: port groups, address sets, port names, sets that
+# need a conjunction, a broken one (enforced fail-closed).
+MATCHES = (
+    "inport == @g1 && ip4",
+    "outport == @g1 && ip4 && ip4.src == $g1_ip4",
+    "outport == @g2 && tcp && tcp.dst == {22, 80, 443} && "
+    "ip4.src == {10.0.1.1, 10.0.1.2, 10.0.2.3}",
+    'inport == "p3" && udp',
+    "outport == @g2 && ip &&",
+    "arp",
+)
 
 
 def apply(installed: FlowSet, change: FlowChange) -> FlowSet:
@@ -65,6 +80,30 @@ def views(draw: st.DrawFn) -> ChassisView:
         c: draw(st.sampled_from((100, 101, 102, 103)))
         for c in draw(st.sets(st.sampled_from(OTHERS)))
     }
+    acls: dict[int, tuple[AclView, ...]] = {}
+    for dp in draw(st.sets(st.sampled_from((1, 2)))):
+        found = []
+        for key in draw(st.sets(st.integers(1, 6), max_size=4)):
+            found.append(
+                AclView(
+                    key,
+                    draw(st.sampled_from(list(Direction))),
+                    draw(st.sampled_from((1000, 1001, 1002))),
+                    MATCHES[key - 1],
+                    draw(st.sampled_from(list(Verdict))),
+                    port_groups=("g2",) if "@g2" in MATCHES[key - 1] else ("g1",),
+                )
+            )
+        acls[dp] = tuple(sorted(found, key=lambda a: a.key))
+    groups = {g: frozenset(draw(st.sets(st.sampled_from(NAMES)))) for g in ("g1", "g2")}
+    sets = {"g1_ip4": frozenset(draw(st.sets(st.sampled_from(("10.0.1.1", "10.0.2.2")))))}
+    peer = ipaddress.IPv4Address("10.9.9.9")
+    chosen = draw(st.sets(st.sampled_from(sorted(ports)))) if ports else set()
+    carried = {
+        n: (Connection(6, ipaddress.IPv4Address(f"10.0.{p.dp_key}.{p.key}"), 40000, peer, 22),)
+        for n in chosen
+        for p in (ports[n],)
+    }
     return ChassisView(
         ME,
         vifs={n: LocalVif(n, 10 + NAMES.index(n)) for n in local},
@@ -74,6 +113,11 @@ def views(draw: st.DrawFn) -> ChassisView:
         activated=frozenset(draw(st.sets(st.sampled_from(sorted(ports)))))
         if ports
         else frozenset(),
+        acls=acls,
+        address_sets=sets,
+        port_groups=groups,
+        zones={n: draw(st.sampled_from((1, 2, 3))) for n in local},
+        carried=carried,
     )
 
 
@@ -86,11 +130,21 @@ def dirty_between(old: ChassisView, new: ChassisView) -> Dirty:
         or old.vifs.get(n) != new.vifs.get(n)
         or old.claims.get(n) != new.claims.get(n)
         or (n in old.activated) != (n in new.activated)
+        or old.zones.get(n) != new.zones.get(n)
+        or old.carried.get(n) != new.carried.get(n)
     }
     tunnels = {
         c for c in set(old.tunnels) | set(new.tunnels) if old.tunnels.get(c) != new.tunnels.get(c)
     }
-    return Dirty(frozenset(names), frozenset(tunnels))
+    # Datapaths whose ACLs, or the sets and groups they name, changed (as agent.security
+    # finds them: every datapath with ACLs when a set or group changed).
+    named_changed = old.address_sets != new.address_sets or old.port_groups != new.port_groups
+    datapaths = {
+        dp
+        for dp in set(old.acls) | set(new.acls)
+        if old.acls.get(dp) != new.acls.get(dp) or named_changed
+    }
+    return Dirty(frozenset(names), frozenset(tunnels), frozenset(datapaths))
 
 
 @settings(max_examples=300, deadline=None)
