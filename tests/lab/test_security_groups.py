@@ -8,6 +8,7 @@ port group): it stands for the rest of the world.
 
 from __future__ import annotations
 
+import ipaddress
 import json
 import re
 from collections.abc import Iterator
@@ -173,6 +174,37 @@ def test_an_acl_that_cannot_be_compiled_is_named_and_fails_closed(
     assert "column" in errors[0]["error"]
     doctor = run_cli("lab", "doctor", "--dir", str(d))
     assert "broken-rule" in doctor.stdout
+
+
+def test_reject_answers_with_a_reset_or_an_unreachable(cloud: tuple[Path, str]) -> None:
+    d, group = cloud
+    remote = lab.client_env(d)["OVN_NB_DB"]
+    with neutron.nb_api(remote) as api:
+        for rule in ("tcp.dst == 8080", "udp.dst == 7001"):
+            api.pg_acl_add(
+                group, "to-lport", 1003, f"outport == @{group} && {rule}", "reject"
+            ).execute(check_error=True)
+    nbctl(d, "--wait=hv", "sync")
+    vms.send(d, "vm3", vms.SendSpec(kind="tcp", to="vm1", dst_port=8080, tcp_flags="S"))
+    vms.send(d, "vm3", vms.SendSpec(kind="udp", to="vm1", seq=31))
+    vm1_ip = ipaddress.ip_address(VMS["vm1"][2])
+
+    def answered(frames: list[vms.Captured]) -> bool:
+        reset = any(
+            f.info.kind is packets.Kind.TCP
+            and f.info.src_ip == vm1_ip
+            and f.info.src_port == 8080
+            and (f.info.tcp_flags or 0) & packets.TcpFlags.RST
+            for f in frames
+        )
+        unreachable = any(
+            f.info.src_ip == vm1_ip and (f.info.icmp_type, f.info.icmp_code) == (3, 3)
+            for f in frames
+        )
+        return reset and unreachable
+
+    vms.wait_capture(d, "vm3", answered, what="a TCP reset and a port unreachable from vm1")
+    assert 31 not in udp_seqs(d, "vm1")
 
 
 def _seqs(frames: list[vms.Captured]) -> set[int]:

@@ -45,8 +45,19 @@ from pathlib import Path
 from liveport.agent import carry, localswitch, southbound
 from liveport.agent import vhost as agent_vhost
 from liveport.agent.observe import AgentObserver, log_extra
-from liveport.agent.step import AgentError, Changed, Config, Inputs, Memory, Outcome, announce, step
+from liveport.agent.step import (
+    AgentError,
+    Changed,
+    Config,
+    Inputs,
+    Memory,
+    Outcome,
+    announce,
+    rejection,
+    step,
+)
 from liveport.model import cookies, packets
+from liveport.model.acl import parse_reject_userdata
 from liveport.model.addr import Mac
 from liveport.model.carried import parse_dump
 from liveport.model.catalogue import supported_modes
@@ -66,6 +77,26 @@ from liveport.vhostuser.catalogue import load_catalogue
 
 log = logging.getLogger("liveport.agent")
 SLOW_PASS = 0.1  # seconds: passes slower than this are logged
+REJECT_RATE = 100.0  # answers to rejected packets per second (TCP resets, ICMP unreachables)
+
+
+class TokenBucket:
+    """At most `rate` events a second on average, `burst` at once."""
+
+    def __init__(self, rate: float, burst: float) -> None:
+        self.rate, self.burst = rate, burst
+        self.tokens = burst
+        self.at: float | None = None
+
+    def take(self, now: float) -> bool:
+        if self.at is not None:
+            self.tokens = min(self.burst, self.tokens + (now - self.at) * self.rate)
+        self.at = now
+        if self.tokens < 1:
+            return False
+        self.tokens -= 1
+        return True
+
 
 __all__ = ["Agent", "AgentConfig", "AgentError", "run"]
 
@@ -144,6 +175,8 @@ class Agent:
         self._heartbeat = 0
         self.passes = 0
         self._carry_kick = asyncio.Event()
+        self._reject_budget = TokenBucket(REJECT_RATE, REJECT_RATE)
+        self._answers: set[asyncio.Future[None]] = set()  # answers being sent
         self._ctl_warned = False
         self.observer = AgentObserver()  # counters; the daemon gives it metrics
 
@@ -520,8 +553,13 @@ class Agent:
 
     def _on_packet_in(self, packet: PacketIn, *, send: bool = True) -> None:
         """step.announce on the current memory; a pass under way will replace the memory
-        with one that did not see this announcement, so it is replayed after that pass."""
+        with one that did not see this announcement, so it is replayed after that pass.
+        A packet a reject ACL refused is answered instead (step.rejection)."""
         if self.memory is None or self.sb is None:
+            return
+        if parse_reject_userdata(packet.userdata) is not None:
+            if send:
+                self._answer_rejected(packet)
             return
         announced = announce(self.memory, packet.userdata, packet.in_port, _now_ms(self.clock))
         if send:
@@ -546,6 +584,26 @@ class Agent:
             # Recorded at once: the SB binding follows from it; flows follow in the next pass.
             self.sb.transact_async([announced.claim_op], comment="liveport-agent: announcement")
         self._kick.set()
+
+    def _answer_rejected(self, packet: PacketIn) -> None:
+        """Sends the TCP reset or ICMP unreachable of a rejected packet, at most
+        REJECT_RATE a second (a flood of rejected packets costs the agent little)."""
+        if self.memory is None or self.of is None or not self._reject_budget.take(time.monotonic()):
+            return
+        found = rejection(self.memory, packet.userdata, packet.metadata, packet.data)
+        if found is None:
+            return
+        of = self.of
+
+        async def send() -> None:
+            try:
+                await of.packet_out(found.in_port, found.actions, found.frame)
+            except (OpenFlowError, ConnectionLost) as exc:
+                log.info("agent: %s for %s not sent: %s", found.what, found.port, exc)
+
+        task = asyncio.ensure_future(send())
+        self._answers.add(task)
+        task.add_done_callback(self._answers.discard)
 
     # ----- heartbeat -----------------------------------------------------------------------
 

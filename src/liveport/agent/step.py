@@ -35,6 +35,7 @@ from liveport.agent import vhost as agent_vhost
 from liveport.agent.localswitch import Identity, LocalState, VifModes
 from liveport.agent.security import Security, carried_from, read_security
 from liveport.model import cookies
+from liveport.model.acl import Direction, parse_reject_userdata
 from liveport.model.binding import (
     ClaimReport,
     LocalRole,
@@ -47,8 +48,9 @@ from liveport.model.catalogue import Catalogue
 from liveport.model.compiler import Dirty, FlowChange, FlowTable
 from liveport.model.cookies import Kind
 from liveport.model.errors import LiveportError
-from liveport.model.flows import Flow, FlowSet, diff
+from liveport.model.flows import OFPP_CONTROLLER, OFPP_TABLE, Action, Flow, FlowSet, Output, diff
 from liveport.model.pipeline import ChassisView, LocalVif, PortView, parse_activation_userdata
+from liveport.model.reject import answer
 from liveport.model.virtio import Negotiated
 from liveport.ovsdb.client import Condition
 from liveport.ovsdb.rows import Op, Row, Snapshot, Update
@@ -736,3 +738,40 @@ def _changed_keys(old: Mapping[str, object], new: Mapping[str, object]) -> set[s
     if old is new or old == new:
         return set()
     return {k for k in old.keys() | new.keys() if old.get(k) != new.get(k)}
+
+
+# ----- a rejected packet ---------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Rejection:
+    """What to send for a packet an ACL rejected: frame through actions as if it arrived
+    on in_port (OFPP_CONTROLLER: from nowhere)."""
+
+    port: str
+    in_port: int
+    actions: tuple[Action, ...]
+    frame: bytes
+    what: str
+
+
+def rejection(
+    memory: Memory, userdata: bytes, metadata: Mapping[str, int], data: bytes
+) -> Rejection | None:
+    """The answer to a packet-in of a reject ACL (model.reject), None if it gets none: a
+    from-lport reject answers the local sender on its VIF; a to-lport reject answers from
+    the local receiver's VIF, through the pipeline, towards the sender."""
+    direction = parse_reject_userdata(userdata)
+    view = memory.view
+    if direction is None or view is None:
+        return None
+    dp = metadata.get("metadata", 0)
+    key = metadata.get("reg14" if direction is Direction.FROM_LPORT else "reg15", 0)
+    name = memory.keys.get((dp, key))
+    vif = view.vifs.get(name) if name is not None else None
+    found = answer(data)
+    if name is None or vif is None or found is None:
+        return None
+    if direction is Direction.FROM_LPORT:
+        return Rejection(name, OFPP_CONTROLLER, (Output(vif.ofport),), found.frame, found.what)
+    return Rejection(name, vif.ofport, (Output(OFPP_TABLE),), found.frame, found.what)

@@ -38,6 +38,7 @@ from __future__ import annotations
 
 import functools
 import ipaddress
+import struct
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, replace
 from enum import StrEnum
@@ -61,6 +62,7 @@ from liveport.model.flows import (
     IPPROTO_ICMPV6,
     Action,
     Conjunction,
+    Controller,
     Ct,
     CtClear,
     Flow,
@@ -90,6 +92,9 @@ class Verdict(StrEnum):
 
 
 MAX_PRIORITY = 32767
+REJECT_MAGIC = b"LPR"
+_REJECT = struct.Struct("!3sBB")  # magic, version, direction
+_REJECT_CODES = {Direction.FROM_LPORT: 1, Direction.TO_LPORT: 2}
 MAX_KEY = (1 << 24) - 1
 PRIORITY_OFFSET = 1000  # an ACL's flows sit at 1000 + its priority, as in OVN
 # ct_state bits (OVS's CS_* order) and liveport's ct_mark bits.
@@ -120,6 +125,21 @@ class AclView:
     @property
     def label(self) -> str:
         return f"ACL {self.name!r} (key {self.key})" if self.name else f"ACL key {self.key}"
+
+
+def reject_userdata(direction: Direction) -> bytes:
+    """The controller userdata of a reject ACL's flows (model.reject answers)."""
+    return _REJECT.pack(REJECT_MAGIC, 1, _REJECT_CODES[direction])
+
+
+def parse_reject_userdata(data: bytes) -> Direction | None:
+    """The direction of the ACL that rejected (None: not a reject packet-in)."""
+    if len(data) < _REJECT.size:
+        return None
+    magic, version, code = _REJECT.unpack_from(data)
+    if magic != REJECT_MAGIC or version != 1:
+        return None
+    return next((d for d, c in _REJECT_CODES.items() if c == code), None)
 
 
 # ----- what northd checks ---------------------------------------------------------------------
@@ -420,14 +440,18 @@ def acl_flows(
             tuple(dropped), f"{problem}; it drops all {acl.direction} traffic of its ports"
         )
     variants: list[tuple[tuple[int, int, int, int], tuple[Action, ...]]]
+    # reject: the packet goes to the agent, which answers it (model.reject), and no further.
+    refuse: tuple[Action, ...] = (
+        (Controller(reject_userdata(stage.direction)),) if acl.verdict is Verdict.REJECT else ()
+    )
     if acl.verdict is Verdict.ALLOW_STATELESS or not is_stateful:
-        variants = [((0, 0, 0, 0), accept if acl.verdict.allows else ())]
+        variants = [((0, 0, 0, 0), accept if acl.verdict.allows else refuse)]
     elif acl.verdict.allows:
         keep = (commit(zone, 0), *accept)
         variants = [(_NEW, keep), (_EST_BLOCKED, keep), (_EST_OPEN, accept), (_UNTRACKED, accept)]
     else:
-        block = (commit(zone, BLOCKED),)
-        variants = [(_NOT_EST, ()), (_EST_ANY_BLOCKED, ()), (_EST_ANY_OPEN, block)]
+        block = (commit(zone, BLOCKED), *refuse)
+        variants = [(_NOT_EST, refuse), (_EST_ANY_BLOCKED, refuse), (_EST_ANY_OPEN, block)]
     flows: list[Flow] = []
     if acl.verdict is Verdict.ALLOW_STATELESS and is_stateful:
         # Its packets skip the tracker (the pre-stage sends them straight on).
