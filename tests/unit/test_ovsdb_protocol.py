@@ -370,21 +370,38 @@ def test_updates_mutations_and_deletes() -> None:
         comment="why",
     )
     where = [["_uuid", "==", wire_uuid(U1)]]
-    update, add, remove, setkey, delkey, delete, comment = request.operations
+    update, mutate, delete, comment = request.operations
     assert update["op"] == "update" and update["where"] == where
     assert update["row"]["i"] == 2 and update["row"]["opt"] == ["set", []]
     assert update["row"]["map"] == ["map", [["x", "y"]]]
     assert sorted(update["row"]["set"][1]) == ["p", "q"]
-    assert add["mutations"] == [["set", "insert", ["set", ["z"]]]]
-    assert remove["mutations"] == [["set", "delete", ["set", ["a"]]]]
-    # A map insert does not replace a key: setkey deletes it first.
-    assert setkey["mutations"] == [
+    # Consecutive mutations of a row are one operation, applied in order.
+    assert mutate["op"] == "mutate" and mutate["where"] == where
+    assert mutate["mutations"] == [
+        ["set", "insert", ["set", ["z"]]],
+        ["set", "delete", ["set", ["a"]]],
+        # A map insert does not replace a key: setkey deletes it first.
         ["map", "delete", ["set", ["k"]]],
         ["map", "insert", ["map", [["k", "w"]]]],
+        ["map", "delete", ["set", ["k"]]],
     ]
-    assert delkey["mutations"] == [["map", "delete", ["set", ["k"]]]]
     assert delete == {"op": "delete", "table": "T", "where": where}
     assert comment == {"op": "comment", "comment": "why"}
+
+
+def test_many_additions_to_a_set_are_one_mutation() -> None:
+    request = build(
+        Insert("C", {}, name="c"),
+        *(Mutate("T", U1, "uset", "add", u) for u in (U2, Ref("c"), U2, str(U2))),
+        Mutate("T", U1, "set", "add", "x"),
+        Mutate("T", U1, "uset", "add", U3),
+    )
+    _, mutate = request.operations
+    assert mutate["mutations"] == [
+        ["uset", "insert", ["set", [wire_uuid(U2), ["named-uuid", "row0"]]]],
+        ["set", "insert", ["set", ["x"]]],
+        ["uset", "insert", ["set", [wire_uuid(U3)]]],
+    ]
 
 
 def test_a_transaction_that_changes_nothing_is_not_sent() -> None:

@@ -572,6 +572,7 @@ class _Builder:
     waits: list[dict[str, Any]] = field(default_factory=list)
     operations: list[dict[str, Any]] = field(default_factory=list)
     changes: bool = False
+    members: dict[int, set[Any]] = field(default_factory=dict)  # merged sets' members
 
     def table(self, name: str) -> TableSchema:
         table = self.schema.tables.get(name)
@@ -665,14 +666,38 @@ class _Builder:
         mutations, changes = _mutations(column, op, row, self.symbols)
         self.written.add((op.uuid, op.column))
         self.changes = self.changes or changes
+        where = uuid_where(op.uuid)
+        last = self.operations[-1] if self.operations else None
+        if last is not None and (last["op"], last["table"], last.get("where")) == (
+            "mutate",
+            op.table,
+            where,
+        ):
+            # Consecutive mutations of one row go in one operation (1000 ports added to a
+            # switch: one copy of its port set on the server, not 1000).
+            for mutation in mutations:
+                self.merge_mutation(last["mutations"], mutation)
+            return
         self.operations.append(
-            {
-                "op": "mutate",
-                "table": op.table,
-                "where": uuid_where(op.uuid),
-                "mutations": mutations,
-            }
+            {"op": "mutate", "table": op.table, "where": where, "mutations": mutations}
         )
+        self.members.clear()
+
+    def merge_mutation(self, mutations: list[Any], mutation: list[Any]) -> None:
+        """Appends mutation, or adds its elements to the last one when both insert into (or
+        delete from) the same column a set of elements: the same as applying them in turn."""
+        column, mutator, operand = mutation
+        if operand[0] == "set" and mutations:
+            last_column, last_mutator, last_operand = mutations[-1]
+            if (last_column, last_mutator, last_operand[0]) == (column, mutator, "set"):
+                members = last_operand[1]
+                seen = self.members.setdefault(id(members), {_key(m) for m in members})
+                for member in operand[1]:
+                    if _key(member) not in seen:  # a set has no repeats
+                        seen.add(_key(member))
+                        members.append(member)
+                return
+        mutations.append(mutation)
 
     def verify(self, op: Verify) -> None:
         table = self.table(op.table)
@@ -725,6 +750,11 @@ def _mutations(
         unchanged = monitored and key in current and current[key] == value
         return [deletion, [column.name, "insert", pair]], not unchanged
     raise InvalidOp(f"unknown mutation {op.op!r}")
+
+
+def _key(member: Any) -> Any:
+    """A set member on the wire, hashable (["uuid", "..."] is a list)."""
+    return tuple(member) if isinstance(member, list) else member
 
 
 def build_transaction(
