@@ -30,6 +30,7 @@ the row. (ovsdb-server computes differences only for columns that may hold sever
 from __future__ import annotations
 
 import json
+import sys
 import uuid
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -210,11 +211,25 @@ def _same(value: Any) -> Any:
     return value
 
 
+SHARED_STRING = 64  # strings up to this length are stored once however many rows hold them
+
+
+def _decode_string(value: Any) -> Any:
+    # Names, chassis, enum values and addresses recur across rows and tables (a port's
+    # name is in its binding, its claim and its VIF): one object each, not one per use.
+    # sys.intern forgets a string once no row holds it any more.
+    if type(value) is str and len(value) <= SHARED_STRING:
+        return sys.intern(value)
+    return value
+
+
 def _atom_decoder(base: BaseType) -> Callable[[Any], Any]:
     if base.atomic == "uuid":
         return _decode_uuid
     if base.atomic == "real":
         return float
+    if base.atomic == "string":
+        return _decode_string
     return _same  # JSON already has the right Python type
 
 
