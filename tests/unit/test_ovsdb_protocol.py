@@ -1,5 +1,6 @@
 """liveport.ovsdb.protocol without a server: schemas, update2/update3 application for every
-column kind, transaction encoding and replies, the _Server verdict."""
+column kind, transaction encoding and replies, the _Server verdict; and the snapshots'
+indexes."""
 
 from __future__ import annotations
 
@@ -33,7 +34,19 @@ from liveport.ovsdb.protocol import (
     parse_schema,
     txn_outcome,
 )
-from liveport.ovsdb.rows import Delete, Insert, Mutate, Ref, Row, TableRows, Update, Verify
+from liveport.ovsdb.rows import (
+    Delete,
+    Insert,
+    Mutate,
+    Ref,
+    Row,
+    Snapshot,
+    TableRows,
+    Update,
+    Verify,
+    index_add,
+    index_remove,
+)
 
 U1 = uuid.UUID("11111111-1111-1111-1111-111111111111")
 U2 = uuid.UUID("22222222-2222-2222-2222-222222222222")
@@ -570,3 +583,30 @@ def test_conditions() -> None:
     assert not state.want([True])
     assert state.want([["name", "==", "a"]])
     assert state.latest == [["name", "==", "a"]] and state.acked == [True]
+
+
+# ----- indexes -----------------------------------------------------------------------------------
+
+
+@given(st.lists(st.tuples(st.booleans(), st.integers(0, 3), st.sampled_from([U1, U2, U3]))))
+def test_an_index_holds_what_was_added_and_not_removed(
+    steps: list[tuple[bool, int, uuid.UUID]],
+) -> None:
+    index: dict[Any, Any] = {}
+    reference: dict[int, set[uuid.UUID]] = {}
+    for add, key, row_uuid in steps:
+        if add:
+            index_add(index, key, row_uuid)
+            reference.setdefault(key, set()).add(row_uuid)
+        else:
+            index_remove(index, key, row_uuid)
+            reference.get(key, set()).discard(row_uuid)
+    expected = {key: rows for key, rows in reference.items() if rows}
+    # One row is held as itself, several as a frozenset.
+    assert {k: {v} if isinstance(v, uuid.UUID) else set(v) for k, v in index.items()} == expected
+    assert all(isinstance(v, uuid.UUID) or len(v) > 1 for v in index.values())
+    rows = {u: row(u, name="x") for u in (U1, U2, U3)}
+    snap = Snapshot(1, {"T": rows}, connected=True, indexes={("T", "name"): index})
+    for key, members in expected.items():
+        assert {r.uuid for r in snap.lookup("T", "name", key)} == members
+    assert snap.lookup("T", "name", 99) == []

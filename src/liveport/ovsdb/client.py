@@ -84,7 +84,9 @@ from liveport.ovsdb.rows import (
     Snapshot,
     TableRows,
     TxnResult,
+    index_add,
     index_keys,
+    index_remove,
     ops_summary,
 )
 
@@ -381,7 +383,7 @@ class OvsdbClient:
         self._changed: dict[str, set[uuid.UUID]] = {}
         self._reloaded = False
         self._dirty = False  # anything else a snapshot shows changed
-        self._indexes: dict[tuple[str, str], dict[Any, frozenset[uuid.UUID]]] = {
+        self._indexes: dict[tuple[str, str], dict[Any, Any]] = {
             (table, column): {} for table, columns in (indexes or {}).items() for column in columns
         }
         self._snapshot = Snapshot(0, dict(self._tables), connected=False)
@@ -923,24 +925,18 @@ class OvsdbClient:
         for (itable, column), current in list(self._indexes.items()):
             if itable != table:
                 continue
+            index: dict[Any, Any] = {} if old is None or touched is None else dict(current)
             if old is None or touched is None:
-                fresh: dict[Any, set[uuid.UUID]] = {}
                 for row_uuid, row in new.items():
                     for key in index_keys(row.data.get(column)):
-                        fresh.setdefault(key, set()).add(row_uuid)
-                self._indexes[(itable, column)] = {k: frozenset(v) for k, v in fresh.items()}
-                continue
-            index = dict(current)
-            for row_uuid in touched:
-                before, after = old.get(row_uuid), new.get(row_uuid)
-                for key in index_keys(before.data.get(column)) if before else ():
-                    remaining = index.get(key, frozenset()) - {row_uuid}
-                    if remaining:
-                        index[key] = remaining
-                    else:
-                        index.pop(key, None)
-                for key in index_keys(after.data.get(column)) if after else ():
-                    index[key] = index.get(key, frozenset()) | {row_uuid}
+                        index_add(index, key, row_uuid)
+            else:
+                for row_uuid in touched:
+                    before, after = old.get(row_uuid), new.get(row_uuid)
+                    for key in index_keys(before.data.get(column)) if before else ():
+                        index_remove(index, key, row_uuid)
+                    for key in index_keys(after.data.get(column)) if after else ():
+                        index_add(index, key, row_uuid)
             self._indexes[(itable, column)] = index
 
     # ----- owner thread: conditions ------------------------------------------------------------
