@@ -927,9 +927,12 @@ class OvsdbClient:
                 continue
             index: dict[Any, Any] = {} if old is None or touched is None else dict(current)
             if old is None or touched is None:
+                holders: dict[Any, list[uuid.UUID]] = {}
                 for row_uuid, row in new.items():
                     for key in index_keys(row.data.get(column)):
-                        index_add(index, key, row_uuid)
+                        holders.setdefault(key, []).append(row_uuid)
+                for key, found in holders.items():
+                    index[key] = found[0] if len(found) == 1 else frozenset(found)
             else:
                 for row_uuid in touched:
                     before, after = old.get(row_uuid), new.get(row_uuid)
