@@ -11,8 +11,11 @@ northd's indexes and reports:
 - the time (and CPU) to the first complete snapshot;
 - per update: one Port_Binding changed by a raw JSON-RPC client, time until the snapshot
   shows it (median) and the process's CPU per update.
-Then "northd": both of northd's clients (NB with 10,000 Logical_Switch_Ports in 100
-switches, with its lock and indexes; SB with 10,000 ports) in one process.
+Then northd with 10,000 ports (NB: 10,000 Logical_Switch_Ports in 100 switches, each
+naming its chassis; SB: 20 chassis and the VIF each reports): "northd's clients", both of
+northd's clients in one process over the SB above; and "northd", the real northd (the
+Northd class, in a fresh process per client) writing the SB from an SB without bindings,
+its RSS once it has written everything and is idle.
 
 Usage: bench/ovsdb_memory.py [ROWS ...]   (default 10000 30000)
        [--old COMMIT] (default OLD_COMMIT) [--updates N] (default 200) [--no-northd]
@@ -35,6 +38,7 @@ import socket  # noqa: E402
 import statistics  # noqa: E402
 import subprocess  # noqa: E402
 import tempfile  # noqa: E402
+import threading  # noqa: E402
 import time  # noqa: E402
 import tracemalloc  # noqa: E402
 import types  # noqa: E402
@@ -106,8 +110,9 @@ def sb_port_ops(i: int, datapath: Any) -> list[Op]:
     ]
 
 
-def populate_sb(client: OvsdbClient, first: int, last: int) -> None:
-    """Ports first..last-1 (whole switches), plus the chassis when first is 0."""
+def populate_sb(client: OvsdbClient, first: int, last: int, *, northd_rows: bool = True) -> None:
+    """Ports first..last-1 (whole switches), plus the chassis when first is 0; without
+    northd_rows only what chassis write (their VIFs)."""
     if first == 0:
         chassis: list[Op] = [Insert("SB_Global", {})]
         for n in range(CHASSIS):
@@ -130,7 +135,10 @@ def populate_sb(client: OvsdbClient, first: int, last: int) -> None:
             if i % PORTS_PER_SWITCH == 0:
                 dp = {"tunnel_key": i // PORTS_PER_SWITCH + 1, "name": f"ls{i // 100}"}
                 ops.append(Insert("Datapath_Binding", dp, name=f"dp{i}"))
-            ops += sb_port_ops(i, Ref(f"dp{i - i % PORTS_PER_SWITCH}"))
+            port_ops = sb_port_ops(i, Ref(f"dp{i - i % PORTS_PER_SWITCH}"))
+            ops += port_ops if northd_rows else port_ops[2:]
+        if not northd_rows:
+            ops = [op for op in ops if op.table == "Chassis_VIF"]
         client.transact(ops, timeout=300)
 
 
@@ -257,6 +265,51 @@ def child(args: argparse.Namespace) -> dict[str, Any]:
     return result
 
 
+def child_northd(args: argparse.Namespace) -> dict[str, Any]:
+    """The real northd on the given client implementation, until it is idle."""
+    impl = load_implementation(args.impl)
+    if args.impl != "new":  # the IDL client's fetch_schema gives a SchemaHelper
+        vars(northd).update(
+            OvsdbClient=impl.OvsdbClient,
+            fetch_schema=impl.fetch_schema,
+            _nb_tables=lambda _schema: nb_tables(),
+        )
+    gc.collect()
+    rss_before = rss_kib()
+    start, cpu_start = time.perf_counter(), time.process_time()
+    daemon = northd.Northd(northd.NorthdConfig(f"unix:{args.nb}", f"unix:{args.sb}"))
+    stop = threading.Event()
+    thread = threading.Thread(target=daemon.run, args=(stop,), daemon=True)
+    thread.start()
+    try:
+        daemon.sb.wait_until(
+            lambda s: len(s.table("Port_Binding")) >= args.ports,
+            timeout=1800,
+            what=f"{args.ports} bindings",
+        )
+        batches = -1
+        while batches != daemon.batches:  # idle: no batch in the last 2 s
+            batches = daemon.batches
+            time.sleep(2)
+        elapsed = time.perf_counter() - start - 2
+        cpu = time.process_time() - cpu_start
+        gc.collect()
+        return {
+            "northd_s": elapsed,
+            "northd_cpu_s": cpu,
+            "rss_before_mib": rss_before / 1024,
+            "rss_mib": rss_kib() / 1024,
+            "rss_peak_mib": rss_kib("VmHWM") / 1024,
+            "sb_rows": daemon.sb.snapshot().row_count(),
+            "nb_rows": daemon.nb.snapshot().row_count(),
+        }
+    finally:
+        stop.set()
+        daemon.wake()
+        thread.join(timeout=30)
+        daemon.close()
+
+
 def measure_updates(client: Any, path: str, count: int) -> dict[str, float]:
     ports = sorted(client.snapshot().table("Port_Binding"))
     writer = RawRpc(path)
@@ -317,17 +370,31 @@ def measure(
 ) -> dict[str, Any]:
     result: dict[str, Any] = {}
     for trace in (False, True):
-        argv = [sys.executable, __file__, "--child", "--impl", impl]
-        argv += ["--sb", str(sb.socket), "--sb-rows", str(sb_rows), "--updates", str(updates)]
+        argv = [
+            "--impl",
+            impl,
+            "--sb",
+            str(sb.socket),
+            "--sb-rows",
+            str(sb_rows),
+            "--updates",
+            str(updates),
+        ]
         if nb is not None:
             argv += ["--nb", str(nb[0].socket), "--nb-rows", str(nb[1]), "--updates", "0"]
         if trace:
             argv.append("--trace")
-        env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(REPO / "src"), str(HERE)]))
-        done = subprocess.run(argv, capture_output=True, text=True, check=False, env=env)
-        if done.returncode != 0:
-            raise RuntimeError(f"{impl} measurement failed:\n{done.stderr[-3000:]}")
-        result |= json.loads(done.stdout.strip().splitlines()[-1])
+        result |= run_child(argv)
+    return result
+
+
+def run_child(args: list[str]) -> dict[str, Any]:
+    argv = [sys.executable, __file__, "--child", *args]
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(REPO / "src"), str(HERE)]))
+    done = subprocess.run(argv, capture_output=True, text=True, check=False, env=env)
+    if done.returncode != 0:
+        raise RuntimeError(f"measurement {args} failed:\n{done.stderr[-3000:]}")
+    result: dict[str, Any] = json.loads(done.stdout.strip().splitlines()[-1])
     return result
 
 
@@ -387,6 +454,19 @@ def run_northd(
     for label, impl in impls.items():
         print(f"  northd's clients, {ports} ports: {label}", flush=True)
         results[label] = measure(impl, sb, sb_rows, nb=(nb, nb_rows), updates=0)
+    results["real"] = {}
+    for number, (label, impl) in enumerate(impls.items()):
+        # An SB as the chassis left it (no bindings yet) for each run, and the same NB.
+        fresh = server.ServerSpec(f"sb{number}", directory / f"sb{number}", sb.schema)
+        server.start(fresh)
+        started.append(fresh)
+        with OvsdbClient(fresh.remote, schema.SB_NAME, {"SB_Global": ["nb_cfg"]}) as writer:
+            writer.wait_connected(10)
+            populate_sb(writer, 0, ports, northd_rows=False)
+        print(f"  northd, {ports} ports: {label}", flush=True)
+        argv = ["--northd", "--impl", impl, "--ports", str(ports)]
+        argv += ["--nb", str(nb.socket), "--sb", str(fresh.socket)]
+        results["real"][label] = run_child(argv)
     return results
 
 
@@ -399,9 +479,23 @@ def report(results: dict[str, Any]) -> None:
             figures += figures_of(f"{size['rows']} SB rows, {label}", r)
     northd_results = results["northd"]
     for label, r in northd_results.items():
-        if isinstance(r, dict):
+        if isinstance(r, dict) and label != "real":
             rows = northd_results["nb_rows"] + northd_results["sb_rows"]
             figures += figures_of(f"northd's clients ({rows} rows), {label}", r)
+    for label, r in northd_results.get("real", {}).items():
+        name = f"northd, {northd_results['ports']} ports ({r['nb_rows'] + r['sb_rows']} rows)"
+        figures.append(
+            Figure(
+                f"{name}, {label}: RSS when idle (peak)",
+                f"{r['rss_mib']:.0f} MiB ({r['rss_peak_mib']:.0f})",
+            )
+        )
+        figures.append(
+            Figure(
+                f"{name}, {label}: until everything is written (CPU)",
+                f"{r['northd_s']:.1f} s ({r['northd_cpu_s']:.1f} s)",
+            )
+        )
     print_table("OVSDB client memory and CPU", figures)
 
 
@@ -444,9 +538,11 @@ def main(argv: Sequence[str]) -> int:
     parser.add_argument("--nb", help=argparse.SUPPRESS)
     parser.add_argument("--nb-rows", type=int, default=0, help=argparse.SUPPRESS)
     parser.add_argument("--trace", action="store_true", help=argparse.SUPPRESS)
+    parser.add_argument("--northd", action="store_true", help=argparse.SUPPRESS)
+    parser.add_argument("--ports", type=int, default=0, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.child:
-        print(json.dumps(child(args)))
+        print(json.dumps(child_northd(args) if args.northd else child(args)))
         return 0
     results = run(args.sizes, args.old, not args.no_northd, args.updates)
     OUT.mkdir(exist_ok=True)
