@@ -610,3 +610,16 @@ def test_an_index_holds_what_was_added_and_not_removed(
     for key, members in expected.items():
         assert {r.uuid for r in snap.lookup("T", "name", key)} == members
     assert snap.lookup("T", "name", 99) == []
+
+
+def test_sets_and_maps_may_be_shared_between_rows() -> None:
+    shared: dict[Any, Any] = {}
+    codec = RowCodec(T, ["set", "map", "opt", "i"], lambda v: shared.setdefault(v, v))
+    rows: dict[uuid.UUID, Row] = {}
+    same = {"set": "a", "map": ["map", [["k", "v"]]], "opt": "o", "i": 1}
+    apply_table_update(codec, rows, {str(U1): {"insert": same}, str(U2): {"insert": same}})
+    assert rows[U1]["set"] is rows[U2]["set"] and rows[U1]["map"] is rows[U2]["map"]
+    apply_table_update(codec, rows, {str(U3): {"insert": {"set": ["set", ["b", "a"]]}}})
+    apply_table_update(codec, rows, {str(U3): {"modify": {"set": "b"}}})  # now {"a"}
+    assert rows[U3]["set"] is rows[U1]["set"]
+    assert set(shared) == {frozenset({"a"}), frozenset({"a", "b"}), FrozenMap({"k": "v"})}

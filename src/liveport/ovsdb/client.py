@@ -61,6 +61,7 @@ import ovs.poller
 import ovs.stream
 
 from liveport.model.errors import Conflict, InvalidInput, LiveportError, Timeout
+from liveport.model.frozen import FrozenMap
 from liveport.ovsdb.protocol import (
     SERVER_DATABASE,
     ConditionState,
@@ -119,7 +120,11 @@ if not ovs.poller._using_eventlet_green_select():  # eventlet patches select(): 
 
 Condition = list[Any]
 Listener = Callable[[Change], None]
-TRIM_AFTER = 4 << 20  # bytes received after which freed heap memory is given back
+SHARED_MEMBERS = 4  # sets and maps of at most this many members are stored once...
+SHARED_ENTRIES = 4096  # ...in a table rebuilt from the rows when past this or twice its size
+TRIM_AFTER = 4 << 20  # bytes of messages after which freed heap memory is given back
+TRIM_DELAY = 1.0  # seconds
+OP_BYTES = 300  # about what one operation of a transaction takes on the wire
 
 
 def _heap_trimmer() -> Callable[[], Any] | None:
@@ -353,7 +358,9 @@ class OvsdbClient:
         self._schema = schema if schema is not None else fetch_schema(remote, database)
         if self._schema.name != database:
             raise InvalidInput(f"the schema given is {self._schema.name}'s, not {database}'s")
-        self._codecs = _codecs(self._schema, tables)
+        self._shared: dict[Any, Any] = {}  # small sets and maps, each stored once
+        self._shared_limit = SHARED_ENTRIES
+        self._codecs = _codecs(self._schema, tables, self._share)
         self._conditions = {table: ConditionState() for table in self._codecs}
         for table, cond in (conditions or {}).items():
             self._check_table(table)
@@ -374,7 +381,8 @@ class OvsdbClient:
         self._since = True  # the server knows monitor_cond_since
         self._has_lock = False
         self._cond_seqno = 0
-        self._received = 0  # bytes received since the heap was last trimmed
+        self._churn = 0  # bytes of messages parsed or built since the heap was last trimmed
+        self._trim_at: float | None = None  # when to trim it
         # Data: the current tables (maps shared with the last snapshot until written).
         self._tables: dict[str, dict[uuid.UUID, Row]] = {t: {} for t in self._codecs}
         self._published: dict[str, TableRows] = dict(self._tables)
@@ -588,6 +596,7 @@ class OvsdbClient:
                 self._commands.get_nowait()()
             busy = self._communicate()
             self._publish()
+            self._prune_shared()
             self._release_memory()
             self._advance_transactions()
             self._send_condition_changes()
@@ -595,6 +604,8 @@ class OvsdbClient:
             self._session.wait(poller)
             self._session.recv_wait(poller)
             self._wait_transactions(poller)
+            if self._trim_at is not None:
+                poller.timer_wait(max(0, int((self._trim_at - time.monotonic()) * 1000)))
             poller.fd_wait(self._wake_r, ovs.poller.POLLIN)
             if busy:
                 poller.immediate_wake()
@@ -630,15 +641,42 @@ class OvsdbClient:
             return False
         finally:
             if rpc is not None and rpc is self._session.rpc:
-                self._received += rpc.get_received_bytes() - received
+                self._churn += rpc.get_received_bytes() - received
             if gc_was_enabled:
                 gc.enable()
 
+    def _share(self, value: Any) -> Any:
+        """The one copy of a small set or map: a port's address is in its binding's
+        addresses and port_security and in the same columns of its logical port, and many
+        ports share the options that name their chassis."""
+        if 0 < len(value) <= SHARED_MEMBERS:
+            return self._shared.setdefault(value, value)
+        return value
+
+    def _prune_shared(self) -> None:
+        """Forgets the shared values no row holds any more (rebuilt from the rows)."""
+        if len(self._shared) <= self._shared_limit:
+            return
+        self._shared = {}
+        for rows in self._tables.values():
+            for row in rows.values():
+                for value in row.data.values():
+                    if isinstance(value, (frozenset, FrozenMap)):
+                        self._share(value)
+        self._shared_limit = max(SHARED_ENTRIES, 2 * len(self._shared))
+
     def _release_memory(self) -> None:
-        """Gives freed heap memory back after a reload or much data (cheap: ~10 ms per
-        100 MB of heap, at most once per TRIM_AFTER bytes received)."""
-        if self._received > TRIM_AFTER and _trim_heap is not None:
-            self._received = 0
+        """Gives freed heap memory back to the system TRIM_DELAY after traffic (by then the
+        callers have usually dropped what they built around it too), at once after much
+        of it. Cheap: a few ms for a heap of 100 MB, at most once per TRIM_DELAY unless
+        TRIM_AFTER bytes of messages came or went."""
+        if _trim_heap is None or not self._churn:
+            return
+        now = time.monotonic()
+        if self._trim_at is None:
+            self._trim_at = now + TRIM_DELAY
+        if now >= self._trim_at or self._churn > TRIM_AFTER:
+            self._churn, self._trim_at = 0, None
             _trim_heap()
 
     def _reconnect(self) -> None:
@@ -877,7 +915,7 @@ class OvsdbClient:
             self._rebuilt.add(table)
             self._changed.setdefault(table, set()).update(before.keys() | rows.keys())
         self._reloaded = True
-        self._received += TRIM_AFTER  # the old rows and the reply are garbage now
+        self._churn += TRIM_AFTER  # the old rows and the reply are garbage now
 
     def _publish(self) -> None:
         """A new snapshot, if anything changed since the last one."""
@@ -1038,6 +1076,7 @@ class OvsdbClient:
             pending.attempts -= 1  # the connection is failing: sent again on the next one
             pending.retry_at = time.monotonic() + 0.05
             return True
+        self._churn += OP_BYTES * len(request.operations)  # the request and its JSON
         pending.request_id = msg.id
         pending.inserted = request.inserted
         pending.row_uuids = request.row_uuids
@@ -1073,7 +1112,9 @@ class OvsdbClient:
         return False
 
 
-def _codecs(schema: Schema, tables: Mapping[str, Sequence[str] | None]) -> dict[str, RowCodec]:
+def _codecs(
+    schema: Schema, tables: Mapping[str, Sequence[str] | None], share: Callable[[Any], Any]
+) -> dict[str, RowCodec]:
     codecs = {}
     for table, columns in tables.items():
         spec = schema.tables.get(table)
@@ -1083,7 +1124,7 @@ def _codecs(schema: Schema, tables: Mapping[str, Sequence[str] | None]) -> dict[
         unknown = [c for c in names if c not in spec.columns]
         if unknown:
             raise InvalidInput(f"{schema.name} table {table} has no column {unknown[0]}")
-        codecs[table] = RowCodec(spec, names)
+        codecs[table] = RowCodec(spec, names, share)
     return codecs
 
 

@@ -324,6 +324,15 @@ def _map_differ(key: Decoder, value: Decoder) -> Differ:
     return apply
 
 
+def _shared(
+    column: ColumnSchema, codec: tuple[Decoder, Differ], share: Callable[[Any], Any] | None
+) -> tuple[Decoder, Differ]:
+    if share is None or column.kind not in ("set", "map"):
+        return codec
+    decode, apply = codec
+    return (lambda raw: share(decode(raw))), (lambda old, raw: share(apply(old, raw)))
+
+
 class RowCodec:
     """Builds the Rows of one table from update2 row contents, for the monitored columns.
 
@@ -332,12 +341,19 @@ class RowCodec:
 
     __slots__ = ("_decoders", "_defaults", "_differs", "columns", "table")
 
-    def __init__(self, table: TableSchema, columns: Iterable[str]) -> None:
+    def __init__(
+        self,
+        table: TableSchema,
+        columns: Iterable[str],
+        share: Callable[[Any], Any] | None = None,
+    ) -> None:
+        """share(value), if given, may replace each set or map value by an equal one
+        (a value many rows hold, stored once)."""
         self.table = table.name
         self.columns = tuple(columns)
         specs = [table.columns[name] for name in self.columns]
         self._defaults = {spec.name: spec.default() for spec in specs}
-        codecs = {spec.name: column_codec(spec) for spec in specs}
+        codecs = {spec.name: _shared(spec, column_codec(spec), share) for spec in specs}
         self._decoders = {name: codec[0] for name, codec in codecs.items()}
         self._differs = {name: codec[1] for name, codec in codecs.items()}
 
