@@ -614,7 +614,14 @@ def test_an_index_holds_what_was_added_and_not_removed(
 
 def test_sets_and_maps_may_be_shared_between_rows() -> None:
     shared: dict[Any, Any] = {}
-    codec = RowCodec(T, ["set", "map", "opt", "i"], lambda v: shared.setdefault(v, v))
+    asked = []
+
+    def sharer(column: Any) -> Any:
+        asked.append(column.name)
+        return lambda v: shared.setdefault(v, v)
+
+    codec = RowCodec(T, ["set", "map", "opt", "i"], sharer)
+    assert asked == ["set", "map"]
     rows: dict[uuid.UUID, Row] = {}
     same = {"set": "a", "map": ["map", [["k", "v"]]], "opt": "o", "i": 1}
     apply_table_update(codec, rows, {str(U1): {"insert": same}, str(U2): {"insert": same}})

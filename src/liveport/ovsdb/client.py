@@ -61,14 +61,15 @@ import ovs.poller
 import ovs.stream
 
 from liveport.model.errors import Conflict, InvalidInput, LiveportError, Timeout
-from liveport.model.frozen import FrozenMap
 from liveport.ovsdb.protocol import (
     SERVER_DATABASE,
+    ColumnSchema,
     ConditionState,
     InvalidOp,
     ProtocolError,
     RowCodec,
     Schema,
+    Sharer,
     TxnOutcome,
     apply_table_update,
     build_transaction,
@@ -358,9 +359,10 @@ class OvsdbClient:
         self._schema = schema if schema is not None else fetch_schema(remote, database)
         if self._schema.name != database:
             raise InvalidInput(f"the schema given is {self._schema.name}'s, not {database}'s")
-        self._shared: dict[Any, Any] = {}  # small sets and maps, each stored once
-        self._shared_limit = SHARED_ENTRIES
-        self._codecs = _codecs(self._schema, tables, self._share)
+        # Small sets and maps, each stored once, per type of their members.
+        self._pools: dict[tuple[str, str | None], dict[Any, Any]] = {}
+        self._pools_limit = SHARED_ENTRIES
+        self._codecs = _codecs(self._schema, tables, self._sharer)
         self._conditions = {table: ConditionState() for table in self._codecs}
         for table, cond in (conditions or {}).items():
             self._check_table(table)
@@ -645,25 +647,35 @@ class OvsdbClient:
             if gc_was_enabled:
                 gc.enable()
 
-    def _share(self, value: Any) -> Any:
-        """The one copy of a small set or map: a port's address is in its binding's
+    def _sharer(self, column: ColumnSchema) -> Callable[[Any], Any]:
+        """How to share the values of column: a port's address is in its binding's
         addresses and port_security and in the same columns of its logical port, and many
         ports share the options that name their chassis."""
-        if 0 < len(value) <= SHARED_MEMBERS:
-            return self._shared.setdefault(value, value)
-        return value
+        # Equal values of other types (True and 1, 1 and 1.0) must not stand in for them.
+        signature = (column.key.atomic, column.value.atomic if column.value else None)
+
+        def share(value: Any) -> Any:
+            if 0 < len(value) <= SHARED_MEMBERS:
+                return self._pools.setdefault(signature, {}).setdefault(value, value)
+            return value
+
+        return share
 
     def _prune_shared(self) -> None:
-        """Forgets the shared values no row holds any more (rebuilt from the rows)."""
-        if len(self._shared) <= self._shared_limit:
+        """Forgets the shared values no row holds any more (the pools rebuilt from the
+        rows), once they hold more than SHARED_ENTRIES or twice what they held then."""
+        if sum(len(pool) for pool in self._pools.values()) <= self._pools_limit:
             return
-        self._shared = {}
-        for rows in self._tables.values():
-            for row in rows.values():
-                for value in row.data.values():
-                    if isinstance(value, (frozenset, FrozenMap)):
-                        self._share(value)
-        self._shared_limit = max(SHARED_ENTRIES, 2 * len(self._shared))
+        self._pools = {}
+        for table, codec in self._codecs.items():
+            spec = self._schema.tables[table]
+            for name in codec.columns:
+                if spec.columns[name].kind in ("set", "map"):
+                    share = self._sharer(spec.columns[name])
+                    for row in self._tables[table].values():
+                        share(row.data[name])
+        shared = sum(len(pool) for pool in self._pools.values())
+        self._pools_limit = max(SHARED_ENTRIES, 2 * shared)
 
     def _release_memory(self) -> None:
         """Gives freed heap memory back to the system TRIM_DELAY after traffic (by then the
@@ -1113,7 +1125,7 @@ class OvsdbClient:
 
 
 def _codecs(
-    schema: Schema, tables: Mapping[str, Sequence[str] | None], share: Callable[[Any], Any]
+    schema: Schema, tables: Mapping[str, Sequence[str] | None], sharer: Sharer
 ) -> dict[str, RowCodec]:
     codecs = {}
     for table, columns in tables.items():
@@ -1124,7 +1136,7 @@ def _codecs(
         unknown = [c for c in names if c not in spec.columns]
         if unknown:
             raise InvalidInput(f"{schema.name} table {table} has no column {unknown[0]}")
-        codecs[table] = RowCodec(spec, names, share)
+        codecs[table] = RowCodec(spec, names, sharer)
     return codecs
 
 

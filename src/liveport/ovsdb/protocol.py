@@ -324,10 +324,14 @@ def _map_differ(key: Decoder, value: Decoder) -> Differ:
     return apply
 
 
+Sharer = Callable[[ColumnSchema], "Callable[[Any], Any] | None"]
+
+
 def _shared(
-    column: ColumnSchema, codec: tuple[Decoder, Differ], share: Callable[[Any], Any] | None
+    column: ColumnSchema, codec: tuple[Decoder, Differ], sharer: Sharer | None
 ) -> tuple[Decoder, Differ]:
-    if share is None or column.kind not in ("set", "map"):
+    share = sharer(column) if sharer is not None and column.kind in ("set", "map") else None
+    if share is None:
         return codec
     decode, apply = codec
     return (lambda raw: share(decode(raw))), (lambda old, raw: share(apply(old, raw)))
@@ -345,15 +349,15 @@ class RowCodec:
         self,
         table: TableSchema,
         columns: Iterable[str],
-        share: Callable[[Any], Any] | None = None,
+        sharer: Sharer | None = None,
     ) -> None:
-        """share(value), if given, may replace each set or map value by an equal one
-        (a value many rows hold, stored once)."""
+        """sharer(column), if given, gives for a set or map column a function that may
+        replace each value by an equal one (a value many rows hold, stored once)."""
         self.table = table.name
         self.columns = tuple(columns)
         specs = [table.columns[name] for name in self.columns]
         self._defaults = {spec.name: spec.default() for spec in specs}
-        codecs = {spec.name: _shared(spec, column_codec(spec), share) for spec in specs}
+        codecs = {spec.name: _shared(spec, column_codec(spec), sharer) for spec in specs}
         self._decoders = {name: codec[0] for name, codec in codecs.items()}
         self._differs = {name: codec[1] for name, codec in codecs.items()}
 
