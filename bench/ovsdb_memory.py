@@ -5,7 +5,8 @@ For each size, an SB ovsdb-server holds that many rows of northd's tables (a thi
 Port_Binding, Port_Claim and Chassis_VIF, plus their datapaths and chassis), inserted with
 the client itself. A fresh process per measurement then monitors northd's SB tables with
 northd's indexes and reports:
-- RSS before connecting, after the first complete snapshot, and its peak (VmHWM);
+- RSS before connecting, SETTLE seconds after the first complete snapshot, and its peak
+  (VmHWM);
 - tracemalloc's current and peak size after the first snapshot (a separate run: tracing
   slows everything down);
 - the time (and CPU) to the first complete snapshot;
@@ -63,6 +64,7 @@ CLIENT_PATH = "src/liveport/ovsdb/client.py"
 PORTS_PER_SWITCH = 100
 CHASSIS = 20
 BATCH = 1000
+SETTLE = 2.0  # seconds between the first snapshot and measuring RSS
 
 
 # ----- the data ----------------------------------------------------------------------------
@@ -252,6 +254,7 @@ def child(args: argparse.Namespace) -> dict[str, Any]:
         for client, _ in clients:
             client.close()
         return {"traced_mib": current / 2**20, "traced_peak_mib": peak / 2**20}
+    time.sleep(SETTLE)  # the new client gives freed heap memory back a second after traffic
     gc.collect()
     result |= {
         "rss_before_mib": rss_before / 1024,
