@@ -1,6 +1,6 @@
 """The OVSDB client against real ovsdb-servers when things move: reconnects (resumed with
 monitor_cond_since, or reloaded), conditions across them, a Raft cluster losing its leader,
-relays, locks, TLS, and a transaction whose reply is lost."""
+relays, locks, TLS and RBAC, and a transaction whose reply is lost."""
 
 from __future__ import annotations
 
@@ -18,7 +18,8 @@ import pytest
 from liveport.lab.lab import cluster_leader
 from liveport.lab.secure import free_ports, wait_listening
 from liveport.model.errors import Timeout
-from liveport.ovsdb import schema, server
+from liveport.model.security import CHASSIS_ROLE
+from liveport.ovsdb import rbac, schema, server
 from liveport.ovsdb.client import OvsdbClient, TxnError, configure_tls, fetch_schema
 from liveport.ovsdb.rows import Change, Delete, Insert, Snapshot, Update
 from liveport.runtime import pki
@@ -311,6 +312,40 @@ def test_tls(servers: ServerFactory, short_tmp: Path) -> None:
         client.wait_until(lambda s: s.one("Datapath_Binding", name="over-tls"), timeout=10)
     with OvsdbClient(sb.remote, SB, DP) as local:
         assert names(local.wait_connected(10)) == {"over-tls"}
+
+
+def test_rbac_refusals_are_reported(servers: ServerFactory, short_tmp: Path) -> None:
+    """A chassis over TLS writes its own rows (inserted with the UUIDs the client chose)
+    and is refused the others, with the server's reason."""
+    root = short_tmp / "pki"
+    pki.init(root)
+    server_creds = pki.issue(root, "server", "sb")
+    chassis = pki.issue(root, "chassis", "hv1")
+    (port,) = free_ports(1)
+    sb = servers(
+        "sb",
+        db_remotes=(f"db:{SB},SB_Global,chassis_connections",),
+        options=(
+            f"--private-key={server_creds.private_key}",
+            f"--certificate={server_creds.certificate}",
+            f"--ca-cert={root / 'chassis-ca.pem'}",  # a chassis listener trusts chassis
+        ),
+    )
+    with OvsdbClient(sb.remote, SB, rbac.SETUP_TABLES) as operator:
+        listener = {f"pssl:{port}:127.0.0.1": CHASSIS_ROLE}
+        operator.transact(rbac.setup_operations(operator.wait_connected(10), listener)[0])
+    wait_listening([port], timeout=10)
+    configure_tls(chassis.private_key, chassis.certificate, chassis.ca_cert, replace=True)
+    own = {"hostname": "hv1", "encap_type": "geneve", "encap_ip": "192.0.2.1"}
+    with OvsdbClient(f"ssl:127.0.0.1:{port}", SB, {"Chassis": None}) as hv1:
+        hv1.wait_connected(10)
+        inserted = hv1.transact([Insert("Chassis", {"name": "hv1", **own}, name="me")])
+        me = hv1.wait_until(lambda s: s.one("Chassis", name="hv1"), timeout=10)
+        assert me.uuid == inserted.inserted["me"]
+        hv1.transact([Update("Chassis", me.uuid, {"encap_ip": "192.0.2.9"})])
+        with pytest.raises(TxnError, match=r"permission error: .*hv1.*Chassis") as refused:
+            hv1.transact([Insert("Chassis", {"name": "hv2", **own})])
+        assert refused.value.status == "error"
 
 
 class ReplyEater:
