@@ -239,6 +239,13 @@ def test_a_leader_only_client_follows_the_raft_leader(
         # Sent at once: it waits for the client to find the new leader, then succeeds.
         client.transact(datapaths("after", first_key=2), timeout=60)
         assert client.snapshot().connected
+        status = client.server_status().result(5)
+        assert status == {
+            "remote": new_leader.remote,
+            "connected": True,
+            "model": "clustered",
+            "leader": True,
+        }
         assert cluster_leader(followers, SB) == new_leader
         assert names(client.snapshot()) == {"before", "after"}
 
@@ -254,6 +261,8 @@ def test_a_relay_serves_clients_that_do_not_need_the_leader(servers: ServerFacto
         # Transactions go through the relay to its source.
         agent.transact(datapaths("written", first_key=2))
         agent.wait_until(lambda s: s.one("Datapath_Binding", name="written"), timeout=10)
+        status = agent.server_status().result(5)
+        assert (status["model"], status["connected"], "leader" in status) == ("relay", True, False)
     with (
         OvsdbClient(relay.remote, SB, DP, schema=schema.southbound_path()) as northd,
         pytest.raises(Timeout),  # a relay is no leader

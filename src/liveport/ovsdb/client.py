@@ -526,16 +526,13 @@ class OvsdbClient:
 
         def ask() -> None:
             status: dict[str, Any] = {
-                "remote": str(self._idl.session_name()),
-                "connected": self._monitoring(),
+                "remote": str(self._session.get_name()),
+                "connected": self._state is _State.MONITORING,
             }
-            tables = self._idl.server_tables or {}
-            rows = tables["Database"].rows.values() if "Database" in tables else ()
-            for row in rows:
-                if row.name == self.database:
-                    status["model"] = str(row.model)
-                    if row.model == "clustered":
-                        status["leader"] = bool(row.leader)
+            for row in self._server_rows.values():  # the monitor asks for our database's only
+                status["model"] = str(row["model"])
+                if row["model"] == "clustered":
+                    status["leader"] = bool(row["leader"])
             answer.set_result(status)
 
         self._submit(ask)
