@@ -12,7 +12,9 @@ concurrent.futures.Future objects. Listeners run on the owner thread and must on
 work (STYLE.md 7).
 
 Each row exists once in memory, as the Row the snapshots share; a new snapshot copies only
-the tables whose rows changed (copy-on-write of the table's map, not of its rows).
+the tables whose rows changed (copy-on-write of the table's map, not of its rows). Short
+strings and small sets and maps that many rows hold are stored once too, and the heap
+memory freed after parsing large messages is given back to the system.
 
 A connection goes through these steps (the owner thread's state):
 1. `lock` (if the client wants one), and a monitor of the _Server database's Database row
