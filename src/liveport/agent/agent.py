@@ -240,8 +240,8 @@ class Agent:
                 "Port_Binding": ["logical_port", "datapath"],
                 "Port_Connections": ["logical_port"],
             },
-            # Any cluster member or relay will do (python-ovs still refuses one whose data
-            # is older than what this client has seen); only northd needs the leader.
+            # Any cluster member or relay will do (the client still refuses one whose data
+            # is older than what it has seen); only northd needs the leader.
             leader_only=False,
             name="sb",
         )

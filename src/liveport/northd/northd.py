@@ -62,6 +62,7 @@ from liveport.northd.liveness import Liveness
 from liveport.northd.observe import NorthdObserver, log_extra
 from liveport.ovsdb import schema
 from liveport.ovsdb.client import OvsdbClient, TxnError, fetch_schema
+from liveport.ovsdb.protocol import Schema
 from liveport.ovsdb.rows import Change, Delete, Insert, Op, Ref, Row, Snapshot, Update
 
 log = logging.getLogger("liveport.northd")
@@ -157,10 +158,10 @@ class NorthdConfig:
     name: str = ""  # how the active northd names itself in SB_Global (default host:pid)
 
 
-def _nb_tables(nb_schema: Any) -> dict[str, list[str] | None]:
+def _nb_tables(nb_schema: Schema) -> dict[str, list[str] | None]:
     tables = dict(NB_TABLES)
     for name in UNSUPPORTED_TABLES:
-        if name in nb_schema.schema_json["tables"]:
+        if name in nb_schema.tables:
             tables[name] = []
     return tables
 

@@ -67,7 +67,11 @@ class Snapshot:
         index = self._indexes.get((table, column))
         rows = self.table(table)
         if index is not None:
-            return [rows[u] for u in index.get(value, ()) if u in rows]
+            found = index.get(value)
+            if found is None:
+                return []
+            members = (found,) if isinstance(found, uuid.UUID) else found
+            return [rows[u] for u in members if u in rows]
         return [r for r in rows.values() if _holds(r.data.get(column), value)]
 
     def table(self, name: str) -> TableRows:
@@ -96,7 +100,29 @@ class Snapshot:
         return sum(len(rows) for rows in self._tables.values())
 
 
-Index = Mapping[Any, frozenset[uuid.UUID]]
+# An index maps a value to the row that holds it, or to the set of rows when several do:
+# most values are held by one row (a port's name), and a set for each would cost 216 bytes.
+Index = Mapping[Any, "uuid.UUID | frozenset[uuid.UUID]"]
+
+
+def index_add(index: dict[Any, Any], key: Any, row_uuid: uuid.UUID) -> None:
+    found = index.get(key)
+    if found is None:
+        index[key] = row_uuid
+    elif isinstance(found, uuid.UUID):
+        if found != row_uuid:
+            index[key] = frozenset((found, row_uuid))
+    else:
+        index[key] = found | {row_uuid}
+
+
+def index_remove(index: dict[Any, Any], key: Any, row_uuid: uuid.UUID) -> None:
+    found = index.get(key)
+    if found == row_uuid:
+        del index[key]
+    elif isinstance(found, frozenset) and row_uuid in found:
+        rest = found - {row_uuid}
+        index[key] = next(iter(rest)) if len(rest) == 1 else rest
 
 
 def index_keys(value: Any) -> tuple[Any, ...]:

@@ -1,7 +1,7 @@
 """A database client's connection as an operator wants to see it (`connection-status`).
 
-Concurrency model: called from any thread; the client's owner thread answers with what its
-IDL knows (a future), within ASK_TIMEOUT or reported as unknown.
+Concurrency model: called from any thread; the client's owner thread answers with what it
+knows of its connection (a future), within ASK_TIMEOUT or reported as unknown.
 """
 
 from __future__ import annotations
