@@ -10,7 +10,6 @@ from pathlib import Path
 
 from liveport.model.errors import InvalidInput
 from liveport.ovsdb.client import configure_tls
-from liveport.runtime import pki
 
 ENV = {
     "private_key": "LIVEPORT_PRIVATE_KEY",
@@ -66,4 +65,6 @@ def apply_tls(args: argparse.Namespace, env: Mapping[str, str] = os.environ) -> 
     if files is None:
         return None
     configure_tls(*files)
+    from liveport.runtime import pki  # noqa: PLC0415 - cryptography only when TLS is on
+
     return pki.common_name(files[1])

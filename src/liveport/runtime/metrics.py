@@ -16,7 +16,6 @@ import logging
 import threading
 from collections.abc import Iterable
 from typing import TYPE_CHECKING, Any, Final
-from wsgiref.simple_server import WSGIRequestHandler, WSGIServer, make_server
 
 from liveport.model.errors import InvalidInput, Unavailable
 
@@ -78,17 +77,12 @@ def info_family(program: str, version: str) -> Metric:
     return family
 
 
-class _Quiet(WSGIRequestHandler):
-    def log_message(self, format: str, *args: Any) -> None:
-        pass
-
-
 class MetricsServer:
     def __init__(self, host: str, port: int, registry: CollectorRegistry) -> None:
         self.host = host
         self.port = port
         self.registry = registry
-        self._server: WSGIServer | None = None
+        self._server: Any = None  # a wsgiref server, imported only when metrics are on
         self._thread: threading.Thread | None = None
 
     @property
@@ -98,7 +92,14 @@ class MetricsServer:
         return f"{host}:{self.port}"
 
     def start(self) -> None:
+        # Imported here: a daemon without metrics does not load an HTTP server.
+        from wsgiref.simple_server import WSGIRequestHandler, make_server  # noqa: PLC0415
+
         from prometheus_client import make_wsgi_app  # noqa: PLC0415 - see the docstring
+
+        class _Quiet(WSGIRequestHandler):
+            def log_message(self, format: str, *args: Any) -> None:
+                pass
 
         family_server = _server_class(self.host)
         try:
@@ -129,8 +130,9 @@ class MetricsServer:
             self._thread.join(timeout=5)
 
 
-def _server_class(host: str) -> type[WSGIServer]:
+def _server_class(host: str) -> type[Any]:
     import socket  # noqa: PLC0415 - only here
+    from wsgiref.simple_server import WSGIServer  # noqa: PLC0415 - only with metrics on
 
     try:
         v6 = ipaddress.ip_address(host).version == 6
