@@ -11,11 +11,13 @@ from liveport.model.binding import (
     MAIN,
     LocalRole,
     PortState,
+    Resolved,
     arbitrate,
     claim_changes,
     claim_report,
     decide_binding,
     records_activation,
+    resolve_chassis,
     vif_report,
 )
 
@@ -463,3 +465,13 @@ def test_only_an_untouched_destination_claim_records_an_activation() -> None:
     assert not records_activation(claim_report("hv2", "main"))
     assert not records_activation(claim_report("hv2", "destination", activated=1))
     assert not records_activation(None)
+
+
+def test_resolving_a_chassis_by_name_or_host_name() -> None:
+    hosts = {"c1": "a.example", "c2": "b.example", "c3": "b.example", "c4": "c1"}
+    assert resolve_chassis(None, hosts) == Resolved(None)
+    assert resolve_chassis("c1", hosts) == Resolved("c1")  # a name wins over a host name
+    assert resolve_chassis("a.example", hosts).chassis == "c1"
+    ambiguous = resolve_chassis("b.example", hosts)
+    assert ambiguous.chassis == "b.example" and "ambiguous" in ambiguous.note
+    assert resolve_chassis("unknown", hosts) == Resolved("unknown")

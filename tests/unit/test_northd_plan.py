@@ -140,3 +140,45 @@ def test_the_mac_index_names_the_ports_a_change_affects() -> None:
     assert index.update("c", None) == {"a"}
     assert index.sharing(3) == {"a"} and index.sharing(1) == {"b"}
     assert index.update("x", ["ff:ff:ff:ff:ff:ff"]) == set()  # not a unicast MAC: no entry
+
+
+# ----- host names (M14) ---------------------------------------------------------------------
+
+
+def test_a_host_name_names_its_chassis() -> None:
+    net = Net()
+    for name in ENCAP:
+        row = net.sb.find("Chassis", name=name)
+        net.sb.update("Chassis", row, hostname=f"{name}.example.net")
+    net.nb.update("Logical_Switch_Port", net.vm1, options={"requested-chassis": "hv1.example.net"})
+    written = net.port()
+    assert written["chassis"] == "hv1" and written["requested_chassis"] == "hv1"
+    assert written["status"]["chassis"] == "host name hv1.example.net is chassis hv1"
+    # Neutron's migration form: <host S>,<host D>.
+    net.sb.insert("Chassis_VIF", chassis="hv2", iface_id="vm1")
+    net.nb.update(
+        "Logical_Switch_Port",
+        net.vm1,
+        options={"requested-chassis": "hv1.example.net,hv2.example.net"},
+    )
+    written = net.port()
+    assert written["migration_destination"] == "hv2"
+
+
+def test_a_host_name_two_chassis_share_names_neither() -> None:
+    net = Net()
+    for name in ("hv1", "hv2"):
+        net.sb.update("Chassis", net.sb.find("Chassis", name=name), hostname="twin")
+    net.nb.update("Logical_Switch_Port", net.vm1, options={"requested-chassis": "twin"})
+    written = net.port()
+    assert written["chassis"] is None
+    assert "ambiguous (chassis hv1, hv2)" in written["status"]["chassis"]
+
+
+def test_a_name_and_a_host_name_of_one_chassis_are_no_migration() -> None:
+    net = Net()
+    net.sb.update("Chassis", net.sb.find("Chassis", name="hv1"), hostname="h1")
+    net.nb.update("Logical_Switch_Port", net.vm1, options={"requested-chassis": "hv1,h1"})
+    written = net.port()
+    assert written["chassis"] == "hv1" and written["migration_destination"] is None
+    assert "is the requested chassis itself" in written["status"]["error"]

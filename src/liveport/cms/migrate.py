@@ -33,7 +33,7 @@ NB_TABLES: dict[str, list[str] | None] = {
     "Logical_Switch_Port": ["name", "options", "up"],
 }
 SB_TABLES: dict[str, list[str] | None] = {
-    "Chassis": ["name", "vhost_modes"],
+    "Chassis": ["name", "hostname", "vhost_modes"],
     "SB_Global": ["live_chassis"],
     "Chassis_VIF": ["chassis", "iface_id", "migration_status", "vhost_mode", "status"],
     "Port_Binding": [
@@ -241,8 +241,23 @@ class Cms(CmsClients):
 
     # ----- starting --------------------------------------------------------------------
 
+    def chassis_named(self, named: str, sb: Snapshot | None = None) -> str:
+        """The chassis a name or a host name stands for (as northd resolves them, M14)."""
+        sb = sb or self.sb.snapshot()
+        if sb.one("Chassis", name=named) is not None:
+            return named
+        holders = sorted(r["name"] for r in sb.rows("Chassis") if r["hostname"] == named)
+        if len(holders) > 1:
+            raise MigrationError(
+                f"host name {named!r} is ambiguous: chassis {', '.join(holders)} have it"
+            )
+        if not holders:
+            raise NotFound(f"unknown destination chassis {named!r}")
+        return str(holders[0])
+
     def check(self, port: str, destination: str) -> tuple[Row, Row]:
-        """The pre-checks of a migration; returns the NB port and SB binding."""
+        """The pre-checks of a migration (destination: a chassis name, resolved); returns
+        the NB port and SB binding."""
         lsp = self._lsp(port)
         sb = self.sb.snapshot()
         if not sb.one("Chassis", name=destination):
@@ -274,15 +289,19 @@ class Cms(CmsClients):
         timeout: float = 30.0,
         on_event: Callable[[Event], None] | None = None,
     ) -> list[Event]:
+        """Names destination (a chassis name or host name: it is written as given, as
+        Neutron writes host names) as the port's migration destination."""
+        named = destination
+        destination = self.chassis_named(named)
         lsp, pb = self.check(port, destination)
         options = dict(lsp["options"])
         requested = options.get("requested-chassis", "").strip()
         use_ovn = form == "ovn" or (form == "auto" and bool(requested))
         if use_ovn:
             main = requested.split(",")[0] if requested else pb["chassis"]
-            options["requested-chassis"] = f"{main},{destination}"
+            options["requested-chassis"] = f"{main},{named}"
         else:
-            options["migration-destination"] = destination
+            options["migration-destination"] = named
         self._write_options(lsp, options)
         events = [
             self._emit(
@@ -344,6 +363,13 @@ class Cms(CmsClients):
 
     # ----- ending ----------------------------------------------------------------------
 
+    def _known(self, named: str, sb: Snapshot) -> str:
+        """named's chassis if it resolves, else named itself (what the NB says is kept)."""
+        try:
+            return self.chassis_named(named, sb)
+        except (MigrationError, NotFound):
+            return named
+
     def _end(
         self, port: str, *, complete: bool, timeout: float, on_event: Callable[[Event], None] | None
     ) -> list[Event]:
@@ -352,13 +378,16 @@ class Cms(CmsClients):
         pb = self._binding(port, sb)
         options = dict(lsp["options"])
         parsed = parse_options(options)
-        dest = parsed.destination or pb["migration_destination"]
-        if dest is None:
+        written = parsed.destination or pb["migration_destination"]  # maybe a host name
+        if written is None:
             raise MigrationError(f"no migration of {port} is in progress")
-        source = parsed.requested or pb["migration_source"]
+        dest = pb["migration_destination"] or self._known(written, sb)
+        source = pb["migration_source"] or (
+            self._known(parsed.requested, sb) if parsed.requested else None
+        )
         options.pop("migration-destination", None)
         if parsed.requested is not None:
-            options["requested-chassis"] = dest if complete else parsed.requested
+            options["requested-chassis"] = written if complete else parsed.requested
         self._write_options(lsp, options)
         verb = "completed" if complete else "aborted"
         events = [self._emit(on_event, f"{verb}-nb", f"destination {dest} removed from the NB")]

@@ -361,3 +361,30 @@ def claim_changes(
 def records_activation(claim: ClaimReport | None) -> bool:
     """Whether an agent may write an announcement into its claim."""
     return claim is not None and claim.role == DESTINATION and claim.activated is None
+
+
+@dataclass(frozen=True)
+class Resolved:
+    """A chassis the NB named, by its name or its host name."""
+
+    chassis: str | None  # the chassis name (None: nothing was named)
+    note: str = ""  # how a host name resolved, or why it could not
+
+
+def resolve_chassis(named: str | None, hostnames: Mapping[str, str]) -> Resolved:
+    """OVN lets `requested-chassis` (and liveport's migration-destination) name a chassis
+    by its name or by its host name (`Chassis.hostname`; Neutron writes host names).
+    hostnames: chassis name -> host name, for the chassis that may be used. A name wins
+    over a host name; a host name two chassis share names neither (a fight between them
+    is what must not happen) and is reported; an unknown word stays as written (a chassis
+    that has not registered yet)."""
+    if named is None or named in hostnames:
+        return Resolved(named)
+    holders = sorted(name for name, host in hostnames.items() if host == named)
+    if len(holders) == 1:
+        return Resolved(holders[0], f"host name {named} is chassis {holders[0]}")
+    if holders:
+        return Resolved(
+            named, f"host name {named} is ambiguous (chassis {', '.join(holders)}): neither is used"
+        )
+    return Resolved(named)

@@ -31,6 +31,7 @@ chassis reach the SB. The active northd names itself in SB_Global options:northd
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import logging
 import os
@@ -47,14 +48,21 @@ from liveport.model.addr import Mac
 from liveport.model.binding import (
     DESTINATION,
     Arbitration,
+    Resolved,
     arbitrate,
     claim_changes,
     claim_report,
+    resolve_chassis,
     vif_report,
 )
 from liveport.model.clock import Clock, SystemClock
 from liveport.model.frozen import FrozenMap
-from liveport.model.logical import activation_strategy, parse_network, parse_options
+from liveport.model.logical import (
+    PortOptions,
+    activation_strategy,
+    parse_network,
+    parse_options,
+)
 from liveport.model.security import AUTHORITY, NORTHD_IDENTITY
 from liveport.model.untrusted import chassis_problem, note, valid_chassis_name
 from liveport.northd import security
@@ -359,6 +367,9 @@ class Northd:
         elif table == "Chassis":
             for row in rows:
                 keys |= self._chassis_keys(snap, row["name"])
+                if row["hostname"]:
+                    # Ports that name it by its host name (M14).
+                    keys |= self._host_keys(row["hostname"])
             keys.add(GLOBAL)
         else:  # SB_Global, Chassis_Private (nb_cfg for hv_cfg; heartbeats via liveness)
             keys.add(GLOBAL)
@@ -400,6 +411,18 @@ class Northd:
         keys |= {("port", r["logical_port"]) for r in sb.lookup("Port_Claim", "chassis", name)}
         keys |= {("port", r["iface_id"]) for r in sb.lookup("Chassis_VIF", "chassis", name)}
         return keys
+
+    def _host_keys(self, hostname: str) -> set[Key]:
+        """Ports whose NB options name hostname (requested-chassis, migration-destination)."""
+        nb = self._prev.get("nb")
+        if nb is None:
+            return set()
+        return {
+            ("port", lsp["name"])
+            for lsp in nb.rows("Logical_Switch_Port")
+            if hostname in lsp["options"].get("requested-chassis", "").split(",")
+            or lsp["options"].get("migration-destination") == hostname
+        }
 
     # ----- reconciliation ------------------------------------------------------------------
 
@@ -624,6 +647,15 @@ class Plan:
     def registered(self) -> frozenset[str]:
         return usable_chassis(self.sb)
 
+    @functools.cached_property
+    def hostnames(self) -> dict[str, str]:
+        """Usable chassis -> host name (the NB may name a chassis by either)."""
+        return {
+            r["name"]: r["hostname"]
+            for r in self.sb.rows("Chassis")
+            if r["name"] in self.registered
+        }
+
     # ----- datapaths ---------------------------------------------------------------------
 
     def _sb_datapath(self, ls_uuid: str) -> Row | None:
@@ -720,6 +752,7 @@ class Plan:
         options = parse_options(lsp["options"])
         network = parse_network(lsp["addresses"], lsp["port_security"])
         problems = [*options.problems, *network.problems, *_unsupported_port_features(lsp)]
+        options, notes = self._resolve(options, problems)
         if len(lsps) > 1:
             problems.append(f"{len(lsps)} logical switch ports are named {name}")
         if len(lss) > 1:
@@ -779,11 +812,7 @@ class Plan:
         )
         owner_claim = reports.get(result.owner) if result.owner else None
         up = owner_claim is not None and owner_claim.installed == "owner"
-        status = {}
-        if problems:
-            status["error"] = "; ".join(problems)
-        if result.reason:
-            status["binding"] = result.reason
+        status = _status(problems, result.reason, notes)
         self._write_binding(
             name,
             pb,
@@ -794,7 +823,7 @@ class Plan:
                 "type": lsp["type"],
                 "addresses": frozenset(lsp["addresses"]),
                 "port_security": frozenset(lsp["port_security"]),
-                "requested_chassis": options.requested,
+                "requested_chassis": options.requested,  # resolved
                 "migration_destination": result.destination,
                 "migration_source": result.source,
                 "activation_strategy": frozenset(
@@ -813,6 +842,22 @@ class Plan:
         if lsp["up"] != up:
             self.nb_ops.append(Update("Logical_Switch_Port", lsp.uuid, {"up": up}))
             self.nb_ports.add(name)
+
+    def _resolve(self, options: PortOptions, problems: list[str]) -> tuple[PortOptions, list[str]]:
+        """The options with the chassis they name by host name resolved to chassis names
+        (M14: arbitration speaks chassis names), and how each host name resolved."""
+        requested = resolve_chassis(options.requested, self.hostnames)
+        destination = resolve_chassis(options.destination, self.hostnames)
+        notes = [r.note for r in (requested, destination) if r.note]
+        if requested.chassis is not None and requested.chassis == destination.chassis:
+            problems.append(
+                f"migration destination {options.destination} is the requested chassis itself"
+            )
+            destination = Resolved(None)
+        resolved = dataclasses.replace(
+            options, requested=requested.chassis, destination=destination.chassis
+        )
+        return resolved, notes
 
     def _home_switch(self, switches: list[Row], pb: Row | None) -> Row | None:
         """The switch a port is bound in when the NB puts it in several: the one it is bound
@@ -947,6 +992,19 @@ DECIDED = (
 def binding_fingerprint(values: Row | Mapping[str, Any]) -> int:
     """A hash of the columns northd decides: equal for northd's own write coming back."""
     return hash(tuple(values.get(column) for column in DECIDED))
+
+
+def _status(problems: list[str], reason: str, notes: list[str]) -> dict[str, str]:
+    """Port_Binding.status: NB problems (error), why the port is bound where it is
+    (binding), how host names resolved (chassis)."""
+    status = {}
+    if problems:
+        status["error"] = "; ".join(problems)
+    if reason:
+        status["binding"] = reason
+    if notes:
+        status["chassis"] = "; ".join(notes)
+    return status
 
 
 def _switch_name(ls: Row) -> str:
