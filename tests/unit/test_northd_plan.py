@@ -182,3 +182,36 @@ def test_a_name_and_a_host_name_of_one_chassis_are_no_migration() -> None:
     written = net.port()
     assert written["chassis"] == "hv1" and written["migration_destination"] is None
     assert "is the requested chassis itself" in written["status"]["error"]
+
+
+# ----- native DHCP ----------------------------------------------------------------------------
+
+
+def test_dhcp_options_reach_the_binding_and_bad_ones_are_reported() -> None:
+    net = Net()
+    good = net.nb.insert(
+        "DHCP_Options",
+        cidr="10.0.0.0/24",
+        options={
+            "server_id": "10.0.0.254",
+            "server_mac": "fa:16:3e:ff:ff:01",
+            "lease_time": "3600",
+            "router": "10.0.0.254",
+            "mtu": "not-a-number",
+        },
+    )
+    net.nb.update(
+        "Logical_Switch_Port",
+        net.vm1,
+        dhcpv4_options=good,
+        options={"requested-chassis": "hv1", "hostname": '"vm-one"'},
+    )
+    written = net.port()
+    assert written["dhcpv4_options"]["cidr"] == "10.0.0.0/24"
+    assert written["dhcpv4_options"]["hostname"] == '"vm-one"'
+    assert "mtu" in written["status"]["error"]
+    # No usable config (server_mac missing): nothing to answer from, and why.
+    net.nb.update("DHCP_Options", good, options={"server_id": "10.0.0.254", "lease_time": "60"})
+    written = net.port()
+    assert dict(written["dhcpv4_options"]) == {}
+    assert "server_mac" in written["status"]["error"]

@@ -52,11 +52,13 @@ from liveport.agent.step import (
     Inputs,
     Memory,
     Outcome,
+    Reply,
     announce,
+    dhcp_reply,
     rejection,
     step,
 )
-from liveport.model import cookies, packets
+from liveport.model import cookies, dhcp_server, packets
 from liveport.model.acl import parse_reject_userdata
 from liveport.model.addr import Mac
 from liveport.model.carried import parse_dump
@@ -78,6 +80,7 @@ from liveport.vhostuser.catalogue import load_catalogue
 log = logging.getLogger("liveport.agent")
 SLOW_PASS = 0.1  # seconds: passes slower than this are logged
 REJECT_RATE = 100.0  # answers to rejected packets per second (TCP resets, ICMP unreachables)
+DHCP_RATE = 200.0  # DHCP answers per second
 
 
 class TokenBucket:
@@ -176,6 +179,7 @@ class Agent:
         self.passes = 0
         self._carry_kick = asyncio.Event()
         self._reject_budget = TokenBucket(REJECT_RATE, REJECT_RATE)
+        self._dhcp_budget = TokenBucket(DHCP_RATE, DHCP_RATE)
         self._answers: set[asyncio.Future[None]] = set()  # answers being sent
         self._ctl_warned = False
         self.observer = AgentObserver()  # counters; the daemon gives it metrics
@@ -561,6 +565,11 @@ class Agent:
             if send:
                 self._answer_rejected(packet)
             return
+        if dhcp_server.parse_userdata(packet.userdata) is not None:
+            # A VM that floods DHCP costs the agent at most DHCP_RATE answers a second.
+            if send and self._dhcp_budget.take(time.monotonic()):
+                self._send_reply(dhcp_reply(self.memory, packet.userdata, packet.data))
+            return
         announced = announce(self.memory, packet.userdata, packet.in_port, _now_ms(self.clock))
         if send:
             self.observer.packet_in(packet.received_at, announced.port)
@@ -590,10 +599,13 @@ class Agent:
         REJECT_RATE a second (a flood of rejected packets costs the agent little)."""
         if self.memory is None or self.of is None or not self._reject_budget.take(time.monotonic()):
             return
-        found = rejection(self.memory, packet.userdata, packet.metadata, packet.data)
-        if found is None:
-            return
+        self._send_reply(rejection(self.memory, packet.userdata, packet.metadata, packet.data))
+
+    def _send_reply(self, found: Reply | None) -> None:
+        """Sends what the agent answers a packet-in with (step.Reply), in the background."""
         of = self.of
+        if found is None or of is None:
+            return
 
         async def send() -> None:
             try:

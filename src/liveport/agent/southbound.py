@@ -210,6 +210,8 @@ def port_view(pb: Row, dp: Row) -> PortView:
         strategy=_strategy(pb["activation_strategy"]),
         enabled=pb["enabled"] is not False,
         source=pb["migration_source"],
+        dhcpv4=tuple(sorted(pb["dhcpv4_options"].items())),
+        dhcpv6=tuple(sorted(pb["dhcpv6_options"].items())),
     )
 
 

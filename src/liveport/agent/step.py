@@ -34,7 +34,7 @@ from liveport.agent import localswitch, southbound
 from liveport.agent import vhost as agent_vhost
 from liveport.agent.localswitch import Identity, LocalState, VifModes
 from liveport.agent.security import Security, carried_from, read_security
-from liveport.model import cookies
+from liveport.model import cookies, dhcp_server
 from liveport.model.acl import Direction, parse_reject_userdata
 from liveport.model.binding import (
     ClaimReport,
@@ -49,6 +49,7 @@ from liveport.model.compiler import Dirty, FlowChange, FlowTable
 from liveport.model.cookies import Kind
 from liveport.model.errors import LiveportError
 from liveport.model.flows import OFPP_CONTROLLER, OFPP_TABLE, Action, Flow, FlowSet, Output, diff
+from liveport.model.logical import parse_network
 from liveport.model.pipeline import ChassisView, LocalVif, PortView, parse_activation_userdata
 from liveport.model.reject import answer
 from liveport.model.virtio import Negotiated
@@ -744,9 +745,10 @@ def _changed_keys(old: Mapping[str, object], new: Mapping[str, object]) -> set[s
 
 
 @dataclass(frozen=True)
-class Rejection:
-    """What to send for a packet an ACL rejected: frame through actions as if it arrived
-    on in_port (OFPP_CONTROLLER: from nowhere)."""
+class Reply:
+    """What the agent sends for a packet the pipeline gave it (a rejected packet, a DHCP
+    request): frame through actions as if it arrived on in_port (OFPP_CONTROLLER: from
+    nowhere)."""
 
     port: str
     in_port: int
@@ -757,7 +759,7 @@ class Rejection:
 
 def rejection(
     memory: Memory, userdata: bytes, metadata: Mapping[str, int], data: bytes
-) -> Rejection | None:
+) -> Reply | None:
     """The answer to a packet-in of a reject ACL (model.reject), None if it gets none: a
     from-lport reject answers the local sender on its VIF; a to-lport reject answers from
     the local receiver's VIF, through the pipeline, towards the sender."""
@@ -773,5 +775,28 @@ def rejection(
     if name is None or vif is None or found is None:
         return None
     if direction is Direction.FROM_LPORT:
-        return Rejection(name, OFPP_CONTROLLER, (Output(vif.ofport),), found.frame, found.what)
-    return Rejection(name, vif.ofport, (Output(OFPP_TABLE),), found.frame, found.what)
+        return Reply(name, OFPP_CONTROLLER, (Output(vif.ofport),), found.frame, found.what)
+    return Reply(name, vif.ofport, (Output(OFPP_TABLE),), found.frame, found.what)
+
+
+def dhcp_reply(memory: Memory, userdata: bytes, data: bytes) -> Reply | None:
+    """The answer to a port's DHCP request (model.dhcp_server), to its VIF; None if it gets
+    none (or the port is not owned here any more: only the owner answers)."""
+    asked = dhcp_server.parse_userdata(userdata)
+    view = memory.view
+    if asked is None or view is None:
+        return None
+    name = memory.keys.get((asked.dp_key, asked.port_key))
+    port = view.ports.get(name) if name is not None else None
+    vif = view.vifs.get(name) if name is not None else None
+    if port is None or vif is None or view.role(port) not in (LocalRole.OWNER, LocalRole.ACTIVATED):
+        return None
+    network = parse_network(port.addresses, port.port_security)
+    frame = dhcp_server.answer(
+        port.name, network, asked, dict(port.dhcpv4), dict(port.dhcpv6), data
+    )
+    if frame is None:
+        return None
+    return Reply(
+        port.name, OFPP_CONTROLLER, (Output(vif.ofport),), frame, f"dhcpv{asked.ip_version}"
+    )

@@ -12,6 +12,8 @@ may use, and every compiled flow is checked against that declaration):
                   pending port's traffic also needs the gate open.
   15 ACL_IN_PRE   from-lport ACLs (model.acl): a stateful switch sends IP packets to the
   16 ACL_IN       tracker in the inport's zone (reg12), then the ACLs judge them.
+  20 DHCP         a port's DHCPv4/DHCPv6 requests go to the agent, which answers them
+                  (model.dhcp_server); the owner's flows only.
   30 L2_LOOKUP    destination MAC -> logical outport (reg15); broadcast, multicast and
                   unknown unicast are flooded to the datapath's local ports and other chassis.
   40 OUTPUT       per logical outport: deliver to the local VIF, or tunnel to the chassis
@@ -52,6 +54,7 @@ from dataclasses import dataclass, field
 from enum import IntEnum
 
 from liveport.model import acl as acls
+from liveport.model import dhcp_server
 from liveport.model.acl import AclView, Direction, Stage
 from liveport.model.addr import BROADCAST, Mac
 from liveport.model.binding import (
@@ -71,6 +74,7 @@ from liveport.model.flows import (
     ETH_RARP,
     FIELD_BITS,
     IPPROTO_ICMPV6,
+    IPPROTO_UDP,
     Action,
     Controller,
     Flow,
@@ -96,6 +100,7 @@ class Table(IntEnum):
     PORT_SEC = 10
     ACL_IN_PRE = 15
     ACL_IN = 16
+    DHCP = 20
     L2_LOOKUP = 30
     OUTPUT = 40
     FLOOD_LOCAL = 41
@@ -122,13 +127,29 @@ TABLE_FIELDS: Mapping[Table, frozenset[str]] = {
     ),
     Table.GATE: frozenset({"metadata", "reg14"}),
     Table.PORT_SEC: frozenset(
-        {"metadata", "reg14", "reg9", "eth_src", "eth_type", "ipv4_src", "ipv6_src", *_ARP_FIELDS}
+        {
+            "metadata",
+            "reg14",
+            "reg9",
+            "eth_src",
+            "eth_type",
+            "ipv4_src",
+            "ipv4_dst",
+            "ip_proto",
+            "udp_src",
+            "udp_dst",
+            "ipv6_src",
+            *_ARP_FIELDS,
+        }
     ),
     Table.L2_LOOKUP: frozenset({"metadata", "eth_dst"}),
     Table.OUTPUT: frozenset({"metadata", "reg15", "reg10", "eth_src"}),
     Table.FLOOD_LOCAL: frozenset({"metadata", "reg13"}),
     Table.FLOOD_REMOTE: frozenset({"metadata", "reg10"}),
     Table.DELIVER: frozenset({"metadata", "reg15"}),
+    Table.DHCP: frozenset(
+        {"metadata", "reg14", "eth_type", "ip_proto", "udp_src", "udp_dst", "ipv4_dst"}
+    ),
     # ACL matches may test any packet field, the port registers and the tracker's state.
     **dict.fromkeys(
         (Table.ACL_IN_PRE, Table.ACL_IN, Table.ACL_OUT_PRE, Table.ACL_OUT),
@@ -159,7 +180,7 @@ _CODE_STRATEGY = {v: k for k, v in _STRATEGY_CODE.items()}
 
 # Where each direction's ACLs run, and where a packet they let through goes on.
 STAGE_IN = Stage(
-    Direction.FROM_LPORT, Table.ACL_IN_PRE, Table.ACL_IN, R_ZONE, (Resubmit(Table.L2_LOOKUP),)
+    Direction.FROM_LPORT, Table.ACL_IN_PRE, Table.ACL_IN, R_ZONE, (Resubmit(Table.DHCP),)
 )
 STAGE_OUT = Stage(
     Direction.TO_LPORT, Table.ACL_OUT_PRE, Table.ACL_OUT, R_ZONE, (Resubmit(Table.DELIVER),)
@@ -213,6 +234,8 @@ class PortView:
     strategy: frozenset[Strategy] = frozenset(Strategy)
     enabled: bool = True  # Logical_Switch_Port.enabled: false drops all to and from it
     source: str | None = None  # the chassis a migration moves the port from
+    dhcpv4: tuple[tuple[str, str], ...] = ()  # native DHCP options (cidr among them)
+    dhcpv6: tuple[tuple[str, str], ...] = ()
 
     def __hash__(self) -> int:
         # The compiler's cache hashes every port on every pass: hash the fields once.
@@ -231,6 +254,8 @@ class PortView:
                     self.strategy,
                     self.enabled,
                     self.source,
+                    self.dhcpv4,
+                    self.dhcpv6,
                 )
             )
             object.__setattr__(self, "_hash", cached)
@@ -558,6 +583,7 @@ def _port_flows(inputs: PortInputs) -> list[Flow]:
         )
     )
     out.extend(_port_security_flows(port, network, gated=False, cookie_value=c_port))
+    out.extend(_dhcp_flows(port, c_port))
     if to_remote:
         out.append(
             Flow(
@@ -575,6 +601,39 @@ def _port_flows(inputs: PortInputs) -> list[Flow]:
     for mac in network.macs:
         # Never deliver a port its own frames coming back through a tunnel (hairpin).
         out.append(Flow(Table.OUTPUT, 110, match(metadata=dp, reg15=key, eth_src=mac), (), c_port))
+    return out
+
+
+def _dhcp_flows(port: PortView, cookie_value: int) -> list[Flow]:
+    """The port's DHCP requests go to the agent (model.dhcp_server)."""
+    out: list[Flow] = []
+    dp, key = port.dp_key, port.key
+    base: dict[str, int | tuple[int, int]] = {"metadata": dp, R_INPORT: key}
+    if port.dhcpv4:
+        server = dhcp_server.server_v4(dict(port.dhcpv4))
+        ask = (Controller(dhcp_server.userdata(4, dp, key)),)
+        for dst in {dhcp_server.BROADCAST_V4, *([server] if server else [])}:
+            fields = {"eth_type": ETH_IPV4, "ip_proto": IPPROTO_UDP, "udp_src": 68, "udp_dst": 67}
+            out.append(
+                Flow(
+                    Table.DHCP,
+                    100,
+                    match(**base, **fields, ipv4_dst=int(dst)),
+                    ask,
+                    cookie_value,
+                )
+            )
+    if port.dhcpv6:
+        fields = {"eth_type": ETH_IPV6, "ip_proto": IPPROTO_UDP, "udp_src": 546, "udp_dst": 547}
+        out.append(
+            Flow(
+                Table.DHCP,
+                100,
+                match(**base, **fields),
+                (Controller(dhcp_server.userdata(6, dp, key)),),
+                cookie_value,
+            )
+        )
     return out
 
 
@@ -624,6 +683,17 @@ def _port_security_flows(
                 prefix = (int(net.network_address), int(net.netmask))
                 allow(eth_src=mac, eth_type=ETH_ARP, arp_sha=mac, arp_spa=prefix)
                 allow(eth_src=mac, eth_type=ETH_IPV4, ipv4_src=prefix)
+        if any(isinstance(n, ipaddress.IPv4Network) for n in entry.networks):
+            # A DHCP DISCOVER/REQUEST comes from 0.0.0.0 before the port has its address.
+            allow(
+                eth_src=mac,
+                eth_type=ETH_IPV4,
+                ipv4_src=0,
+                ipv4_dst=0xFFFFFFFF,
+                ip_proto=IPPROTO_UDP,
+                udp_src=68,
+                udp_dst=67,
+            )
         for net in v6:
             allow(
                 eth_src=mac,
@@ -757,6 +827,7 @@ def datapath_flows(
         Flow(Table.L2_LOOKUP, 50, match(metadata=dp_key, eth_dst=multicast), tuple(flood), c_dp)
     )
     out.append(Flow(Table.L2_LOOKUP, 10, match(metadata=dp_key), tuple(flood), c_dp))
+    out.append(Flow(Table.DHCP, 0, match(metadata=dp_key), (Resubmit(Table.L2_LOOKUP),), c_dp))
     remote = sorted(set(remote_ofports))
     if remote:
         out.append(

@@ -56,8 +56,10 @@ from liveport.model.binding import (
     vif_report,
 )
 from liveport.model.clock import Clock, SystemClock
+from liveport.model.dhcp_config import parse_dhcpv4_options, parse_dhcpv6_options, port_dhcp
 from liveport.model.frozen import FrozenMap
 from liveport.model.logical import (
+    PortNetwork,
     PortOptions,
     activation_strategy,
     parse_network,
@@ -93,13 +95,13 @@ NB_TABLES: dict[str, list[str] | None] = {
         "ha_chassis_group",
     ],
     "ACL": ["name", "priority", "direction", "match", "action", "log", "label"],
+    "DHCP_Options": ["cidr", "options"],
     "Port_Group": ["name", "ports", "acls"],
     "Address_Set": ["name", "addresses"],
 }
 UNSUPPORTED_TABLES = (
     "BFD",
     "Copp",
-    "DHCP_Options",
     "DNS",
     "Forwarding_Group",
     "Gateway_Chassis",
@@ -143,7 +145,7 @@ SB_INDEXES = {
     "Address_Set": ["name"],
 }
 NB_INDEXES = {
-    "Logical_Switch_Port": ["name"],
+    "Logical_Switch_Port": ["name", "dhcpv4_options", "dhcpv6_options"],
     "Logical_Switch": ["ports", "acls"],
     "Port_Group": ["name", "ports", "acls"],
     "Address_Set": ["name"],
@@ -330,6 +332,12 @@ class Northd:
     def _nb_row_keys(self, table: str, rows: list[Row], snap: Snapshot) -> set[Key]:
         keys: set[Key] = security.nb_keys(table, rows, snap)
         if table in ("ACL", "Port_Group", "Address_Set"):
+            return keys
+        if table == "DHCP_Options":
+            for row in rows:
+                for column in ("dhcpv4_options", "dhcpv6_options"):
+                    users = snap.lookup("Logical_Switch_Port", column, row.uuid)
+                    keys |= {("port", lsp["name"]) for lsp in users}
             return keys
         if table == "Logical_Switch":
             for row in rows:
@@ -753,6 +761,7 @@ class Plan:
         network = parse_network(lsp["addresses"], lsp["port_security"])
         problems = [*options.problems, *network.problems, *_unsupported_port_features(lsp)]
         options, notes = self._resolve(options, problems)
+        dhcp = self._dhcp(lsp, network, problems)
         if len(lsps) > 1:
             problems.append(f"{len(lsps)} logical switch ports are named {name}")
         if len(lss) > 1:
@@ -834,6 +843,7 @@ class Plan:
                 "conflicts": result.conflicts,
                 "up": up,
                 "enabled": False if lsp["enabled"] is False else None,
+                **dhcp,
                 "status": FrozenMap(status),
             },
             result,
@@ -842,6 +852,47 @@ class Plan:
         if lsp["up"] != up:
             self.nb_ops.append(Update("Logical_Switch_Port", lsp.uuid, {"up": up}))
             self.nb_ports.add(name)
+
+    def _dhcp(
+        self, lsp: Row, network: PortNetwork, problems: list[str]
+    ) -> dict[str, FrozenMap[str, str]]:
+        """The port's native DHCP (Port_Binding dhcpv4_options / dhcpv6_options: the
+        DHCP_Options row's options plus its `cidr`, and the port's own options:hostname),
+        checked here so that an agent answers only from a usable config; problems are the
+        port's."""
+        v4, v6 = self._dhcp_row(lsp, "dhcpv4_options"), self._dhcp_row(lsp, "dhcpv6_options")
+        out: dict[str, FrozenMap[str, str]] = {
+            "dhcpv4_options": FrozenMap(),
+            "dhcpv6_options": FrozenMap(),
+        }
+        for column, row in (("dhcpv4_options", v4), ("dhcpv6_options", v6)):
+            if row is False:
+                problems.append(f"{column} names a DHCP_Options row that does not exist")
+        if isinstance(v4, Row):
+            config, found = parse_dhcpv4_options(v4["cidr"], v4["options"])
+            problems += [f"dhcpv4_options: {p}" for p in found]
+            if config is not None:
+                _, more = port_dhcp(lsp["name"], network.addresses, config, lsp["options"])
+                problems += list(more)
+                values = {**v4["options"], "cidr": v4["cidr"]}
+                hostname = lsp["options"].get("hostname")
+                if hostname is not None and not any("options:hostname" in p for p in more):
+                    values["hostname"] = hostname
+                out["dhcpv4_options"] = FrozenMap(values)
+        if isinstance(v6, Row):
+            config6, found = parse_dhcpv6_options(v6["cidr"], v6["options"])
+            problems += [f"dhcpv6_options: {p}" for p in found]
+            if config6 is not None:
+                out["dhcpv6_options"] = FrozenMap({**v6["options"], "cidr": v6["cidr"]})
+        return out
+
+    def _dhcp_row(self, lsp: Row, column: str) -> Row | bool | None:
+        """The DHCP_Options row a port names in column (False: it names one that is gone)."""
+        ref = _one_ref(lsp[column])
+        if ref is None:
+            return None
+        row = self.nb.get("DHCP_Options", ref)
+        return row if row is not None else False
 
     def _resolve(self, options: PortOptions, problems: list[str]) -> tuple[PortOptions, list[str]]:
         """The options with the chassis they name by host name resolved to chassis names
@@ -985,6 +1036,8 @@ DECIDED = (
     "conflicts",
     "up",
     "enabled",
+    "dhcpv4_options",
+    "dhcpv6_options",
     "status",
 )
 
@@ -992,6 +1045,15 @@ DECIDED = (
 def binding_fingerprint(values: Row | Mapping[str, Any]) -> int:
     """A hash of the columns northd decides: equal for northd's own write coming back."""
     return hash(tuple(values.get(column) for column in DECIDED))
+
+
+def _one_ref(value: Any) -> uuid.UUID | None:
+    """An optional reference column's value (a UUID, or one in a set, or nothing)."""
+    if isinstance(value, uuid.UUID):
+        return value
+    if isinstance(value, frozenset | set | tuple | list):
+        return next(iter(value), None)
+    return None
 
 
 def _status(problems: list[str], reason: str, notes: list[str]) -> dict[str, str]:
@@ -1017,8 +1079,6 @@ def _unsupported_port_features(lsp: Row) -> list[str]:
         out.append(f"port type {lsp['type']!r} is not implemented by liveport")
     if lsp["parent_name"]:
         out.append("container ports (parent_name/tag) are not implemented by liveport")
-    if lsp["dhcpv4_options"] or lsp["dhcpv6_options"]:
-        out.append("DHCP options are not implemented by liveport")
     if lsp["ha_chassis_group"]:
         out.append("HA chassis groups are not implemented by liveport")
     return out
