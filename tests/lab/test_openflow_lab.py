@@ -28,6 +28,7 @@ from liveport.model.flows import (
     IPPROTO_ICMPV6,
     OFPP_CONTROLLER,
     OFPP_IN_PORT,
+    VLAN_PRESENT,
     Controller,
     Ct,
     CtClear,
@@ -43,6 +44,8 @@ from liveport.model.flows import (
     MatchField,
     Output,
     OutputReg,
+    PopVlan,
+    PushVlan,
     Resubmit,
     SetField,
     diff,
@@ -509,3 +512,44 @@ def test_twenty_thousand_flows_in_one_bundle(host: SimHost) -> None:
         assert len(await conn.dump_flows(OURS, OWNER_MASK)) == 20_000
 
     run(host, test)
+
+
+def test_vlan_actions_read_back_as_installed_and_tag_what_they_send(host: SimHost) -> None:
+    """The provider-network actions: a tag pushed and set before an output, taken off after
+    it; a tagged packet matched by its VID and untagged."""
+    flows = FlowSet.of(
+        [
+            Flow(
+                0,
+                100,
+                match(in_port=1, vlan_vid=0),
+                (PushVlan(), SetField("vlan_vid", VLAN_PRESENT | 5), Output(2), PopVlan()),
+                cookie(20),
+            ),
+            Flow(
+                0,
+                100,
+                match(in_port=2, vlan_vid=VLAN_PRESENT | 5),
+                (PopVlan(), Output(1)),
+                cookie(21),
+            ),
+        ]
+    )
+
+    async def test(conn: OpenFlowConnection) -> None:
+        await conn.apply(diff(FlowSet(), flows))
+        assert await conn.dump_flows(OURS, OWNER_MASK) == flows
+        frame = packets.udp_seq(VM, PEER, VM_IP, PEER_IP, 1)
+        inject(host, "p1", frame)
+        sent = await eventually(lambda: _first(host, "p2"))
+        assert sent[12:14] == b"\x81\x00" and int.from_bytes(sent[14:16], "big") & 0xFFF == 5
+        inject(host, "p2", packets.vlan_tagged(frame, 5))
+        back = await eventually(lambda: _first(host, "p1"))
+        assert back == frame
+
+    run(host, test)
+
+
+async def _first(host: SimHost, port: str) -> bytes | None:
+    found = sent_on(host, port)
+    return found[0] if found else None

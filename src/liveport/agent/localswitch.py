@@ -34,6 +34,8 @@ OVS_TABLES: dict[str, list[str] | None] = {
     "Interface": ["name", "type", "ofport", "external_ids", "options", "error"],
 }
 TUNNEL_KEY = "liveport-chassis"  # external_ids key on our tunnel ports
+NETWORK_KEY = "liveport-network"  # external_ids key on our patch ports to provider bridges
+MAPPINGS_KEY = "ovn-bridge-mappings"  # Open_vSwitch external_ids, OVN's key and format
 ZONE_PREFIX = "ct-zone-"  # Bridge external_ids: ct-zone-<iface-id> = the VIF's zone
 MAX_ZONE = 65535
 MAX_IFACE_ID = 255  # characters: what the SB's Chassis_VIF.iface_id holds
@@ -73,6 +75,16 @@ class TunnelPort:
 
 
 @dataclass(frozen=True)
+class PatchPort:
+    """One end of the patch between br-int and a provider bridge."""
+
+    network: str
+    bridge_uuid: uuid.UUID
+    port_uuid: uuid.UUID
+    ofport: int | None
+
+
+@dataclass(frozen=True)
 class LocalState:
     identity: Identity
     bridge_uuid: uuid.UUID | None
@@ -84,6 +96,18 @@ class LocalState:
     offered: str | None = None  # external_ids:liveport-vhost-modes-offered
     invalid: tuple[str, ...] = ()  # iface-ids too long or not printable: never reported
     zones: Mapping[str, int] = field(default_factory=dict)  # conntrack zones, by iface-id
+    # Provider networks: network -> bridge (ovn-bridge-mappings), the bridges by name, and
+    # the patch ports liveport made (br-int's end, by network; the provider bridges' ends).
+    mappings: Mapping[str, str] = field(default_factory=dict)
+    bridges: Mapping[str, uuid.UUID] = field(default_factory=dict)
+    patches: Mapping[str, PatchPort] = field(default_factory=dict)
+    peers: Mapping[str, PatchPort] = field(default_factory=dict)
+    mapping_problems: tuple[str, ...] = ()
+
+    @property
+    def localnets(self) -> dict[str, int]:
+        """Network -> the ofport of br-int's patch to it (numbered by ovs-vswitchd)."""
+        return {n: p.ofport for n, p in self.patches.items() if p.ofport}
 
     @property
     def tunnel_ofports(self) -> dict[str, int]:
@@ -157,6 +181,10 @@ def read_local(snap: Snapshot, identity: Identity) -> LocalState:
                 error=ids.get("liveport-vhost-error") or None,
             )
     root = next(snap.rows("Open_vSwitch"), None)
+    mappings, problems = parse_mappings(
+        root["external_ids"].get(MAPPINGS_KEY, "") if root is not None else ""
+    )
+    patches, peers = _patches(snap, bridge.uuid)
     return LocalState(
         identity,
         bridge.uuid,
@@ -168,7 +196,107 @@ def read_local(snap: Snapshot, identity: Identity) -> LocalState:
         root["external_ids"].get("liveport-vhost-modes-offered") if root is not None else None,
         tuple(sorted(set(invalid))),
         _zones(bridge["external_ids"]),
+        mappings,
+        {b["name"]: b.uuid for b in snap.rows("Bridge")},
+        patches,
+        peers,
+        problems,
     )
+
+
+def parse_mappings(text: str) -> tuple[dict[str, str], tuple[str, ...]]:
+    """ovn-bridge-mappings: `network:bridge[,network:bridge...]`, as OVN reads it; entries
+    that are not `word:word` and a network named twice are problems (the first kept)."""
+    mappings: dict[str, str] = {}
+    problems: list[str] = []
+    for entry in (e.strip() for e in text.split(",")):
+        if not entry:
+            continue
+        network, sep, bridge = entry.partition(":")
+        if not sep or not network or not bridge or ":" in bridge:
+            problems.append(f"{MAPPINGS_KEY} entry {entry!r} is not NETWORK:BRIDGE")
+        elif network in mappings:
+            problems.append(f"{MAPPINGS_KEY} maps {network} twice; {mappings[network]} is used")
+        else:
+            mappings[network] = bridge
+    return mappings, tuple(problems)
+
+
+def _patches(
+    snap: Snapshot, int_bridge: uuid.UUID
+) -> tuple[dict[str, PatchPort], dict[str, PatchPort]]:
+    """liveport's patch ports (marked with the network they lead to): br-int's ends and the
+    provider bridges' ends."""
+    mine: dict[str, PatchPort] = {}
+    peers: dict[str, PatchPort] = {}
+    for bridge in snap.rows("Bridge"):
+        for port_uuid in bridge["ports"]:
+            port = snap.get("Port", port_uuid)
+            network = port["external_ids"].get(NETWORK_KEY) if port is not None else None
+            if port is None or network is None:
+                continue
+            iface = next((snap.get("Interface", u) for u in port["interfaces"]), None)
+            ofport = iface["ofport"] if iface is not None else None
+            found = PatchPort(network, bridge.uuid, port_uuid, ofport if ofport else None)
+            (mine if bridge.uuid == int_bridge else peers)[network] = found
+    return mine, peers
+
+
+def patch_names(network: str) -> tuple[str, str]:
+    """The names of the patch ports to a network: br-int's end and the provider bridge's."""
+    base = network if len(network) <= 10 else hashlib.sha1(network.encode()).hexdigest()[:10]  # noqa: S324
+    return f"lpn-{base}", f"lpn-{base}-p"
+
+
+def patch_ops(state: LocalState) -> list[Op]:
+    """Ops that make br-int hold one patch to each mapped network whose bridge exists (the
+    provider bridge holding the other end); liveport's patches nothing maps, or half
+    patches, go (and are made again whole)."""
+    if state.bridge_uuid is None:
+        return []
+    wanted = {
+        n: state.bridges[b]
+        for n, b in state.mappings.items()
+        if b in state.bridges and state.bridges[b] != state.bridge_uuid
+    }
+    whole = {
+        n
+        for n, bridge in wanted.items()
+        if n in state.patches and n in state.peers and state.peers[n].bridge_uuid == bridge
+    }
+    ops: list[Op] = []
+    for network, patch in [*state.patches.items(), *state.peers.items()]:
+        if network not in whole:
+            ops.append(Mutate("Bridge", patch.bridge_uuid, "ports", "remove", patch.port_uuid))
+            ops.append(Delete("Port", patch.port_uuid))
+    for network, bridge in sorted(wanted.items()):
+        if network in whole:
+            continue
+        inner, outer = patch_names(network)
+        ids = {NETWORK_KEY: network}
+        for name, peer_name, on in ((inner, outer, state.bridge_uuid), (outer, inner, bridge)):
+            iface, port = Ref(f"i-{name}"), Ref(f"p-{name}")
+            ops.append(
+                Insert(
+                    "Interface",
+                    {
+                        "name": name,
+                        "type": "patch",
+                        "options": {"peer": peer_name},
+                        "external_ids": ids,
+                    },
+                    name=iface.name,
+                )
+            )
+            ops.append(
+                Insert(
+                    "Port",
+                    {"name": name, "interfaces": [iface], "external_ids": ids},
+                    name=port.name,
+                )
+            )
+            ops.append(Mutate("Bridge", on, "ports", "add", port))
+    return ops
 
 
 def _zones(ids: Mapping[str, str]) -> dict[str, int]:

@@ -212,6 +212,9 @@ def port_view(pb: Row, dp: Row) -> PortView:
         source=pb["migration_source"],
         dhcpv4=tuple(sorted(pb["dhcpv4_options"].items())),
         dhcpv6=tuple(sorted(pb["dhcpv6_options"].items())),
+        kind=pb["type"],
+        network=pb["network_name"],
+        tag=pb["tag"],
     )
 
 

@@ -50,7 +50,13 @@ from liveport.model.cookies import Kind
 from liveport.model.errors import LiveportError
 from liveport.model.flows import OFPP_CONTROLLER, OFPP_TABLE, Action, Flow, FlowSet, Output, diff
 from liveport.model.logical import parse_network
-from liveport.model.pipeline import ChassisView, LocalVif, PortView, parse_activation_userdata
+from liveport.model.pipeline import (
+    LOCALNET,
+    ChassisView,
+    LocalVif,
+    PortView,
+    parse_activation_userdata,
+)
 from liveport.model.reject import answer
 from liveport.model.virtio import Negotiated
 from liveport.ovsdb.client import Condition
@@ -137,6 +143,8 @@ class Memory:
     carried: Mapping[str, tuple[Connection, ...]] = field(default_factory=dict)
     sources: Mapping[str, str] = field(default_factory=dict)
     acl_problems: Mapping[int, str] = field(default_factory=dict)  # as last logged
+    # Provider networks: each datapath's localnet port (by tunnel key).
+    uplinks: Mapping[int, str] = field(default_factory=dict)
 
     def connected(self, switch_flows: FlowSet) -> Memory:
         """A new OpenFlow connection: the switch holds switch_flows (dumped, with liveport's
@@ -251,6 +259,8 @@ class _Pass:
             port_groups=m.security.groups,
             zones=m.zones,
             carried=m.carried,
+            uplinks=m.uplinks,
+            localnets=m.local.localnets if m.local is not None else {},
         )
         waiting = self._waiting(m, view)
         if waiting:
@@ -360,6 +370,7 @@ class _Pass:
             ovs_ops += localswitch.tunnel_ops(m.local, wanted, self.config.identity.encap_type)
         if local_changed:
             ovs_ops += localswitch.vhost_ops(m.local, m.vif_modes, self.config.modes)
+            ovs_ops += localswitch.patch_ops(m.local)
             # Zones in the bridge: new ones, released ones, and any the bridge lost.
             recorded = m.local.zones
             missing = {i: z for i, z in m.zones.items() if recorded.get(i) != z}
@@ -415,6 +426,7 @@ class _Pass:
             self.dirty |= set(ports) | set(m.ports) | set(claims) | set(m.claims)
             return dataclasses.replace(
                 m,
+                uplinks=_uplinks(ports.values()),
                 views=views,
                 ports=ports,
                 keys={(v.dp_key, v.key): v.name for v in ports.values()},
@@ -457,7 +469,12 @@ class _Pass:
                 ports[name] = current
                 keys[(current.dp_key, current.key)] = name
         self.dirty |= names
-        return dataclasses.replace(m, views=views, ports=ports, keys=keys)
+        uplinks = m.uplinks
+        changed = [p for n in names for p in (m.ports.get(n), ports.get(n)) if p is not None]
+        if any(p.kind == LOCALNET for p in changed):
+            # A localnet port came, went or changed (rare): every datapath's is found again.
+            uplinks = _uplinks(ports.values())
+        return dataclasses.replace(m, views=views, ports=ports, keys=keys, uplinks=uplinks)
 
     def _claim_rows(self, m: Memory, uuids: Iterable[uuid.UUID]) -> Memory:
         sb = self.inp.sb
@@ -729,6 +746,16 @@ def _record(m: Memory, name: str, kind: str, now_ms: int) -> Memory:
 def _view(sb: Snapshot, pb: Row) -> PortView | None:
     dp = sb.get("Datapath_Binding", pb["datapath"])
     return southbound.port_view(pb, dp) if dp is not None else None
+
+
+def _uplinks(ports: Iterable[PortView]) -> dict[int, str]:
+    """Each datapath's localnet port (northd reports a switch with several; the first by
+    name is used)."""
+    out: dict[int, str] = {}
+    for port in sorted(ports, key=lambda p: p.name):
+        if port.kind == LOCALNET:
+            out.setdefault(port.dp_key, port.name)
+    return out
 
 
 def _report(row: Row) -> ClaimReport:

@@ -36,6 +36,7 @@ from liveport.model.acl import Direction
 from liveport.model.cookies import EXACT
 from liveport.model.flows import Action, Flow, FlowDiff, FlowKey, FlowSet
 from liveport.model.pipeline import (
+    LOCALNET,
     ChassisView,
     PortInputs,
     PortView,
@@ -203,6 +204,7 @@ class _Update:
                 dp
             ) != self.view.stateful(dp):
                 self.names |= self.local.get(dp, _NOTHING)
+        self._uplinks(old_view)
         for name in sorted(self.names):
             self._compile_port(name)
         for dp in sorted(self.dps):
@@ -267,6 +269,23 @@ class _Update:
                 self.dps.add(now)
                 self.acl_dps.add(now)
         return affected
+
+    def _uplinks(self, old_view: ChassisView) -> None:
+        """A datapath whose way to the physical network changed (its localnet port, or
+        this chassis' patch to the network) is compiled again whole: every port of it is
+        reached another way."""
+        dps = {
+            p.dp_key
+            for name in self.names
+            for p in (old_view.ports.get(name), self.view.ports.get(name))
+            if p is not None and p.kind == LOCALNET
+        }
+        if old_view.localnets != self.view.localnets or old_view.uplinks != self.view.uplinks:
+            dps |= set(old_view.uplinks) | set(self.view.uplinks)
+        for dp in dps:
+            if old_view.uplink(dp) != self.view.uplink(dp):
+                self.names |= self.dp_ports.get(dp, _NOTHING)
+                self.dps.add(dp)
 
     def _set_add(self, index: str, key: object, name: str) -> bool:
         """Adds name to index[key]; True if the set was empty before."""
@@ -372,6 +391,8 @@ class _Update:
         )
         counts = self.remote.get(dp, {})
         remote = tuple(sorted({self.view.tunnels[c] for c in counts if c in self.view.tunnels}))
+        if self.view.uplink(dp) is not None:
+            remote = ()  # the physical network carries the flood to the other chassis
         if old is not None and (old.members, old.remote) == (members, remote):
             return
         flows = datapath_flows(dp, members, remote)

@@ -382,6 +382,17 @@ class Ct:
 
 
 @dataclass(frozen=True)
+class PushVlan:
+    """Adds an 802.1Q header (OFPAT_PUSH_VLAN, TPID 0x8100): the packet's vlan_vid then says
+    a tag is present; a SetField of vlan_vid (VLAN_PRESENT | VID) gives its VID."""
+
+
+@dataclass(frozen=True)
+class PopVlan:
+    """Removes the outermost 802.1Q header (OFPAT_POP_VLAN)."""
+
+
+@dataclass(frozen=True)
 class CtClear:
     """Forgets the packet's connection tracking state (NXAST_CT_CLEAR)."""
 
@@ -429,6 +440,8 @@ Action = (
     | Conjunction
     | Ct
     | CtClear
+    | PushVlan
+    | PopVlan
 )
 
 
@@ -491,6 +504,10 @@ def _action_text(action: Action) -> str:
         return f"ct({','.join(parts)})"
     if isinstance(action, CtClear):
         return "ct_clear"
+    if isinstance(action, PushVlan):
+        return "push_vlan:0x8100"
+    if isinstance(action, PopVlan):
+        return "pop_vlan"
     return f"learn(table={action.table},priority={action.priority},cookie={action.cookie:#x},...)"
 
 

@@ -59,6 +59,8 @@ from liveport.model.flows import (
     MatchField,
     Output,
     OutputReg,
+    PopVlan,
+    PushVlan,
     Resubmit,
     SetField,
     check_ct_flow,
@@ -209,6 +211,7 @@ class Result:
     tunnel_ids: tuple[int, ...] = ()  # tunnel_id at the time of each output
     controller: tuple[bytes, ...] = ()  # userdata of each controller action
     learned: tuple[Flow, ...] = ()
+    vlans: tuple[int, ...] = ()  # vlan_vid at the time of each output (0: untagged)
 
 
 @dataclass
@@ -220,6 +223,7 @@ class _Run:
     tunnel_ids: list[int] = field(default_factory=list)
     controller: list[bytes] = field(default_factory=list)
     learned: list[Flow] = field(default_factory=list)
+    vlans: list[int] = field(default_factory=list)
 
 
 @dataclass(frozen=True)
@@ -266,7 +270,11 @@ class Switch:
         run = _Run(self.conntrack)
         self._table(0, dict(fields), run, depth=0)
         result = Result(
-            tuple(run.outputs), tuple(run.tunnel_ids), tuple(run.controller), tuple(run.learned)
+            tuple(run.outputs),
+            tuple(run.tunnel_ids),
+            tuple(run.controller),
+            tuple(run.learned),
+            tuple(run.vlans),
         )
         if not run.learned and run.conntrack is self.conntrack:
             return result, self
@@ -290,11 +298,20 @@ class Switch:
             if action.port != f.get("in_port"):
                 run.outputs.append(action.port)
                 run.tunnel_ids.append(f.get("tunnel_id", 0))
+                run.vlans.append(f.get("vlan_vid", 0))
         elif isinstance(action, OutputReg):
             port = f.get(action.field, 0)
             if port != f.get("in_port"):
                 run.outputs.append(port)
                 run.tunnel_ids.append(f.get("tunnel_id", 0))
+                run.vlans.append(f.get("vlan_vid", 0))
+        elif isinstance(action, PushVlan):
+            # The new tag copies the VID and PCP of the one below it, if any (OVS).
+            f["vlan_vid"] = VLAN_PRESENT | f.get("vlan_vid", 0) & 0xFFF
+            f["vlan_pcp"] = f.get("vlan_pcp", 0)
+        elif isinstance(action, PopVlan):
+            f.pop("vlan_vid", None)
+            f.pop("vlan_pcp", None)
         elif isinstance(action, SetField):
             f[action.field] = action.value
         elif isinstance(action, Load):

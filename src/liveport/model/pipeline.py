@@ -75,6 +75,7 @@ from liveport.model.flows import (
     FIELD_BITS,
     IPPROTO_ICMPV6,
     IPPROTO_UDP,
+    VLAN_PRESENT,
     Action,
     Controller,
     Flow,
@@ -86,6 +87,8 @@ from liveport.model.flows import (
     LearnOutputField,
     Load,
     Output,
+    PopVlan,
+    PushVlan,
     Resubmit,
     SetField,
     check_ct_flow,
@@ -115,6 +118,7 @@ TABLE_FIELDS: Mapping[Table, frozenset[str]] = {
     Table.CLASSIFY: frozenset(
         {
             "in_port",
+            "vlan_vid",
             "tunnel_id",
             "eth_src",
             "eth_type",
@@ -167,10 +171,14 @@ R_ZONE = "reg12"  # the conntrack zone of the port whose ACLs judge the packet (
 FLOOD_CHUNK = 1000  # actions per flood flow: well under OpenFlow's 64 KB per message
 FLAG_FROM_TUNNEL = 1
 FLAG_FLOOD = 2
+FLAG_FROM_LOCALNET = 4  # the packet came in from the physical network (a localnet port)
 # What OUTPUT may copy to other chassis: a frame from a local VIF looked up by its MAC.
 # A flood has its own copy to every other chassis (FLOOD_REMOTE), and a frame that came
 # from a tunnel never leaves through one (split horizon).
 LOCAL_UNICAST = (0, FLAG_FROM_TUNNEL | FLAG_FLOOD)
+# What may leave through a localnet port: neither from a tunnel nor from the physical
+# network itself (split horizon).
+TO_PHYSICAL = (0, FLAG_FROM_TUNNEL | FLAG_FROM_LOCALNET)
 
 # Activation userdata: b"LPA" + version, then strategy, datapath key, port key.
 ACTIVATION_USERDATA = struct.Struct("!3sBBIH")
@@ -236,6 +244,9 @@ class PortView:
     source: str | None = None  # the chassis a migration moves the port from
     dhcpv4: tuple[tuple[str, str], ...] = ()  # native DHCP options (cidr among them)
     dhcpv6: tuple[tuple[str, str], ...] = ()
+    kind: str = ""  # the NB port type: "" (a VIF) or "localnet"
+    network: str | None = None  # a localnet port's physical network (options:network_name)
+    tag: int | None = None  # its VLAN
 
     def __hash__(self) -> int:
         # The compiler's cache hashes every port on every pass: hash the fields once.
@@ -256,6 +267,9 @@ class PortView:
                     self.source,
                     self.dhcpv4,
                     self.dhcpv6,
+                    self.kind,
+                    self.network,
+                    self.tag,
                 )
             )
             object.__setattr__(self, "_hash", cached)
@@ -282,6 +296,20 @@ class ChassisView:
     zones: Mapping[str, int] = field(default_factory=dict)  # conntrack zone, by iface-id
     # Connections another chassis tracked for a port migrating here (by port name).
     carried: Mapping[str, tuple[Connection, ...]] = field(default_factory=dict)
+    # Provider networks: the localnet port of each datapath that has one (datapath key ->
+    # port name), and this chassis' patch port to each physical network it maps.
+    uplinks: Mapping[int, str] = field(default_factory=dict)
+    localnets: Mapping[str, int] = field(default_factory=dict)  # network -> patch ofport
+
+    def uplink(self, dp_key: int) -> tuple[PortView, int] | None:
+        """The datapath's localnet port and the patch port its network leaves through here
+        (None: the datapath has none, or this chassis does not map its network)."""
+        name = self.uplinks.get(dp_key)
+        port = self.ports.get(name) if name is not None else None
+        if port is None or port.network is None:
+            return None
+        ofport = self.localnets.get(port.network)
+        return (port, ofport) if ofport is not None else None
 
     def filtered(self, dp_key: int) -> bool:
         """Whether the datapath has ACLs (its local deliveries go through them)."""
@@ -372,6 +400,10 @@ class PortInputs:
     macs: tuple[int, ...]  # the MACs it wins in its datapath's L2 lookup
     zone: int = 0  # its conntrack zone here (with a VIF)
     carried: tuple[Connection, ...] = ()  # connections to admit (a migration's destination)
+    # A port elsewhere reached over the physical network: the actions that send there.
+    uplink: tuple[Action, ...] = ()
+    # The datapath's localnet port itself, if this chassis maps its network: (patch, tag).
+    localnet: tuple[int, int | None] | None = None
 
 
 # Roles in which a port's VIF here carries its traffic (or is about to).
@@ -379,13 +411,42 @@ _DELIVERING = (LocalRole.OWNER, LocalRole.ACTIVATED, LocalRole.PENDING)
 
 
 def port_inputs(view: ChassisView, port: PortView, macs: tuple[int, ...]) -> PortInputs:
+    up = view.uplink(port.dp_key)
+    if port.kind == LOCALNET:
+        mine = up is not None and up[0].name == port.name
+        return PortInputs(
+            port,
+            LocalRole.NONE,
+            None,
+            (),
+            macs,
+            localnet=(up[1], port.tag) if mine and up else None,
+        )
     role = view.role(port)
     vif = view.vifs.get(port.name) if role is not LocalRole.NONE else None
     zone = view.zones.get(port.name, 0) if vif is not None else 0
     carried: tuple[Connection, ...] = ()
     if vif is not None and role in _DELIVERING and view.stateful(port.dp_key):
         carried = view.carried.get(port.name, ())
-    return PortInputs(port, role, vif, remote_targets(view, port, role), macs, zone, carried)
+    remotes = remote_targets(view, port, role)
+    uplink: tuple[Action, ...] = ()
+    if up is not None and remotes and port.destination is None and vif is None:
+        # A port another chassis holds outside any migration is reached over the physical
+        # network; a migrating one through tunnels to both its chassis (so the physical
+        # network never sees its MAC on two chassis).
+        remotes, uplink = (), to_physical(up[1], up[0].tag)
+    return PortInputs(port, role, vif, remotes, macs, zone, carried, uplink)
+
+
+LOCALNET = "localnet"
+
+
+def to_physical(ofport: int, tag: int | None) -> tuple[Action, ...]:
+    """Out to the physical network, tagged with the network's VLAN if it has one (and the
+    tag taken off again for what the action list does next)."""
+    if tag is None:
+        return (Output(ofport),)
+    return (PushVlan(), SetField("vlan_vid", VLAN_PRESENT | tag), Output(ofport), PopVlan())
 
 
 def port_flows(inputs: PortInputs) -> tuple[Flow, ...]:
@@ -398,6 +459,11 @@ def flood_member(view: ChassisView, port: PortView) -> tuple[Action, ...] | None
     flood outputs straight to the VIF of a port this chassis owns outside any migration,
     and goes through OUTPUT (gate, hairpin check, to-lport ACLs) for pending or migrating
     ports and on a switch with ACLs."""
+    if port.kind == LOCALNET:
+        up = view.uplink(port.dp_key)
+        if up is None or up[0].name != port.name:
+            return None
+        return (Load(R_OUTPORT, port.key), Resubmit(Table.OUTPUT))
     vif = view.vifs.get(port.name)
     if vif is None or not port.enabled:
         return None
@@ -429,6 +495,8 @@ def compile_flows(view: ChassisView) -> FlowSet:
         ports = sorted((p for p in local_ports if p.dp_key == dp_key), key=lambda p: p.key)
         members = [(p.key, a) for p in ports if (a := flood_member(view, p)) is not None]
         remote = {c for p in ports for c in naming(view, p)}
+        if view.uplink(dp_key) is not None:
+            remote = set()  # the physical network carries the flood to the other chassis
         flows.extend(
             datapath_flows(
                 dp_key, members, sorted(view.tunnels[c] for c in remote if c in view.tunnels)
@@ -511,6 +579,25 @@ def _port_flows(inputs: PortInputs) -> list[Flow]:
             )
         )
     to_remote = _tunnel_actions(dp, remotes)
+    if inputs.localnet is not None:
+        return out + _localnet_flows(port, *inputs.localnet, c_port)
+    if inputs.uplink:
+        # Reached over the physical network: what local VIFs send it (not what came in
+        # from there or from a tunnel, and not a flood: the flood has its own copy).
+        out.append(
+            Flow(
+                Table.OUTPUT,
+                101,
+                match(
+                    metadata=dp,
+                    reg15=key,
+                    reg10=(0, FLAG_FROM_TUNNEL | FLAG_FLOOD | FLAG_FROM_LOCALNET),
+                ),
+                inputs.uplink,
+                c_port,
+            )
+        )
+        return out
     if not port.enabled:
         # enabled=false: nothing from its VIF, nothing to it, here or anywhere.
         if vif is not None:
@@ -602,6 +689,37 @@ def _port_flows(inputs: PortInputs) -> list[Flow]:
         # Never deliver a port its own frames coming back through a tunnel (hairpin).
         out.append(Flow(Table.OUTPUT, 110, match(metadata=dp, reg15=key, eth_src=mac), (), c_port))
     return out
+
+
+def _localnet_flows(port: PortView, ofport: int, tag: int | None, c_port: int) -> list[Flow]:
+    """A localnet port on a chassis that maps its network: what comes in from the physical
+    network (with the network's VLAN) enters the datapath as from this port; what the
+    datapath floods goes out there, except what came from there or from a tunnel."""
+    dp, key = port.dp_key, port.key
+    vid = VLAN_PRESENT | tag if tag is not None else 0
+    untag: tuple[Action, ...] = (PopVlan(),) if tag is not None else ()
+    return [
+        Flow(
+            Table.CLASSIFY,
+            100,
+            match(in_port=ofport, vlan_vid=vid),
+            (
+                *untag,
+                Load("metadata", dp),
+                Load(R_INPORT, key),
+                Load(R_FLAGS, FLAG_FROM_LOCALNET),
+                Resubmit(Table.L2_LOOKUP),
+            ),
+            c_port,
+        ),
+        Flow(
+            Table.OUTPUT,
+            100,
+            match(metadata=dp, reg15=key, reg10=TO_PHYSICAL),
+            to_physical(ofport, tag),
+            c_port,
+        ),
+    ]
 
 
 def _dhcp_flows(port: PortView, cookie_value: int) -> list[Flow]:

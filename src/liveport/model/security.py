@@ -99,6 +99,8 @@ CONTROL_PERMISSIONS: Mapping[str, Permission] = {
             "conflicts",
             "up",
             "enabled",
+            "network_name",
+            "tag",
             "dhcpv4_options",
             "dhcpv6_options",
             "status",

@@ -93,6 +93,7 @@ NB_TABLES: dict[str, list[str] | None] = {
         "dhcpv6_options",
         "parent_name",
         "ha_chassis_group",
+        "tag",
     ],
     "ACL": ["name", "priority", "direction", "match", "action", "log", "label"],
     "DHCP_Options": ["cidr", "options"],
@@ -819,6 +820,10 @@ class Plan:
             alive=self.alive,
             registered=self.registered,
         )
+        if lsp["type"] == LOCALNET:
+            # The physical network's door on every chassis that maps it: never bound.
+            result = Arbitration(None, None, None)
+            problems += self._localnet_problems(lsp, ls)
         owner_claim = reports.get(result.owner) if result.owner else None
         up = owner_claim is not None and owner_claim.installed == "owner"
         status = _status(problems, result.reason, notes)
@@ -843,6 +848,7 @@ class Plan:
                 "conflicts": result.conflicts,
                 "up": up,
                 "enabled": False if lsp["enabled"] is False else None,
+                **_localnet(lsp),
                 **dhcp,
                 "status": FrozenMap(status),
             },
@@ -852,6 +858,27 @@ class Plan:
         if lsp["up"] != up:
             self.nb_ops.append(Update("Logical_Switch_Port", lsp.uuid, {"up": up}))
             self.nb_ports.add(name)
+
+    def _localnet_problems(self, lsp: Row, ls: Row) -> list[str]:
+        """What is wrong with a localnet port: no network name, a VLAN tag that is not a
+        VID, another localnet port in its switch (the first by name is used)."""
+        out = []
+        if not lsp["options"].get("network_name"):
+            out.append("a localnet port needs options:network_name (the physical network)")
+        tag = _one_int(lsp["tag"])
+        if tag is not None and not 1 <= tag <= MAX_VLAN:
+            out.append(f"tag {tag} is not a VLAN ID (1-{MAX_VLAN}); the port is not used")
+        names = sorted(
+            r["name"]
+            for u in ls["ports"]
+            if (r := self.nb.get("Logical_Switch_Port", u)) is not None and r["type"] == LOCALNET
+        )
+        if len(names) > 1 and names[0] != lsp["name"]:
+            out.append(
+                f"the switch has {len(names)} localnet ports ({', '.join(names)}); liveport "
+                f"uses {names[0]} only"
+            )
+        return out
 
     def _dhcp(
         self, lsp: Row, network: PortNetwork, problems: list[str]
@@ -1036,6 +1063,8 @@ DECIDED = (
     "conflicts",
     "up",
     "enabled",
+    "network_name",
+    "tag",
     "dhcpv4_options",
     "dhcpv6_options",
     "status",
@@ -1045,6 +1074,29 @@ DECIDED = (
 def binding_fingerprint(values: Row | Mapping[str, Any]) -> int:
     """A hash of the columns northd decides: equal for northd's own write coming back."""
     return hash(tuple(values.get(column) for column in DECIDED))
+
+
+LOCALNET = "localnet"
+MAX_VLAN = 4094
+
+
+def _one_int(value: Any) -> int | None:
+    if isinstance(value, int) and not isinstance(value, bool):
+        return value
+    if isinstance(value, frozenset | set | tuple | list):
+        return next(iter(value), None)
+    return None
+
+
+def _localnet(lsp: Row) -> dict[str, Any]:
+    """Port_Binding network_name and tag: a localnet port's physical network and VLAN."""
+    if lsp["type"] != LOCALNET:
+        return {"network_name": None, "tag": None}
+    tag = _one_int(lsp["tag"])
+    return {
+        "network_name": lsp["options"].get("network_name") or None,
+        "tag": tag if tag is not None and 1 <= tag <= MAX_VLAN else None,
+    }
 
 
 def _one_ref(value: Any) -> uuid.UUID | None:
@@ -1075,7 +1127,7 @@ def _switch_name(ls: Row) -> str:
 
 def _unsupported_port_features(lsp: Row) -> list[str]:
     out = []
-    if lsp["type"]:
+    if lsp["type"] and lsp["type"] != LOCALNET:
         out.append(f"port type {lsp['type']!r} is not implemented by liveport")
     if lsp["parent_name"]:
         out.append("container ports (parent_name/tag) are not implemented by liveport")

@@ -58,6 +58,8 @@ from liveport.model.flows import (
     Match,
     Output,
     OutputReg,
+    PopVlan,
+    PushVlan,
     Resubmit,
     SetField,
     check_ct_flow,
@@ -72,6 +74,7 @@ OFPFlowMod = Any
 OFPFlowStats = Any
 
 OFP_NO_BUFFER = 0xFFFFFFFF
+ETH_VLAN = 0x8100  # the 802.1Q TPID push_vlan adds
 ALL_ONES = (1 << 64) - 1  # a cookie mask that compares every bit
 # NXAST_RESUBMIT_TABLE's 16-bit in_port meaning "keep the packet's in_port".
 NX_IN_PORT = 0xFFF8
@@ -329,6 +332,10 @@ def _encode_action(action: Action) -> OFPAction:
         return _encode_ct(action)
     if isinstance(action, CtClear):
         return ofpp.NXActionCTClear()
+    if isinstance(action, PushVlan):
+        return ofpp.OFPActionPushVlan(ETH_VLAN)
+    if isinstance(action, PopVlan):
+        return ofpp.OFPActionPopVlan()
     return _encode_learn(action)
 
 
@@ -473,6 +480,12 @@ def decode_action(act: OFPAction) -> Action:
         return _decode_ct(act)
     if isinstance(act, ofpp.NXActionCTClear):
         return CtClear()
+    if isinstance(act, ofpp.OFPActionPushVlan):
+        if act.ethertype != ETH_VLAN:
+            raise CodecError(f"push_vlan of TPID {act.ethertype:#x} is not modelled")
+        return PushVlan()
+    if isinstance(act, ofpp.OFPActionPopVlan):
+        return PopVlan()
     raise CodecError(f"action {type(act).__name__} is not modelled")
 
 
