@@ -152,19 +152,18 @@ def add_port(
     # Then the groups. ovsdbapp takes a port by UUID (Neutron's ports are named by their
     # UUID; these lab ports are not).
     if groups:
-        join(api, name, groups)
+        join(api, api.lsp_get(name).execute(check_error=True).uuid, groups)
         members = {p.name for p in api.pg_get(groups[0]).execute(check_error=True).ports}
         if name not in members:
             raise LiveportError(f"{name} did not join {groups[0]}")
 
 
-def join(api: Any, name: str, groups: Sequence[str]) -> None:
-    """Port name joins groups and the drop group, in one transaction (what Neutron writes
-    when a port gets its security groups)."""
-    port = api.lsp_get(name).execute(check_error=True)
+def join(api: Any, port: Any, groups: Sequence[str]) -> None:
+    """The port (its UUID) joins groups and the drop group, in one transaction: what
+    Neutron writes when a port gets its security groups."""
     with api.transaction(check_error=True) as txn:
         for group in [*groups, DROP_GROUP]:
-            txn.add(api.pg_add_ports(group, [port.uuid]))
+            txn.add(api.pg_add_ports(group, [port]))
 
 
 @dataclass(frozen=True)
