@@ -12,7 +12,8 @@ import pytest
 
 from liveport.cli import bench as bench_cli
 from liveport.cli.main import build_parser
-from liveport.lab import compare
+from liveport.lab import compare, compare_sg
+from liveport.lab.compare_sg import SgConfig, SgResults
 from liveport.lab.comparison import Figure, format_value, render_table, report_json, tally
 from liveport.lab.owners import (
     OVN_ACTIVATED,
@@ -200,3 +201,87 @@ def test_bench_compare_parses(monkeypatch: pytest.MonkeyPatch) -> None:
         compare.Config(runs=0).check()
     with pytest.raises(InvalidInput, match="--bind-sizes"):
         bench_cli._sizes("1,lots")
+
+
+def test_bench_compare_only_selects_parts() -> None:
+    args = build_parser().parse_args(
+        ["bench", "compare", "--only", "sg", "--sg-sizes", "10,100", "--sg-connections", "5"]
+    )
+    assert bench_cli._parts(args.only) == ("sg",)
+    assert bench_cli._parts(None) == compare.PARTS
+    assert bench_cli._sizes(args.sg_sizes, "--sg-sizes") == (10, 100)
+    cfg = compare.Config(parts=("sg",))
+    assert cfg.runs_part("sg") and not cfg.runs_part("migrations")
+    # Only the fairness notes of what ran.
+    notes = compare.fairness(cfg)
+    assert not any(n.startswith("Migrations are interleaved") for n in notes)
+    assert any(n.startswith("Security groups, migration") for n in notes)
+    with pytest.raises(InvalidInput, match="--only"):
+        compare.Config(parts=("sg", "everything")).check()
+    with pytest.raises(InvalidInput, match="--sg-sizes"):
+        compare.Config(sg=SgConfig(sizes=(0,))).check()
+
+
+# ----- security groups: figures, and what could not be measured --------------------------------
+
+
+def sg_bind(engine: str, ports: int, **extra: object) -> dict[str, object]:
+    return {
+        "engine": engine,
+        "ports": ports,
+        "bound_s": 0.5,
+        "up_s": 1.0,
+        "flows": 4000,
+        "chassis_daemon_mb": 60.0,
+        "northd_mb": 50.0,
+        "sb_mb": 10.0,
+        "join_s": [0.1, 0.2, 0.3],
+        **extra,
+    }
+
+
+def test_security_group_figures_say_what_was_not_measured_and_why() -> None:
+    res = SgResults(SgConfig(connections=20, sizes=(100, 1000)))
+    res.carried = {
+        "liveport": {
+            "engine": "liveport",
+            "connections": 20,
+            "remote_first": 20,
+            "vm_then": 20,
+            "remote_again": 20,
+            "before_activation": 0,
+            "forbidden_at_destination": 0,
+            "published_s": 0.03,
+        },
+        "ovn": {"engine": "ovn", "connections": 20, "error": "the migration failed: boom"},
+    }
+    res.binds = [
+        sg_bind("liveport", 100),
+        sg_bind("ovn", 100),
+        sg_bind("liveport", 1000),
+        {"engine": "ovn", "ports": 1000, "error": "1000 ports did not finish (timed out)"},
+    ]
+    figures = {f.name: f for f in compare_sg.figures(res)}
+    first = figures["delivered at D when the remote speaks first (within 2 s)"]
+    assert (first.text("liveport"), first.text("ovn")) == ("20 of 20", "not measured")
+    assert "ovn: the migration failed: boom" in first.note
+    assert first.winner == "-"  # no verdict without OVN's value
+    ok = figures["100 ports: all bound (SB)"]
+    assert (ok.liveport, ok.ovn, ok.winner) == (500.0, 500.0, "tie")
+    big = figures["1000 ports: all up (NB)"]
+    assert big.liveport == 1000.0 and big.ovn is None and big.text("ovn") == "not measured"
+    assert "did not finish" in big.note and "largest size measured: 100 ports" in big.note
+    joins = figures[
+        "100 ports: a port joins the group -> --wait=hv sync returned (min / med / max)"
+    ]
+    assert joins.text("liveport") == "100 / 200 / 300 ms" and joins.liveport == 200.0
+    table = render_table(compare_sg.figures(res))
+    assert "== security groups: 1000 ports" in table
+    doc = json.loads(
+        json.dumps(
+            report_json(
+                list(figures.values()), machine={}, config={}, fairness=[], raw=res.to_json()
+            )
+        )
+    )
+    assert doc["raw"]["bind"][3]["error"].startswith("1000 ports did not finish")
