@@ -22,7 +22,7 @@ from liveport.lab.owners import (
     owner_changes,
     same_owner_blips,
 )
-from liveport.model.errors import InvalidInput
+from liveport.model.errors import InvalidInput, Timeout
 from liveport.model.frozen import FrozenMap
 from liveport.ovsdb.rows import Row, Snapshot
 
@@ -285,3 +285,30 @@ def test_security_group_figures_say_what_was_not_measured_and_why() -> None:
         )
     )
     assert doc["raw"]["bind"][3]["error"].startswith("1000 ports did not finish")
+
+
+def test_a_size_that_does_not_finish_is_reported_and_larger_ones_are_not_attempted(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    def bound(engine: str, n: int, cfg: SgConfig) -> dict[str, object]:
+        if engine == "ovn" and n >= 100:
+            raise Timeout("timed out after 300s waiting for all 100 ports up")
+        return sg_bind(engine, n)
+
+    def carried(engine: str, cfg: SgConfig, form: object) -> dict[str, object]:
+        raise RuntimeError("ovsdbapp\nlost its connection")
+
+    monkeypatch.setattr(compare_sg, "bound", bound)
+    monkeypatch.setattr(compare_sg, "carried", carried)
+    lines: list[str] = []
+    res = compare_sg.run(SgConfig(sizes=(1000, 10, 100)), lines.append)
+    assert res.carried["ovn"]["error"] == "RuntimeError: ovsdbapp lost its connection"
+    ovn = [b for b in res.binds if b["engine"] == "ovn"]
+    assert [b["ports"] for b in ovn] == [10, 100, 1000]  # smallest first
+    assert "error" not in ovn[0]
+    assert str(ovn[1]["error"]).startswith("100 ports did not finish (timed out after 300s")
+    assert str(ovn[2]["error"]).startswith("not attempted: 100 ports did not finish")
+    assert len([b for b in res.binds if b["engine"] == "liveport" and "error" not in b]) == 3
+    up = next(f for f in compare_sg.figures(res) if f.name == "1000 ports: all up (NB)")
+    assert up.text("ovn") == "not measured" and "largest size measured: 10 ports" in up.note
+    assert any("100 ports did not finish" in line for line in lines)

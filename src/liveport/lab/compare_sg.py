@@ -186,7 +186,7 @@ def carried(engine: str, cfg: SgConfig, form: MigrationForm = MigrationForm()) -
 
 def bound(engine: str, n: int, cfg: SgConfig) -> dict[str, Any]:
     """Scenario 2 in a fresh lab of engine. Raises what stopped it (a Timeout when a stage
-    took longer than cfg.timeout_s)."""
+    took longer than cfg.timeout_s); run() reports that size as not measured."""
     with engine_lab(engine) as d, BindClients(d) as clients:
         remote = lab.Layout.of(d).nb_remote
         with neutron.nb_api(remote, timeout=max(60.0, cfg.timeout_s)) as api:
@@ -247,7 +247,10 @@ def run(
     res = SgResults(cfg)
     for engine in engines:
         say(f"{engine}: security groups: {cfg.connections} TCP connections through a migration")
-        r = carried(engine, cfg, form)
+        try:
+            r = carried(engine, cfg, form)
+        except Exception as exc:  # noqa: BLE001 - reported as not measured, with the reason
+            r = {"engine": engine, "connections": cfg.connections, "error": _failure(exc)}
         res.carried[engine] = r
         say(f"{engine}: security groups: {_carried_text(r)}")
     failed: dict[str, str] = {}
@@ -262,9 +265,11 @@ def run(
             started = time.monotonic()
             try:
                 b = bound(engine, n, cfg)
-            except LiveportError as exc:
+            except Exception as exc:  # noqa: BLE001 - reported as not measured, with the reason
                 seconds = time.monotonic() - started
-                reason = f"{n} ports did not finish ({exc}; gave up after {seconds:.0f} s)"
+                reason = (
+                    f"{n} ports did not finish ({_failure(exc)}; gave up after {seconds:.0f} s)"
+                )
                 failed[engine] = reason
                 res.binds.append({"engine": engine, "ports": n, "error": reason})
                 say(f"{engine}: security groups: {reason}")
@@ -277,6 +282,12 @@ def run(
                 f"{_ms_list(b['join_s'])}"
             )
     return res
+
+
+def _failure(exc: Exception) -> str:
+    """What stopped a scenario, in one line (the exception's type where it is not ours)."""
+    text = " ".join(str(exc).split()) or "no message"
+    return text if isinstance(exc, LiveportError) else f"{type(exc).__name__}: {text}"
 
 
 def _carried_text(r: dict[str, Any]) -> str:
