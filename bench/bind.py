@@ -26,7 +26,8 @@ from dataclasses import dataclass  # noqa: E402
 from pathlib import Path  # noqa: E402
 
 from liveport.lab import faults, lab  # noqa: E402
-from liveport.lab.compare import create_ports, plug, rss_mb  # noqa: E402
+from liveport.lab.compare import create_ports  # noqa: E402
+from liveport.lab.engines import plug, rss_mb  # noqa: E402
 from liveport.lab.state import is_lab  # noqa: E402
 from liveport.ovsdb import schema  # noqa: E402
 from liveport.ovsdb.client import OvsdbClient, fetch_schema  # noqa: E402

@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 
-from liveport.lab import hypervisor, lab, vms
+from liveport.lab import hypervisor, lab, neutron, vms
 from liveport.lab.state import editing
 from liveport.lab.tcp import TcpSession
 from liveport.lab.traffic import Traffic
@@ -27,7 +27,6 @@ from liveport.ovsdb import schema
 from liveport.ovsdb.client import OvsdbClient
 from liveport.ovsdb.rows import Snapshot
 
-from tests import neutron
 from tests.conftest import LabFactory
 from tests.lab.helpers import dump_flows, nbctl, run_cli
 
@@ -213,7 +212,6 @@ def _seqs(frames: list[vms.Captured]) -> set[int]:
 
 # ----- a migration under security groups (M11, M12) ---------------------------------------
 
-EGRESS_SG = "5d0c8f3e-7f52-4a59-9c1e-1b8f0d2a7c02"
 CONNECTIONS = 20
 
 
@@ -222,21 +220,7 @@ def egress_only(lab_factory: LabFactory) -> Iterator[tuple[Path, str]]:
     """vm1 (hv1) may open connections to anywhere (allow-related from-lport) and accepts
     nothing new (Neutron's drop group, nothing to-lport); peer (hv3) is open."""
     d = lab_factory(chassis=3)
-    remote = lab.client_env(d)["OVN_NB_DB"]
-    with neutron.nb_api(remote) as api:
-        api.ls_add(NET).execute(check_error=True)
-        neutron.ensure_drop_group(api)
-        group = neutron.group_name(EGRESS_SG)
-        api.pg_add(group, may_exist=True).execute(check_error=True)
-        neutron.add_rule(api, group, "egress", ethertype="IPv4")
-        neutron.add_port(api, NET, "vm1", VMS["vm1"][1], VMS["vm1"][2], [group], chassis="hv1")
-        neutron.add_port(api, NET, "peer", "fa:16:3e:00:00:09", "10.0.0.9", [], chassis="hv3")
-    vms.add(d, "vm1", chassis="hv1", port="vm1", mac=VMS["vm1"][1], ips=[VMS["vm1"][2]])
-    vms.add(d, "peer", chassis="hv3", port="peer", mac="fa:16:3e:00:00:09", ips=["10.0.0.9"])
-    for name in ("vm1", "peer"):
-        nbctl(d, "wait-until", "Logical_Switch_Port", name, "up=true")
-    nbctl(d, "--wait=hv", "sync")
-    yield d, group
+    yield d, neutron.egress_only(d)
 
 
 def connections_db(d: Path) -> OvsdbClient:

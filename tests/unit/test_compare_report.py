@@ -12,7 +12,8 @@ import pytest
 
 from liveport.cli import bench as bench_cli
 from liveport.cli.main import build_parser
-from liveport.lab import compare
+from liveport.lab import compare, compare_sg
+from liveport.lab.compare_sg import SgConfig, SgResults
 from liveport.lab.comparison import Figure, format_value, render_table, report_json, tally
 from liveport.lab.owners import (
     OVN_ACTIVATED,
@@ -21,7 +22,7 @@ from liveport.lab.owners import (
     owner_changes,
     same_owner_blips,
 )
-from liveport.model.errors import InvalidInput
+from liveport.model.errors import InvalidInput, Timeout
 from liveport.model.frozen import FrozenMap
 from liveport.ovsdb.rows import Row, Snapshot
 
@@ -200,3 +201,114 @@ def test_bench_compare_parses(monkeypatch: pytest.MonkeyPatch) -> None:
         compare.Config(runs=0).check()
     with pytest.raises(InvalidInput, match="--bind-sizes"):
         bench_cli._sizes("1,lots")
+
+
+def test_bench_compare_only_selects_parts() -> None:
+    args = build_parser().parse_args(
+        ["bench", "compare", "--only", "sg", "--sg-sizes", "10,100", "--sg-connections", "5"]
+    )
+    assert bench_cli._parts(args.only) == ("sg",)
+    assert bench_cli._parts(None) == compare.PARTS
+    assert bench_cli._sizes(args.sg_sizes, "--sg-sizes") == (10, 100)
+    cfg = compare.Config(parts=("sg",))
+    assert cfg.runs_part("sg") and not cfg.runs_part("migrations")
+    # Only the fairness notes of what ran.
+    notes = compare.fairness(cfg)
+    assert not any(n.startswith("Migrations are interleaved") for n in notes)
+    assert any(n.startswith("Security groups, migration") for n in notes)
+    with pytest.raises(InvalidInput, match="--only"):
+        compare.Config(parts=("sg", "everything")).check()
+    with pytest.raises(InvalidInput, match="--sg-sizes"):
+        compare.Config(sg=SgConfig(sizes=(0,))).check()
+
+
+# ----- security groups: figures, and what could not be measured --------------------------------
+
+
+def sg_bind(engine: str, ports: int, **extra: object) -> dict[str, object]:
+    return {
+        "engine": engine,
+        "ports": ports,
+        "bound_s": 0.5,
+        "up_s": 1.0,
+        "flows": 4000,
+        "chassis_daemon_mb": 60.0,
+        "northd_mb": 50.0,
+        "sb_mb": 10.0,
+        "join_s": [0.1, 0.2, 0.3],
+        **extra,
+    }
+
+
+def test_security_group_figures_say_what_was_not_measured_and_why() -> None:
+    res = SgResults(SgConfig(connections=20, sizes=(100, 1000)))
+    res.carried = {
+        "liveport": {
+            "engine": "liveport",
+            "connections": 20,
+            "remote_first": 20,
+            "vm_then": 20,
+            "remote_again": 20,
+            "before_activation": 0,
+            "forbidden_at_destination": 0,
+            "published_s": 0.03,
+        },
+        "ovn": {"engine": "ovn", "connections": 20, "error": "the migration failed: boom"},
+    }
+    res.binds = [
+        sg_bind("liveport", 100),
+        sg_bind("ovn", 100),
+        sg_bind("liveport", 1000),
+        {"engine": "ovn", "ports": 1000, "error": "1000 ports did not finish (timed out)"},
+    ]
+    figures = {f.name: f for f in compare_sg.figures(res)}
+    first = figures["delivered at D when the remote speaks first (within 2 s)"]
+    assert (first.text("liveport"), first.text("ovn")) == ("20 of 20", "not measured")
+    assert "ovn: the migration failed: boom" in first.note
+    assert first.winner == "-"  # no verdict without OVN's value
+    ok = figures["100 ports: all bound (SB)"]
+    assert (ok.liveport, ok.ovn, ok.winner) == (500.0, 500.0, "tie")
+    big = figures["1000 ports: all up (NB)"]
+    assert big.liveport == 1000.0 and big.ovn is None and big.text("ovn") == "not measured"
+    assert "did not finish" in big.note and "largest size measured: 100 ports" in big.note
+    joins = figures[
+        "100 ports: a port joins the group -> --wait=hv sync returned (min / med / max)"
+    ]
+    assert joins.text("liveport") == "100 / 200 / 300 ms" and joins.liveport == 200.0
+    table = render_table(compare_sg.figures(res))
+    assert "== security groups: 1000 ports" in table
+    doc = json.loads(
+        json.dumps(
+            report_json(
+                list(figures.values()), machine={}, config={}, fairness=[], raw=res.to_json()
+            )
+        )
+    )
+    assert doc["raw"]["bind"][3]["error"].startswith("1000 ports did not finish")
+
+
+def test_a_size_that_does_not_finish_is_reported_and_larger_ones_are_not_attempted(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    def bound(engine: str, n: int, cfg: SgConfig) -> dict[str, object]:
+        if engine == "ovn" and n >= 100:
+            raise Timeout("timed out after 300s waiting for all 100 ports up")
+        return sg_bind(engine, n)
+
+    def carried(engine: str, cfg: SgConfig, form: object) -> dict[str, object]:
+        raise RuntimeError("ovsdbapp\nlost its connection")
+
+    monkeypatch.setattr(compare_sg, "bound", bound)
+    monkeypatch.setattr(compare_sg, "carried", carried)
+    lines: list[str] = []
+    res = compare_sg.run(SgConfig(sizes=(1000, 10, 100)), lines.append)
+    assert res.carried["ovn"]["error"] == "RuntimeError: ovsdbapp lost its connection"
+    ovn = [b for b in res.binds if b["engine"] == "ovn"]
+    assert [b["ports"] for b in ovn] == [10, 100, 1000]  # smallest first
+    assert "error" not in ovn[0]
+    assert str(ovn[1]["error"]).startswith("100 ports did not finish (timed out after 300s")
+    assert str(ovn[2]["error"]).startswith("not attempted: 100 ports did not finish")
+    assert len([b for b in res.binds if b["engine"] == "liveport" and "error" not in b]) == 3
+    up = next(f for f in compare_sg.figures(res) if f.name == "1000 ports: all up (NB)")
+    assert up.text("ovn") == "not measured" and "largest size measured: 10 ports" in up.note
+    assert any("100 ports did not finish" in line for line in lines)

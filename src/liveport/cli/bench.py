@@ -14,21 +14,43 @@ import time
 from pathlib import Path
 from typing import TypeVar
 
-from liveport.lab import compare
+from liveport.lab import compare, compare_sg
 from liveport.lab.comparison import render_table
 from liveport.model.errors import InvalidInput
 
 ParserT = TypeVar("ParserT", bound=argparse.ArgumentParser)
 
 
-def _sizes(text: str) -> tuple[int, ...]:
+def _sizes(text: str, flag: str = "--bind-sizes") -> tuple[int, ...]:
     try:
         sizes = tuple(int(part) for part in text.split(",") if part.strip())
     except ValueError:
-        raise InvalidInput(
-            f"--bind-sizes takes numbers separated by commas, not {text!r}"
-        ) from None
+        raise InvalidInput(f"{flag} takes numbers separated by commas, not {text!r}") from None
     return sizes
+
+
+def _parts(text: str | None) -> tuple[str, ...]:
+    if text is None:
+        return compare.PARTS
+    return tuple(part.strip() for part in text.split(",") if part.strip())
+
+
+def _listed(sizes: tuple[int, ...]) -> str:
+    return "/".join(str(n) for n in sizes)
+
+
+def _headline(cfg: compare.Config) -> str:
+    parts = []
+    if cfg.runs_part("migrations"):
+        parts.append(f"{cfg.runs} migrations each")
+    if cfg.runs_part("bind"):
+        parts.append(f"bind {_listed(cfg.bind_sizes)} ports")
+    if cfg.runs_part("sg"):
+        parts.append(
+            f"security groups ({cfg.sg.connections} connections through a migration, "
+            f"{_listed(cfg.sg.sizes)} ports in the default group)"
+        )
+    return ", ".join(parts)
 
 
 def cmd_bench_compare(args: argparse.Namespace) -> int:
@@ -39,12 +61,15 @@ def cmd_bench_compare(args: argparse.Namespace) -> int:
         flap_seconds=args.flap_seconds,
         bind_sizes=_sizes(args.bind_sizes),
         unplug_first=args.unplug_first,
+        parts=_parts(args.only),
+        sg=compare_sg.SgConfig(
+            connections=args.sg_connections,
+            sizes=_sizes(args.sg_sizes, "--sg-sizes"),
+            wait_s=args.sg_wait,
+            timeout_s=args.sg_timeout,
+        ),
     ).check()
-    print(
-        f"== liveport vs OVN 23.03: {cfg.runs} migrations each, bind {cfg.bind_sizes}",
-        file=sys.stderr,
-        flush=True,
-    )
+    print(f"== liveport vs OVN 23.03: {_headline(cfg)}", file=sys.stderr, flush=True)
     started = time.monotonic()
     results = compare.run(cfg, lambda line: print(f"  {line}", file=sys.stderr, flush=True))
     written = compare.write(results, Path(args.output))
@@ -105,6 +130,34 @@ def register(subparsers: argparse._SubParsersAction[ParserT]) -> None:
         action="store_true",
         help="remove the source VIF before the CMS completes (default: Nova's order, "
         "complete first)",
+    )
+    p.add_argument(
+        "--only",
+        metavar="PARTS",
+        help=f"run only these parts (comma-separated: {', '.join(compare.PARTS)}; default all)",
+    )
+    p.add_argument(
+        "--sg-connections",
+        type=int,
+        default=20,
+        help="TCP connections carried through the security-group migration",
+    )
+    p.add_argument(
+        "--sg-sizes",
+        default="100,1000",
+        help="ports in Neutron's default security group bound at once (comma-separated)",
+    )
+    p.add_argument(
+        "--sg-wait",
+        type=float,
+        default=2.0,
+        help="seconds the segments after the security-group migration get to arrive",
+    )
+    p.add_argument(
+        "--sg-timeout",
+        type=float,
+        default=300.0,
+        help="seconds each binding stage may take before a size is reported as not measured",
     )
     p.add_argument("--output", default="bench/out", help="directory for compare.json and the plots")
     p.add_argument("--json", action="store_true", help="print compare.json's document")

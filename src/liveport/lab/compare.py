@@ -1,5 +1,5 @@
 """liveport against upstream OVN 23.03, measured in the same run on the same machine: the
-measuring behind `liveport bench compare` and bench/compare.py (issue 8).
+measuring behind `liveport bench compare` and bench/compare.py.
 
 Two labs run side by side -- `lab up --engine liveport` and `--engine ovn` -- with the same
 chassis, underlay, VMs, traffic generator (peer on hv3 -> vm1 UDP at 1000 packets/s),
@@ -17,6 +17,11 @@ captures and clock; each engine is driven by its own CMS client in its own form
    and the CPU time of the chassis' control-plane daemons meanwhile (and before and after).
 4. binding N new ports on one chassis (fresh labs): time to all bound in the SB and all up in
    the NB; RSS of the chassis daemon, the SB server and northd afterwards.
+5. security groups (liveport.lab.compare_sg, fresh labs): TCP connections through a
+   migration, and N ports in Neutron's default security group bound on one chassis.
+
+Config.parts (`--only`) selects among migrations (1-3, which share two labs), bind (4) and
+sg (5).
 
 The report is liveport.lab.comparison's: every figure with both values, the ratio and the
 better engine, reported as measured.
@@ -25,30 +30,37 @@ better engine, reported as measured.
 from __future__ import annotations
 
 import os
-import platform
-import shutil
 import statistics
-import subprocess
-import tempfile
 import time
-from collections.abc import Callable, Container, Iterator, Sequence
-from contextlib import ExitStack, contextmanager
+from collections.abc import Callable, Container, Sequence
+from contextlib import ExitStack
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
 from liveport.cms.migrate import Cms
 from liveport.cms.ovn import OvnCms
-from liveport.lab import analysis, demo, faults, hypervisor, lab, pcap, vms
+from liveport.lab import analysis, compare_sg, demo, hypervisor, lab, pcap, vms
+from liveport.lab.compare_sg import MigrationForm, SgConfig, SgResults
 from liveport.lab.comparison import Figure, median, min_med_max, report_json
-from liveport.lab.owners import OwnerWatch, collapse, empty_blips, same_owner_blips, view
-from liveport.lab.state import is_lab
+from liveport.lab.engines import (
+    LAB_RETRIES,
+    BindClients,
+    central_daemons,
+    chassis_daemons,
+    cpu_ms,
+    cpu_of,
+    engine_lab,
+    mac,
+    machine,
+    memory,
+)
+from liveport.lab.owners import OwnerWatch, collapse, empty_blips, same_owner_blips
 from liveport.lab.traffic import Sent, Traffic
 from liveport.model import packets
 from liveport.model.errors import InvalidInput, LiveportError
-from liveport.ovsdb import schema
-from liveport.ovsdb.client import OvsdbClient, fetch_schema
-from liveport.ovsdb.rows import Insert, Mutate, Ref, Snapshot
+from liveport.ovsdb.client import OvsdbClient
+from liveport.ovsdb.rows import Insert, Mutate, Ref
 
 Progress = Callable[[str], None]
 ENGINES = ("liveport", "ovn")
@@ -56,6 +68,9 @@ RUNS_ENV = "LIVEPORT_COMPARE_RUNS"
 VM, PEER, TWIN = "vm1", "peer", "twin"
 WINDOW_MS = (-100.0, 300.0)  # timeline plot: around the first announcement
 BATCH = 1000
+# The parts of the comparison: migrations (with the GARP-only guest and the twins, in the
+# same two labs), binding N ports, security groups (liveport.lab.compare_sg).
+PARTS = ("migrations", "bind", "sg")
 
 
 @dataclass(frozen=True)
@@ -73,8 +88,17 @@ class Config:
     # binding), then the source VIF goes (post_live_migration_at_source unplugs it).
     # unplug_first reverses it, as bench/migration.py does.
     unplug_first: bool = False
+    parts: tuple[str, ...] = PARTS  # which parts of the comparison run (--only)
+    sg: SgConfig = field(default_factory=SgConfig)
 
     def check(self) -> Config:
+        unknown = [p for p in self.parts if p not in PARTS]
+        if unknown or not self.parts:
+            raise InvalidInput(
+                f"--only takes parts among {', '.join(PARTS)} (comma-separated), not "
+                f"{','.join(self.parts)!r}"
+            )
+        self.sg.check()
         if self.runs < 1:
             raise InvalidInput("--runs must be at least 1")
         if not 0 < self.rate <= 5000:
@@ -88,6 +112,13 @@ class Config:
     def repeats(self, ports: int) -> int:
         return self.bind_repeats if ports <= 100 else 1
 
+    def runs_part(self, part: str) -> bool:
+        return part in self.parts
+
+    @property
+    def migration_form(self) -> MigrationForm:
+        return MigrationForm(self.precopy_ms, self.pause_ms, self.unplug_first)
+
 
 def default_runs(fallback: int = 20) -> int:
     text = os.environ.get(RUNS_ENV, "")
@@ -97,83 +128,6 @@ def default_runs(fallback: int = 20) -> int:
         raise InvalidInput(f"${RUNS_ENV} must be a number of runs, not {text!r}") from None
 
 
-# ----- processes ------------------------------------------------------------------------------
-
-
-def cpu_seconds(pid: int) -> float:
-    """utime + stime of a process, in seconds (/proc/PID/stat fields 14 and 15)."""
-    fields = Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
-
-
-def rss_mb(pid: int) -> float:
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith("VmRSS:"):
-            return int(line.split()[1]) / 1024
-    return 0.0
-
-
-def chassis_daemons(directory: Path) -> dict[str, int]:
-    """role -> PID of every chassis' control-plane daemon (hvN/agent or hvN/ovn-controller)."""
-    state = lab.load_state(directory)
-    return {
-        role: faults.pid(directory, role)
-        for role in (lab.agent_role(state, entry.name) for entry in state.chassis)
-    }
-
-
-def central_daemons(directory: Path) -> dict[str, int]:
-    """role -> PID of northd (liveport's or OVN's) and the SB server."""
-    roles = {r.role for r in lab.load_state(directory).daemon_refs()}
-    northd = "ovn-northd" if "ovn-northd" in roles else "northd"
-    return {northd: faults.pid(directory, northd), "sb": faults.pid(directory, "sb")}
-
-
-def cpu_of(pids: dict[str, int]) -> dict[str, float]:
-    return {role: cpu_seconds(pid) for role, pid in pids.items()}
-
-
-def cpu_ms(before: dict[str, float], after: dict[str, float]) -> float:
-    """CPU time used between two readings, summed over the processes, in ms (the
-    resolution is one clock tick, 10 ms at the usual 100 Hz)."""
-    return round(sum(after[r] - before[r] for r in before) * 1000, 3)
-
-
-def machine() -> dict[str, Any]:
-    model = ""
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                model = line.partition(":")[2].strip()
-                break
-    except OSError:
-        pass
-
-    def version(tool: str) -> str:
-        try:
-            out = subprocess.run(
-                [tool, "--version"], capture_output=True, text=True, check=False, timeout=10
-            ).stdout
-        except OSError:
-            return "not installed"
-        return out.splitlines()[0] if out else "unknown"
-
-    mem_kb = 0
-    for line in Path("/proc/meminfo").read_text().splitlines():
-        if line.startswith("MemTotal:"):
-            mem_kb = int(line.split()[1])
-    return {
-        "cpu": model,
-        "cores": os.cpu_count(),
-        "memory_gb": round(mem_kb / 1024 / 1024, 1),
-        "kernel": platform.release(),
-        "python": platform.python_version(),
-        "ovn": version("ovn-controller"),
-        "ovs": version("ovs-vswitchd"),
-        "loadavg_start": list(os.getloadavg()),
-    }
-
-
 # ----- one engine's lab -----------------------------------------------------------------------
 
 
@@ -181,37 +135,6 @@ def build_network(directory: Path) -> None:
     """The same logical network for both engines: vm1 (requested-chassis=hv1, so both
     engines' CMS use OVN's requested-chassis=S,D form) on hv1, peer on hv3."""
     demo.build_network(directory, requested_chassis="hv1")
-
-
-LAB_RETRIES: list[str] = []  # lab start-ups that failed and were retried, for the report
-
-
-@contextmanager
-def engine_lab(engine: str, chassis: int = 3) -> Iterator[Path]:
-    """A fresh lab of engine in a short /tmp directory; always torn down. A start-up that
-    fails (lab.up has already stopped what it started) is retried once in a new directory
-    and recorded in LAB_RETRIES: the comparison is not about start-up."""
-    for attempt in (1, 2):
-        base = Path(tempfile.mkdtemp(prefix=f"lpc-{engine[:3]}-", dir="/tmp"))
-        directory = base / "lab"
-        try:
-            lab.up(directory, chassis, engine=engine)
-        except LiveportError as exc:
-            shutil.rmtree(base, ignore_errors=True)
-            if attempt == 2:
-                raise
-            LAB_RETRIES.append(f"{engine}: {exc}")
-            continue
-        except BaseException:
-            shutil.rmtree(base, ignore_errors=True)
-            raise
-        try:
-            yield directory
-        finally:
-            if is_lab(directory):
-                lab.down(directory)
-            shutil.rmtree(base, ignore_errors=True)
-        return
 
 
 @dataclass
@@ -473,86 +396,19 @@ def _pick(values: dict[str, float], roles: Sequence[str] | dict[str, int]) -> di
 # ----- 4. binding N ports -----------------------------------------------------------------------
 
 
-def mac(i: int) -> str:
-    return f"0a:00:{(i >> 16) & 0xFF:02x}:{(i >> 8) & 0xFF:02x}:{i & 0xFF:02x}:01"
-
-
 def bind(engine: str, n: int) -> dict[str, Any]:
     """A fresh lab; n ports created in the NB and caught up everywhere; then hv1 plugs n VIFs
     in one OVSDB transaction: time to all bound (SB) and all up (NB), RSS afterwards."""
-    with engine_lab(engine) as d:
-        layout = lab.Layout.of(d)
-        host = layout.chassis("hv1")
-        sb_name = lab.OVN_SB_NAME if engine == "ovn" else schema.SB_NAME
-        sb_tables: dict[str, list[str] | None] = {"Port_Binding": ["logical_port", "chassis"]}
-        if engine == "ovn":
-            sb_tables["Chassis"] = ["name"]
-        with ExitStack() as stack:
-            nb = stack.enter_context(
-                OvsdbClient(
-                    layout.nb_remote,
-                    schema.NB_NAME,
-                    {
-                        "Logical_Switch": ["name", "ports"],
-                        "Logical_Switch_Port": ["name", "up", "addresses"],
-                    },
-                    schema=fetch_schema(layout.nb_remote, schema.NB_NAME),
-                )
-            )
-            sb = stack.enter_context(
-                OvsdbClient(
-                    layout.sb_remote,
-                    sb_name,
-                    sb_tables,
-                    schema=fetch_schema(layout.sb_remote, sb_name),
-                )
-            )
-            ovs = stack.enter_context(
-                OvsdbClient(
-                    host.db_remote,
-                    schema.VSWITCH_NAME,
-                    {
-                        "Bridge": ["name", "ports"],
-                        "Port": ["name", "interfaces"],
-                        "Interface": ["name", "type", "external_ids"],
-                    },
-                    schema=str(host.ovsdb.schema),
-                )
-            )
-            for client in (nb, sb, ovs):
-                client.wait_connected(30)
-            create_ports(nb, n)
-            sb.wait_until(
-                lambda s: len(s.table("Port_Binding")) >= n, timeout=300, what=f"{n} bindings"
-            )
-            demo.nbctl(d, "--wait=hv", "sync")  # every chassis caught up (both engines)
-
-            def all_bound(s: Snapshot) -> bool:
-                rows = s.table("Port_Binding")
-                return len(rows) >= n and all(view(engine, s, r)[0] == "hv1" for r in rows.values())
-
-            def all_up(s: Snapshot) -> bool:
-                rows = s.table("Logical_Switch_Port")
-                return len(rows) >= n and all(r["up"] for r in rows.values())
-
-            t0 = time.monotonic()
-            plug(ovs, n)
-            sb.wait_until(all_bound, timeout=600, what="all ports bound")
-            bound = time.monotonic() - t0
-            nb.wait_until(all_up, timeout=600, what="all ports up")
-            up = time.monotonic() - t0
-            chassis = chassis_daemons(d)[lab.agent_role(lab.load_state(d), "hv1")]
-            central = central_daemons(d)
-            northd = next(pid for role, pid in central.items() if role != "sb")
-            return {
-                "engine": engine,
-                "ports": n,
-                "bound_s": bound,
-                "up_s": up,
-                "chassis_daemon_mb": rss_mb(chassis),
-                "sb_mb": rss_mb(central["sb"]),
-                "northd_mb": rss_mb(northd),
-            }
+    with engine_lab(engine) as d, BindClients(d) as clients:
+        create_ports(clients.nb, n)
+        binding = clients.bind(n)
+        return {
+            "engine": engine,
+            "ports": n,
+            "bound_s": binding.bound_s,
+            "up_s": binding.up_s,
+            **memory(d),
+        }
     raise AssertionError("unreachable")  # pragma: no cover - the with block returns
 
 
@@ -579,28 +435,6 @@ def create_ports(nb: OvsdbClient, n: int) -> None:
         nb.transact(ops, timeout=120)
 
 
-def plug(ovs: OvsdbClient, n: int, batch: int | None = None) -> None:
-    """n VIFs b0..b(n-1) on hv1's br-int: in one transaction (as many VMs starting at once),
-    or in transactions of `batch`."""
-    bridge = ovs.wait_until(lambda s: s.one("Bridge", name="br-int"), timeout=30)
-    step = batch or max(n, 1)
-    for first in range(0, n, step):
-        ops: list[Insert | Mutate] = []
-        for i in range(first, min(n, first + step)):
-            ops.append(
-                Insert(
-                    "Interface",
-                    {"name": f"b{i}", "type": "dummy", "external_ids": {"iface-id": f"b{i}"}},
-                    name=f"i{i}",
-                )
-            )
-            ops.append(
-                Insert("Port", {"name": f"b{i}", "interfaces": [Ref(f"i{i}")]}, name=f"q{i}")
-            )
-            ops.append(Mutate("Bridge", bridge.uuid, "ports", "add", Ref(f"q{i}")))
-        ovs.transact(ops, timeout=120)
-
-
 # ----- the whole comparison ---------------------------------------------------------------------
 
 
@@ -610,6 +444,7 @@ class Results:
     machine: dict[str, Any]
     engines: dict[str, Engine]
     binds: list[dict[str, Any]]
+    sg: SgResults | None = None
     seconds: float = 0.0
 
     def figures(self) -> list[Figure]:
@@ -626,6 +461,7 @@ class Results:
                 "garp_only": {name: e.garp for name, e in self.engines.items()},
                 "same_iface_id": {name: e.twins for name, e in self.engines.items()},
                 "bind": self.binds,
+                "security_groups": self.sg.to_json() if self.sg is not None else None,
             },
         )
 
@@ -664,8 +500,31 @@ ORDER = {
 }
 
 
+# Which parts each line of FAIRNESS concerns, in its order.
+_FAIRNESS_PARTS = (
+    PARTS,
+    ("migrations",),
+    ("migrations", "sg"),
+    ("migrations", "sg"),
+    ("migrations",),
+    ("migrations",),
+    ("migrations",),
+    ("bind",),
+)
+
+
 def fairness(cfg: Config) -> list[str]:
-    return [*FAIRNESS, ORDER[cfg.unplug_first]]
+    """The fairness notes that concern the parts that ran."""
+    out = [
+        line
+        for line, parts in zip(FAIRNESS, _FAIRNESS_PARTS, strict=True)
+        if any(cfg.runs_part(p) for p in parts)
+    ]
+    if cfg.runs_part("migrations") or cfg.runs_part("sg"):
+        out.append(ORDER[cfg.unplug_first])
+    if cfg.runs_part("sg"):
+        out += compare_sg.FAIRNESS
+    return out
 
 
 def run(cfg: Config, progress: Progress) -> Results:
@@ -677,6 +536,20 @@ def run(cfg: Config, progress: Progress) -> Results:
         progress(f"[{time.monotonic() - began:6.1f}s] {text}")
 
     info = machine()
+    engines = migrations(cfg, say) if cfg.runs_part("migrations") else {}
+    binds = bind_all(cfg, say) if cfg.runs_part("bind") else []
+    sg = compare_sg.run(cfg.sg, say, cfg.migration_form) if cfg.runs_part("sg") else None
+    info["loadavg_end"] = list(os.getloadavg())
+    info["lab_start_retries"] = list(LAB_RETRIES)
+    for failure in LAB_RETRIES:
+        say(f"note: a lab start-up failed and was retried once ({failure})")
+    results = Results(cfg, info, engines, binds, sg, seconds=time.monotonic() - began)
+    say("done")
+    return results
+
+
+def migrations(cfg: Config, say: Progress) -> dict[str, Engine]:
+    """Parts 1-3 in two labs, one per engine."""
     engines: dict[str, Engine] = {}
     with ExitStack() as stack:
         for name in ENGINES:
@@ -712,6 +585,11 @@ def run(cfg: Config, progress: Progress) -> Results:
                 f"{e.name}: same iface-id on hv1 and hv2: {e.twins['changes_per_s']:.2f} owner "
                 f"changes/s, chassis daemons {e.twins['chassis_cpu_ms']:.0f} ms CPU"
             )
+    return engines
+
+
+def bind_all(cfg: Config, say: Progress) -> list[dict[str, Any]]:
+    """Part 4: every size, fresh labs, the engines in alternating order."""
     binds = []
     for n in cfg.bind_sizes:
         for rep in range(cfg.repeats(n)):
@@ -723,13 +601,7 @@ def run(cfg: Config, progress: Progress) -> Results:
                     f"{result['up_s'] * 1000:.0f} ms, chassis daemon "
                     f"{result['chassis_daemon_mb']:.0f} MB"
                 )
-    info["loadavg_end"] = list(os.getloadavg())
-    info["lab_start_retries"] = list(LAB_RETRIES)
-    for failure in LAB_RETRIES:
-        say(f"note: a lab start-up failed and was retried once ({failure})")
-    results = Results(cfg, info, engines, binds, seconds=time.monotonic() - began)
-    say("done")
-    return results
+    return binds
 
 
 def _owners(owners: Sequence[str | None]) -> str:
@@ -769,6 +641,18 @@ def _runs_with(res: Results, engine: str, key: str) -> tuple[int, int, int]:
 
 
 def figures(res: Results) -> list[Figure]:
+    """The figures of the parts that ran, in the order of the table."""
+    out = []
+    if res.config.runs_part("migrations"):
+        out += migration_figures(res)
+    if res.config.runs_part("bind"):
+        out += bind_figures(res)
+    if res.sg is not None:
+        out += compare_sg.figures(res.sg)
+    return out
+
+
+def migration_figures(res: Results) -> list[Figure]:
     cfg = res.config
     sec = f"live migration, {cfg.runs} runs each at {cfg.rate:.0f} packets/s (RARP)"
     out = [
@@ -899,6 +783,12 @@ def figures(res: Results) -> list[Figure]:
             "ms",
         ),
     ]
+    return out
+
+
+def bind_figures(res: Results) -> list[Figure]:
+    cfg = res.config
+    out: list[Figure] = []
     sec = "binding N new ports on one chassis (one OVSDB transaction)"
     for n in cfg.bind_sizes:
         ports = f"{n} port{'' if n == 1 else 's'}"
@@ -1035,8 +925,10 @@ def write(res: Results, output: Path) -> list[Path]:
     written = [output / "compare.json"]
     written[0].write_text(json.dumps(res.to_json(), indent=2) + "\n")
     try:
-        written.append(plot_timelines(res, output / "compare-timelines.png"))
-        written.append(plot_bind(res, output / "compare-bind.png"))
+        if res.engines:
+            written.append(plot_timelines(res, output / "compare-timelines.png"))
+        if res.binds:
+            written.append(plot_bind(res, output / "compare-bind.png"))
     except ImportError:
         pass  # matplotlib is the bench extra; the JSON and the table stand alone
     return written

@@ -27,9 +27,14 @@ Say = Callable[[str], None]
 OVN_MEDIAN_MS = {"announce_to_delivery": 3.1, "handoff_gap": 3.1}
 
 
-def nbctl(directory: Path, *args: str) -> str:
+def nbctl(directory: Path, *args: str, timeout: float = 30.0) -> str:
     result = subprocess.run(
-        ["ovn-nbctl", f"--db={lab.Layout.of(directory).nb_remote}", "--timeout=30", *args],
+        [
+            "ovn-nbctl",
+            f"--db={lab.Layout.of(directory).nb_remote}",
+            f"--timeout={max(1, round(timeout))}",
+            *args,
+        ],
         capture_output=True,
         text=True,
         check=False,

@@ -247,6 +247,18 @@ class TcpSession:
                 )
             time.sleep(0.002)
 
+    def arrived(self, sent: Iterable[tuple[int, Segment]]) -> set[int]:
+        """The connections whose segment in sent (connection, segment) has reached the
+        other side's captures by now; waits for nothing (a benchmark counts what a firewall
+        let through where a test would wait_delivered)."""
+        out = set()
+        for i, segment in sent:
+            receiver = self._receiver(segment.side.other)
+            receiver.poll()
+            if receiver.has(self.flows[i], segment):
+                out.add(i)
+        return out
+
     def _all(self, connection: int | None) -> range | list[int]:
         if connection is None:
             return range(len(self.flows))
