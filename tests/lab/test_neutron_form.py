@@ -8,10 +8,9 @@ import json
 
 import pytest
 
-from liveport.lab import hypervisor, lab, vms
+from liveport.lab import hypervisor, lab, neutron, vms
 from liveport.model.errors import NotFound
 
-from tests import neutron
 from tests.conftest import LabFactory
 from tests.lab.helpers import nbctl, run_cli
 
