@@ -13,10 +13,10 @@ from liveport.agent.step import Config, Memory, rejection
 from liveport.model import packets
 from liveport.model.acl import AclView, Direction, Verdict, parse_reject_userdata, reject_userdata
 from liveport.model.addr import Mac
-from liveport.model.flows import OFPP_CONTROLLER, OFPP_TABLE, Controller, Output
+from liveport.model.flows import OFPP_CONTROLLER, Controller, Load, Output, Resubmit
 from liveport.model.flowsim import Switch, packet_fields
 from liveport.model.packets import TcpFlags, decode
-from liveport.model.pipeline import ChassisView, LocalVif, PortView, compile_flows
+from liveport.model.pipeline import ChassisView, LocalVif, PortView, Table, compile_flows
 from liveport.model.reject import answer
 
 from tests.world import CATALOGUE
@@ -107,10 +107,11 @@ def test_where_the_answer_goes() -> None:
         Config(identity, CATALOGUE, ()), view=_view(), keys={(1, 1): "vm1", (1, 2): "vm2"}
     )
     syn = packets.tcp_segment(A, B, IA, IB, 40000, 8080, TcpFlags.SYN)
-    # to-lport: vm2 refused it; the reset leaves from vm2's VIF through the pipeline.
+    # to-lport: vm2 refused it; the reset enters the switch as from vm2, past its ACLs.
     to = rejection(memory, reject_userdata(Direction.TO_LPORT), {"metadata": 1, "reg15": 2}, syn)
     assert to is not None and to.port == "vm2"
-    assert (to.in_port, to.actions) == (2, (Output(OFPP_TABLE),))
+    assert to.in_port == 2
+    assert to.actions == (Load("metadata", 1), Load("reg14", 2), Resubmit(Table.L2_LOOKUP))
     # from-lport: the network refused what vm1 sent; the answer goes straight back to it.
     back = rejection(
         memory, reject_userdata(Direction.FROM_LPORT), {"metadata": 1, "reg14": 1}, syn

@@ -48,13 +48,24 @@ from liveport.model.catalogue import Catalogue
 from liveport.model.compiler import Dirty, FlowChange, FlowTable
 from liveport.model.cookies import Kind
 from liveport.model.errors import LiveportError
-from liveport.model.flows import OFPP_CONTROLLER, OFPP_TABLE, Action, Flow, FlowSet, Output, diff
+from liveport.model.flows import (
+    OFPP_CONTROLLER,
+    Action,
+    Flow,
+    FlowSet,
+    Load,
+    Output,
+    Resubmit,
+    diff,
+)
 from liveport.model.logical import parse_network
 from liveport.model.pipeline import (
     LOCALNET,
+    R_INPORT,
     ChassisView,
     LocalVif,
     PortView,
+    Table,
     parse_activation_userdata,
 )
 from liveport.model.reject import answer
@@ -803,7 +814,10 @@ def rejection(
         return None
     if direction is Direction.FROM_LPORT:
         return Reply(name, OFPP_CONTROLLER, (Output(vif.ofport),), found.frame, found.what)
-    return Reply(name, vif.ofport, (Output(OFPP_TABLE),), found.frame, found.what)
+    # As the receiver's answer, past its own port security and ACLs (which never saw the
+    # rejected packet's connection: its answer would be invalid to them), to the lookup.
+    enter = (Load("metadata", dp), Load(R_INPORT, key), Resubmit(Table.L2_LOOKUP))
+    return Reply(name, vif.ofport, enter, found.frame, found.what)
 
 
 def dhcp_reply(memory: Memory, userdata: bytes, data: bytes) -> Reply | None:
