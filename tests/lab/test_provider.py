@@ -9,7 +9,8 @@ from pathlib import Path
 
 import pytest
 
-from liveport.lab import hosts, vms
+from liveport.lab import analysis, hosts, hypervisor, lab, vms
+from liveport.lab.traffic import Traffic
 from liveport.model import packets
 
 from tests.conftest import LabFactory
@@ -104,3 +105,61 @@ def test_vlans_are_isolated_and_a_flat_network_works(provider: Path) -> None:
     wait_seq(d, "extflat", 22)
     flat_wire = hosts.tor_port_capture(d, "hv2", received=False)
     assert [(f.info.seq, f.info.vlan_tci) for f in flat_wire if f.info.seq == 22] == [(22, None)]
+
+
+def test_a_migration_on_a_provider_network(provider: Path) -> None:
+    """An external host on VLAN 100 sends to vm1 while it moves hv1 -> hv3: nothing reaches
+    hv3 before the VM announces itself there, nothing is lost after, and the ToR learns the
+    VM's new place from that announcement: it sends nothing more for vm1 towards hv1."""
+    d = provider
+    traffic = Traffic(d, "ext100", "vm1", rate=500).start()
+    try:
+        vms.wait_capture(d, "vm1", lambda f: len(f) > 20)
+        with lab.cms(d) as cms:
+            cms.start("vm1", "hv3", form="seed")
+            record = hypervisor.migrate(
+                d, "vm1", "hv3", announce="rarp", pause_ms=20, remove_source=False
+            )
+            cms.sb.wait_until(
+                lambda s: (
+                    (r := s.one("Port_Binding", logical_port="vm1")) is not None
+                    and r["chassis"] == "hv3"
+                ),
+                timeout=10,
+                what="hv3 to own vm1",
+            )
+            vms.wait_capture(d, "vm1", lambda f: len(f) > 20, chassis="hv3")
+            hypervisor.finish(d, "vm1")
+            cms.complete("vm1")
+    finally:
+        sent = traffic.stop()
+    last = sent[-1].seq
+    vms.wait_capture(
+        d,
+        "vm1",
+        lambda f: any(x.info.seq == last for x in f),
+        chassis="hv3",
+        what=f"datagram {last}",
+    )
+    report = analysis.analyse(
+        sent, analysis.deliveries(d, "vm1"), analysis.announcements(d, "vm1", "hv3"), record
+    )
+    assert report.leaked == 0, "datagrams reached hv3 before the announcement"
+    assert report.first_at_destination is not None
+    assert report.lost_at_announcement == 0
+    announced = report.announced_at
+    assert announced is not None
+    # The ToR's trunk towards hv1 carried nothing for vm1 after the announcement (a few ms
+    # for the frames already on their way: OVS's datapath cache, REVALIDATION_GRACE).
+    stale = [
+        f
+        for f in hosts.tor_port_capture(d, "hv1")
+        if f.info.kind is packets.Kind.UDP
+        and str(f.info.dst) == VMS["vm1"][2]
+        and f.ts > announced + 0.1
+    ]
+    assert stale == [], f"{len(stale)} datagrams still sent towards hv1 after the announcement"
+    print(
+        f"provider migration: gap {report.announce_to_delivery} s, lost at announcement "
+        f"{report.lost_at_announcement}, running {report.lost_running}"
+    )
