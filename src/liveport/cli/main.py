@@ -22,6 +22,7 @@ from liveport.cli import ctl as ctl_cli
 from liveport.cli import daemons, remotes
 from liveport.cli import doctor as doctor_cli
 from liveport.cli import pki as pki_cli
+from liveport.cli import trace as trace_cli
 from liveport.cli import vhost as vhost_cli
 from liveport.cms import migrate, ovn, security, status
 from liveport.lab import demo, faults, hosts, hypervisor, lab, vms
@@ -962,6 +963,7 @@ def build_parser() -> argparse.ArgumentParser:
     bench_cli.register(sub)
     ctl_cli.register(sub)
     doctor_cli.register(sub, lab_sub)
+    trace_cli.register(sub)
 
     p = sub.add_parser("northd", help="run liveport-northd (NB -> SB)")
     daemons.add_northd_options(p)
