@@ -19,6 +19,7 @@ from liveport.cms import doctor
 from liveport.cms import trace as tracing
 from liveport.lab import lab
 from liveport.model.errors import InvalidInput, NotFound
+from liveport.model.trace import parse_packet
 
 ParserT = TypeVar("ParserT", bound=argparse.ArgumentParser)
 
@@ -38,6 +39,7 @@ def _access(args: argparse.Namespace) -> doctor.SwitchAccess:
 def cmd_trace(args: argparse.Namespace) -> int:
     if args.inport is not None and args.from_chassis is not None:
         raise InvalidInput("the packet enters at --inport or from --from-chassis, not both")
+    parse_packet(args.packet)  # a bad description fails before anything is reached
     access = _access(args)
     _, sb = remotes.resolve(args, need=("sb",))
     result = tracing.trace(
