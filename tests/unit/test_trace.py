@@ -306,3 +306,34 @@ def test_steps_render_one_line_each_with_the_flows_owner() -> None:
 def test_packet_with_defaults_keeps_what_was_given() -> None:
     packet = Packet({"eth.src": 1}, "ip4", "udp").with_defaults(eth_src=5, eth_dst=2)
     assert packet.values == {"eth.dst": 2, "eth.src": 1}
+
+
+def test_a_stateful_switch_names_the_acl_that_decides_through_conntrack() -> None:
+    # Sets of several values on two fields become a conjunctive match: the flow that
+    # decides is found through its conjunction id, which names the ACL's key.
+    dports = "7, 19, 33, 1000"
+    sources = "10.0.0.3, 10.0.0.9, 10.0.0.17, 10.0.0.30"
+    drop = AclView(
+        4,
+        Direction.TO_LPORT,
+        300,
+        f"udp.dst == {{{dports}}} && ip4.src == {{{sources}}}",
+        Verdict.DROP,
+        name="no-seven",
+    )
+    allow = AclView(5, Direction.TO_LPORT, 100, "ip4", Verdict.ALLOW_RELATED, name="allow-all")
+    view = chassis("hv2", [port(1, "hv2"), port(3, "hv3")], {"vm1": 5}, acls={1: (drop, allow)})
+    infos = tuple(
+        AclInfo(
+            a.key, str(a.direction), a.priority, str(a.verdict), a.match, a.name, frozenset({1})
+        )
+        for a in (drop, allow)
+    )
+    dropped = run(view, UDP_TO_VM1, TUN["hv3"], tunnel_id=1, acls=infos)
+    assert (dropped.verdict.reason, [a.key for a in dropped.verdict.acl]) == ("acl", [4])
+    assert any(e.kind == "ct" for e in dropped.events)
+    assert dropped.steps[-1].fields.get("conj_id", 0) >> 8 == 4
+    other = UDP_TO_VM1.replace("udp.dst=7", "udp.dst=70")
+    allowed = run(view, other, TUN["hv3"], tunnel_id=1, acls=infos)
+    assert allowed.verdict.kind == "output"
+    assert [a.key for s in allowed.steps for a in s.acl] == [5]

@@ -66,8 +66,10 @@ def register(subparsers: argparse._SubParsersAction[ParserT]) -> None:
         description="PACKET is field == value terms of the ACL match language joined by && "
         '(inport == "vm1" && eth.dst == 00:00:00:00:00:02 && ip4.dst == 10.0.0.2 && udp.dst '
         "== 53), or the same as comma-separated field=value items and protocol names "
-        "(eth.dst=00:00:00:00:00:02, ip4.dst=10.0.0.2, udp, udp.dst=53). eth.src defaults "
-        "to the inport's MAC, eth.dst to the MAC of the port that has ip4.dst/ip6.dst.",
+        "(eth.dst=00:00:00:00:00:02, ip4.dst=10.0.0.2, udp, udp.dst=53). eth.src and the "
+        "source IP default to the inport's, eth.dst to the MAC of the port that has ip4.dst "
+        "or ip6.dst, TCP/UDP ports to 49152 -> 9; the rest to zero or the usual (TTL 64, a "
+        "TCP SYN, an ICMP echo request, an ARP request).",
     )
     p.add_argument("packet", help="the packet (see above)")
     p.add_argument("--chassis", required=True, help="the chassis whose switch is asked")

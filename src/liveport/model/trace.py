@@ -12,8 +12,9 @@ or, shorter, as comma-separated `field=value` items and bare protocol names:
 
 `parse_packet` reads either form; `build_frame` turns the description into the Ethernet
 frame it stands for (what is not said is zero, or the usual value: TTL 64, a TCP SYN, an
-ICMP echo request, an ARP request), so the flows are judged on the fields OVS itself
-extracts from that frame (model.flowsim.packet_fields).
+ICMP echo request, an ARP request, ports 49152 -> 9, as conntrack cannot key port 0), so
+the flows are judged on the fields OVS itself extracts from that frame
+(model.flowsim.packet_fields).
 
 `explain` reads the events of a traced packet (model.flowsim.Switch.trace) with the names
 the databases give to cookies, ports and ACLs, and says what happened: each step (table,
@@ -112,6 +113,7 @@ FIELDS: Mapping[str, tuple[str | None, str | None]] = {
 }
 ETH_TYPES = {"ip4": ETH_IPV4, "ip6": ETH_IPV6, "arp": ETH_ARP, "rarp": ETH_RARP}
 TCP_SYN = 0x002
+DEFAULT_SOURCE_PORT, DEFAULT_DESTINATION_PORT = 49152, 9  # an ephemeral port; discard
 ICMP4_ECHO, ICMP6_ECHO, ND_NS, ND_NA = 8, 128, 135, 136
 ALL_NODES = ipaddress.IPv6Address("ff02::1")
 
@@ -347,15 +349,16 @@ def _ip(p: Packet) -> bytes:
 
 
 def _segment(p: Packet, proto: int) -> bytes:
-    if p.l4 == "tcp":
-        flags = p.get("tcp.flags", TCP_SYN)
-        return struct.pack(
-            "!HHIIHHHH", p.get("tcp.src"), p.get("tcp.dst"), 0, 0, 5 << 12 | flags, 0xFFFF, 0, 0
-        )
-    if p.l4 == "udp":
-        return struct.pack("!HHHH", p.get("udp.src"), p.get("udp.dst"), 8, 0)
-    if p.l4 == "sctp":
-        return struct.pack("!HHII", p.get("sctp.src"), p.get("sctp.dst"), 0, 0)
+    if p.l4 in ("tcp", "udp", "sctp"):
+        # Connection tracking cannot key a port 0 (OVS): unsaid ports are real ones.
+        src = p.get(f"{p.l4}.src", DEFAULT_SOURCE_PORT)
+        dst = p.get(f"{p.l4}.dst", DEFAULT_DESTINATION_PORT)
+        if p.l4 == "tcp":
+            flags = p.get("tcp.flags", TCP_SYN)
+            return struct.pack("!HHIIHHHH", src, dst, 0, 0, 5 << 12 | flags, 0xFFFF, 0, 0)
+        if p.l4 == "udp":
+            return struct.pack("!HHHH", src, dst, 8, 0)
+        return struct.pack("!HHII", src, dst, 0, 0)
     if p.l4 == "icmp4":
         message = struct.pack("!BBHI", p.get("icmp4.type", ICMP4_ECHO), p.get("icmp4.code"), 0, 0)
         return message[:2] + struct.pack("!H", _checksum(message)) + message[4:]
