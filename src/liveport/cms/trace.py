@@ -298,7 +298,7 @@ def trace(
 
 def _switch_key(sb: Snapshot, switch: str | None, packet: Packet, inport: str | None) -> int | None:
     """The tunnel key of the switch the packet belongs to: named, the inport's, the one
-    whose port has eth.dst, or the only one."""
+    whose port has eth.dst (or the destination IP), or the only one."""
     dps = list(sb.rows("Datapath_Binding"))
     if switch is not None:
         found = [dp for dp in dps if dp["name"] == switch]
@@ -311,8 +311,11 @@ def _switch_key(sb: Snapshot, switch: str | None, packet: Packet, inport: str | 
             raise NotFound(f"unknown port {inport!r} (no Port_Binding)")
         dp = sb.get("Datapath_Binding", row["datapath"])
         return int(dp["tunnel_key"]) if dp is not None else None
-    if "eth.dst" in packet.values:
-        found_key = _datapath_of_mac(sb, packet.values["eth.dst"])
-        if found_key is not None:
-            return found_key
+    mac = packet.values.get("eth.dst")
+    for name, version in (("ip4.dst", 4), ("ip6.dst", 6)):
+        if mac is None and name in packet.values:
+            mac = _owner_of_ip(sb, packet.values[name], version, None)
+    found_key = _datapath_of_mac(sb, mac) if mac is not None else None
+    if found_key is not None:
+        return found_key
     return int(dps[0]["tunnel_key"]) if len(dps) == 1 else None
