@@ -337,3 +337,28 @@ def test_a_stateful_switch_names_the_acl_that_decides_through_conntrack() -> Non
     allowed = run(view, other, TUN["hv3"], tunnel_id=1, acls=infos)
     assert allowed.verdict.kind == "output"
     assert [a.key for s in allowed.steps for a in s.acl] == [5]
+
+
+def test_a_port_behind_the_physical_network_is_reached_through_the_uplink() -> None:
+    localnet = PortView("ln", 1, 9, ("unknown",), kind="localnet", network="physnet1", tag=100)
+    view = ChassisView(
+        "hv1",
+        vifs={"vm1": LocalVif("vm1", 1)},
+        tunnels={"hv2": TUN["hv2"]},
+        ports={p.name: p for p in (port(1, "hv1"), port(3, "hv2"), localnet)},
+        uplinks={1: "ln"},
+        localnets={"physnet1": 50},
+    )
+    names = Names(
+        ports={(1, 1): "vm1", (1, 3): "vm3", (1, 9): "ln"},
+        switches={1: "ls0"},
+        vifs={1: "vm1"},
+        uplinks={50: "physnet1"},
+    )
+    frame = build_frame(
+        parse_packet("eth.src=00:00:00:00:00:01, eth.dst=00:00:00:00:00:03, ip4.src=10.0.0.1, udp")
+    )
+    _, events, _ = Switch(compile_flows(view)).trace(packet_fields(frame, 1))
+    verdict = explain(events, names).verdict
+    assert [(d.kind, d.name) for d in verdict.outputs] == [("uplink", "physnet1")]
+    assert verdict.text == "uplink to physical network physnet1 (ofport 50)"
