@@ -20,7 +20,6 @@ from liveport.model.pipeline import ChassisView, LocalVif, PortView, Table, comp
 from liveport.model.trace import (
     AclInfo,
     Names,
-    Packet,
     build_frame,
     deciding_acls,
     decode_cookie,
@@ -295,17 +294,12 @@ def test_a_drop_acl_is_named() -> None:
 
 def test_steps_render_one_line_each_with_the_flows_owner() -> None:
     found = run(pending_at_hv2(), UDP_TO_VM1, TUN["hv3"], tunnel_id=1)
-    lines = render(found, names_for(pending_at_hv2()))
+    lines = render(found)
     assert len(lines) == len(found.steps)
     assert lines[0].startswith(" 0 CLASSIFY: priority 50")
     assert "[switch ls0]" in lines[0]
     assert "DELIVER" in lines[-1] and "pending migration destination" in lines[-1]
     assert found.steps[-1].to_json()["outport"] == "vm1"
-
-
-def test_packet_with_defaults_keeps_what_was_given() -> None:
-    packet = Packet({"eth.src": 1}, "ip4", "udp").with_defaults(eth_src=5, eth_dst=2)
-    assert packet.values == {"eth.dst": 2, "eth.src": 1}
 
 
 def test_a_stateful_switch_names_the_acl_that_decides_through_conntrack() -> None:

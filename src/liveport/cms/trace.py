@@ -103,7 +103,7 @@ class Trace:
             f"flows): {escape(self.entry, 200)}, in_port {self.in_port}",
             f"packet: {escape(self.packet.describe(), 1000)}",
             "",
-            *render(self.explanation, self.names),
+            *render(self.explanation),
             "",
             f"verdict: {verdict.kind.upper()} ({verdict.reason}): {verdict.text}",
         ]

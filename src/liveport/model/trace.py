@@ -132,11 +132,6 @@ class Packet:
     def get(self, name: str, default: int = 0) -> int:
         return self.values.get(name, default)
 
-    def with_defaults(self, **values: int) -> Packet:
-        """The packet with values for the fields it does not give (names with '_' for '.')."""
-        extra = {k.replace("_", "."): v for k, v in values.items()}
-        return Packet({**extra, **self.values}, self.l3, self.l4, self.inport, self.nd)
-
     def describe(self) -> str:
         """The packet in the comma form (what parse_packet reads back)."""
         items = [f'inport="{self.inport}"'] if self.inport is not None else []
@@ -807,7 +802,7 @@ def _kind(flow: Flow) -> Kind | None:
     return cookies.kind_of(flow.cookie)
 
 
-def render(explanation: Explanation, names: Names) -> list[str]:
+def render(explanation: Explanation) -> list[str]:
     """The steps and the verdict as lines for people; every name is escaped."""
     lines = []
     for step in explanation.steps:
