@@ -30,6 +30,7 @@ over all ports or all flows, except for `everything` (a new or reconnected agent
 from __future__ import annotations
 
 from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Set as AbstractSet
 from dataclasses import dataclass, field
 
 from liveport.model.acl import Direction
@@ -104,10 +105,12 @@ class FlowTable:
     ports: Mapping[str, _Port] = field(default_factory=dict)  # ports of local datapaths
     datapaths: Mapping[int, _Datapath] = field(default_factory=dict)  # local datapaths
     # Indexes over every port of the view.
-    dp_ports: Mapping[int, frozenset[str]] = field(default_factory=dict)
-    local: Mapping[int, frozenset[str]] = field(default_factory=dict)  # ports with a VIF here
+    # (The sets of these three are copied by the first update that changes them and then
+    # only changed by it: a table's sets never change once its update returned.)
+    dp_ports: Mapping[int, AbstractSet[str]] = field(default_factory=dict)
+    local: Mapping[int, AbstractSet[str]] = field(default_factory=dict)  # ports with a VIF here
     macs: Mapping[tuple[int, int], frozenset[tuple[int, str]]] = field(default_factory=dict)
-    naming: Mapping[str, frozenset[str]] = field(default_factory=dict)  # chassis -> ports
+    naming: Mapping[str, AbstractSet[str]] = field(default_factory=dict)  # chassis -> ports
     remote: Mapping[int, Mapping[str, int]] = field(default_factory=dict)  # dp -> chassis -> n
     # The flood: which local ports receive it, per datapath ((port key, name) -> actions).
     flood: Mapping[int, Mapping[tuple[int, str], tuple[Action, ...]]] = field(default_factory=dict)
@@ -172,6 +175,7 @@ class _Update:
         self.members = old.members
         self.acls = old.acls
         self._copied: set[str] = set()
+        self._copied_sets: set[tuple[str, object]] = set()
         self.dps: set[int] = set()  # datapaths whose own flows must be looked at again
         self.deletes: list[Flow] = []
         self.adds: list[Flow] = []
@@ -287,23 +291,34 @@ class _Update:
                 self.names |= self.dp_ports.get(dp, _NOTHING)
                 self.dps.add(dp)
 
+    def _own_set(self, index: str, key: object) -> set[str]:
+        """This update's own copy of index[key] (copied once per update, then changed in
+        place: adding n ports to one datapath costs O(n), not O(n^2))."""
+        mapping = self._own(index)
+        current: set[str] | None = mapping.get(key)  # type: ignore[assignment]
+        marker = (index, key)
+        if current is not None and marker in self._copied_sets:
+            return current
+        fresh = set(current) if current else set()
+        mapping[key] = fresh
+        self._copied_sets.add(marker)
+        return fresh
+
     def _set_add(self, index: str, key: object, name: str) -> bool:
         """Adds name to index[key]; True if the set was empty before."""
-        mapping = self._own(index)
-        current: frozenset[str] = mapping.get(key, _NOTHING)  # type: ignore[assignment]
-        mapping[key] = current | {name}
-        return not current
+        names = self._own_set(index, key)
+        empty = not names
+        names.add(name)
+        return empty
 
     def _set_remove(self, index: str, key: object, name: str) -> bool:
         """Removes name from index[key]; True if the set is empty afterwards."""
-        mapping = self._own(index)
-        current: frozenset[str] = mapping.get(key, _NOTHING)  # type: ignore[assignment]
-        left = current - {name}
-        if left:
-            mapping[key] = left
-        else:
-            mapping.pop(key, None)
-        return bool(current) and not left
+        names = self._own_set(index, key)
+        had = bool(names)
+        names.discard(name)
+        if not names:
+            self._own(index).pop(key, None)
+        return had and not names
 
     def _count(self, index: str, dp: int, chassis: str, delta: int) -> None:
         """Counts the ports of dp that name chassis; a chassis that appears or goes changes
@@ -449,7 +464,7 @@ class _PortKeys(Mapping[str, int]):
     """A datapath's ports, name -> key, looked up when asked: the ACL stages ask only for
     the ports their ACLs name, so a datapath's port count does not cost every change."""
 
-    def __init__(self, names: frozenset[str], ports: Mapping[str, PortView]) -> None:
+    def __init__(self, names: AbstractSet[str], ports: Mapping[str, PortView]) -> None:
         self._names = names
         self._ports = ports
 
