@@ -36,6 +36,9 @@ QEMU = "qemu-system-x86_64"
 MEMORY_MB = 128
 FEATURES_LINE = re.compile(r"GUEST_VIRTIO_FEATURES=([01]{64})")
 HEARTBEAT = re.compile(r"GUEST_HEARTBEAT (\d+)")
+# A TCG guest boots in seconds on a quiet machine; on a loaded one (other labs beside the
+# tests) its kernel can starve for a minute. Waits return as soon as the line appears.
+GUEST_TIMEOUT = 120.0
 #: The destination's complaint when the guest acknowledged features it cannot offer.
 UNSUPPORTED = re.compile(r"Features 0x([0-9a-f]+) unsupported\. Allowed features: 0x([0-9a-f]+)")
 
@@ -69,7 +72,9 @@ class Vm:
         except FileNotFoundError:
             return ""
 
-    def wait_serial(self, pattern: re.Pattern[str], timeout: float = 30.0) -> re.Match[str]:
+    def wait_serial(
+        self, pattern: re.Pattern[str], timeout: float = GUEST_TIMEOUT
+    ) -> re.Match[str]:
         """The first match of pattern in the serial log, waiting for it to appear."""
         return self.wait_serial_where(pattern, lambda match: True, timeout)
 
@@ -77,7 +82,7 @@ class Vm:
         self,
         pattern: re.Pattern[str],
         accept: Callable[[re.Match[str]], bool],
-        timeout: float = 30.0,
+        timeout: float = GUEST_TIMEOUT,
     ) -> re.Match[str]:
         deadline = time.monotonic() + timeout
         while True:
@@ -96,7 +101,7 @@ class Vm:
                 )
             time.sleep(0.02)
 
-    def guest_features(self, timeout: float = 30.0) -> int:
+    def guest_features(self, timeout: float = GUEST_TIMEOUT) -> int:
         """The feature bits the guest driver negotiated, from its console line."""
         bits = self.wait_serial(FEATURES_LINE, timeout).group(1)
         return sum(1 << i for i, char in enumerate(bits) if char == "1")
