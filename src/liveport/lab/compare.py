@@ -19,9 +19,12 @@ captures and clock; each engine is driven by its own CMS client in its own form
    the NB; RSS of the chassis daemon, the SB server and northd afterwards.
 5. security groups (liveport.lab.compare_sg, fresh labs): TCP connections through a
    migration, and N ports in Neutron's default security group bound on one chassis.
+6. a provider network (liveport.lab.compare_provider, two more labs): an external host on a
+   VLAN behind the lab's ToR sends a VM UDP while it migrates; what the VM got and what the
+   physical switch did (stale forwarding to the source, MAC moves).
 
-Config.parts (`--only`) selects among migrations (1-3, which share two labs), bind (4) and
-sg (5).
+Config.parts (`--only`) selects among migrations (1-3, which share two labs), bind (4),
+sg (5) and provider (6).
 
 The report is liveport.lab.comparison's: every figure with both values, the ratio and the
 better engine, reported as measured.
@@ -40,7 +43,8 @@ from typing import Any
 
 from liveport.cms.migrate import Cms
 from liveport.cms.ovn import OvnCms
-from liveport.lab import analysis, compare_sg, demo, hypervisor, lab, vms
+from liveport.lab import analysis, compare_provider, compare_sg, demo, hypervisor, lab, vms
+from liveport.lab.compare_provider import ProviderConfig, ProviderResults
 from liveport.lab.compare_sg import MigrationForm, SgConfig, SgResults
 from liveport.lab.comparison import Figure, median, min_med_max, report_json
 from liveport.lab.engines import (
@@ -74,8 +78,9 @@ VM, PEER, TWIN = "vm1", "peer", "twin"
 WINDOW_MS = (-100.0, 300.0)  # timeline plot: around the first announcement
 BATCH = 1000
 # The parts of the comparison: migrations (with the GARP-only guest and the twins, in the
-# same two labs), binding N ports, security groups (liveport.lab.compare_sg).
-PARTS = ("migrations", "bind", "sg")
+# same two labs), binding N ports, security groups (liveport.lab.compare_sg), a provider
+# network (liveport.lab.compare_provider).
+PARTS = ("migrations", "bind", "sg", "provider")
 
 
 @dataclass(frozen=True)
@@ -95,6 +100,7 @@ class Config:
     unplug_first: bool = False
     parts: tuple[str, ...] = PARTS  # which parts of the comparison run (--only)
     sg: SgConfig = field(default_factory=SgConfig)
+    provider: ProviderConfig = field(default_factory=ProviderConfig)
 
     def check(self) -> Config:
         unknown = [p for p in self.parts if p not in PARTS]
@@ -104,6 +110,7 @@ class Config:
                 f"{','.join(self.parts)!r}"
             )
         self.sg.check()
+        self.provider.check()
         if self.runs < 1:
             raise InvalidInput("--runs must be at least 1")
         if not 0 < self.rate <= 5000:
@@ -391,6 +398,7 @@ class Results:
     engines: dict[str, Engine]
     binds: list[dict[str, Any]]
     sg: SgResults | None = None
+    provider: ProviderResults | None = None
     seconds: float = 0.0
 
     def figures(self) -> list[Figure]:
@@ -408,6 +416,7 @@ class Results:
                 "same_iface_id": {name: e.twins for name, e in self.engines.items()},
                 "bind": self.binds,
                 "security_groups": self.sg.to_json() if self.sg is not None else None,
+                "provider": self.provider.to_json() if self.provider is not None else None,
             },
         )
 
@@ -449,9 +458,9 @@ ORDER = {
 # Which parts each line of FAIRNESS concerns, in its order.
 _FAIRNESS_PARTS = (
     PARTS,
-    ("migrations",),
-    ("migrations", "sg"),
-    ("migrations", "sg"),
+    ("migrations", "provider"),
+    ("migrations", "sg", "provider"),
+    ("migrations", "sg", "provider"),
     ("migrations",),
     ("migrations",),
     ("migrations",),
@@ -466,10 +475,12 @@ def fairness(cfg: Config) -> list[str]:
         for line, parts in zip(FAIRNESS, _FAIRNESS_PARTS, strict=True)
         if any(cfg.runs_part(p) for p in parts)
     ]
-    if cfg.runs_part("migrations") or cfg.runs_part("sg"):
+    if any(cfg.runs_part(p) for p in ("migrations", "sg", "provider")):
         out.append(ORDER[cfg.unplug_first])
     if cfg.runs_part("sg"):
         out += compare_sg.FAIRNESS
+    if cfg.runs_part("provider"):
+        out += compare_provider.fairness(cfg.provider)
     return out
 
 
@@ -485,11 +496,16 @@ def run(cfg: Config, progress: Progress) -> Results:
     engines = migrations(cfg, say) if cfg.runs_part("migrations") else {}
     binds = bind_all(cfg, say) if cfg.runs_part("bind") else []
     sg = compare_sg.run(cfg.sg, say, cfg.migration_form) if cfg.runs_part("sg") else None
+    provider = (
+        compare_provider.run(cfg.provider, say, cfg.migration_form)
+        if cfg.runs_part("provider")
+        else None
+    )
     info["loadavg_end"] = list(os.getloadavg())
     info["lab_start_retries"] = list(LAB_RETRIES)
     for failure in LAB_RETRIES:
         say(f"note: a lab start-up failed and was retried once ({failure})")
-    results = Results(cfg, info, engines, binds, sg, seconds=time.monotonic() - began)
+    results = Results(cfg, info, engines, binds, sg, provider, seconds=time.monotonic() - began)
     say("done")
     return results
 
@@ -595,6 +611,8 @@ def figures(res: Results) -> list[Figure]:
         out += bind_figures(res)
     if res.sg is not None:
         out += compare_sg.figures(res.sg)
+    if res.provider is not None:
+        out += compare_provider.figures(res.provider)
     return out
 
 
