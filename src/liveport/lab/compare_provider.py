@@ -541,6 +541,29 @@ def figures(res: ProviderResults) -> list[Figure]:
             note=note(text),
         )
 
+    def where_lost() -> Figure:
+        texts = {}
+        for engine in ENGINES:
+            went = [r.get("lost_at_announcement_went") for r in res.runs.get(engine, [])]
+            sums = {
+                k: sum(w[k] for w in went if w) for k in ("to_source", "to_destination", "neither")
+            }
+            texts[engine] = (
+                f"S {sums['to_source']}, D {sums['to_destination']}, neither {sums['neither']}"
+                if went
+                else "not measured"
+            )
+        return Figure(
+            sec,
+            "the same, all runs: where the ToR had sent them",
+            None,
+            None,
+            better="info",
+            liveport_text=texts["liveport"],
+            ovn_text=texts["ovn"],
+            note=note("S: still towards the source; D: reached D's chassis, not P"),
+        )
+
     def info(figure: Figure) -> Figure:
         return Figure(
             figure.section,
@@ -567,6 +590,7 @@ def figures(res: ProviderResults) -> list[Figure]:
             "pkts",
             "goal: 0",
         ),
+        where_lost(),
         dist(
             "datagrams lost running (the emulated 20 ms pause)",
             "lost_running",
