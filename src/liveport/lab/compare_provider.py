@@ -367,6 +367,9 @@ def tor_figures(
         "stale_to_source": len(stale),
         "stale_last_ms": ms(max(stale) - horizon) if stale else 0.0,
         "stale_after_learned": len(after_learned),
+        "stale_after_learned_ms": (
+            ms(max(after_learned) - learned) if after_learned and learned is not None else 0.0
+        ),
         "stale_until_end": bool(stale) and until - max(stale) < 0.05,
         # Every frame with P's MAC the ToR received: ms from the announcement, trunk, kind.
         "mac_frames": [
