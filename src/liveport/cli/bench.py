@@ -180,8 +180,9 @@ def register(subparsers: argparse._SubParsersAction[ParserT]) -> None:
     p.add_argument(
         "--provider-keep-tor-flows",
         action="store_true",
-        help="keep the ToR's datapath flow cache between provider runs (default: empty it "
-        "before each, so that it learns MAC moves at once, as a hardware switch does)",
+        help="keep the ToR's datapath flow cache between provider runs: OVS then learns a "
+        "MAC returning to a trunk late (default: empty it before each run, so that the ToR "
+        "learns P's move from the first frame, as a hardware switch does)",
     )
     p.add_argument("--output", default="bench/out", help="directory for compare.json and the plots")
     p.add_argument("--json", action="store_true", help="print compare.json's document")
