@@ -31,7 +31,7 @@ Measured per run:
 
 The ToR's datapath flow cache is emptied before each run (ProviderConfig.purge_tor_flows):
 an OVS bridge does not learn at once from a frame that hits a flow it has cached, so a MAC
-returning to a trunk within seconds was learned 50-410 ms late in trials, for both engines;
+returning to a trunk within seconds was learned up to 455 ms late in trials, for both engines;
 a hardware switch learns from the first frame. See fairness().
 
 A failure of one engine (its lab, a migration) is recorded with its reason and ends that
@@ -699,15 +699,17 @@ def fairness(cfg: ProviderConfig) -> list[str]:
             "before each run, so that it learns P's first move of the run from the first "
             "frame, as a hardware switch does. An OVS bridge does not learn at once from a "
             "frame that hits a flow already in its datapath cache: in trials here, with "
-            "the cache kept (--provider-keep-tor-flows), the ToR moved a MAC that returned "
-            "to a trunk within seconds 50-410 ms after the announcement reached it, for "
-            "both engines alike (a revalidator interval of 10 ms did not change that). A "
+            "the cache kept (--provider-keep-tor-flows), the ToR still sent P's traffic to "
+            "S up to 455 ms after P's announcement had reached it from D (a MAC returning "
+            "to a trunk within seconds), for both engines alike (a revalidator interval of "
+            "10 ms did not change that). A "
             "second move within a run (a flap back and forth) is still learned late."
         )
     else:
         out.append(
             "Provider network: the ToR's datapath flow cache is kept between runs "
             "(--provider-keep-tor-flows): a MAC that returns to a trunk whose flow for it "
-            "is still cached is learned late (50-410 ms in trials), for both engines alike."
+            "is still cached is learned late (up to 455 ms in trials), for both engines "
+            "alike."
         )
     return out
