@@ -176,6 +176,7 @@ class World:
         self.agents = {c: AgentState(Memory(self.configs[c])) for c in CHASSIS}
         self.switches = {c: Switch(FlowSet()) for c in CHASSIS}
         self.packet_ins: dict[str, list[tuple[bytes, int]]] = {c: [] for c in CHASSIS}
+        self.events: dict[str, list[str]] = {c: [] for c in CHASSIS}  # what agents logged
         self.clock = 1000
         self.on_install: Callable[[str, ChassisView], None] | None = None  # after a pass
 
@@ -332,6 +333,7 @@ class World:
                     self.handle_packet_in(chassis)
             learned = frozenset(learned_port(f.cookie) for f in switch.learned)
             outcome = agent_step.step(state.memory, dataclasses.replace(inputs, learned=learned))
+        self.events[chassis] += outcome.events
         self.ovs_db[chassis].transact(outcome.ovs_ops)
         self._number_tunnels(chassis)
         self.sb_db.transact(outcome.sb_ops)

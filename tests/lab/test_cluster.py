@@ -206,8 +206,13 @@ def test_an_agent_cut_off_from_the_sb_keeps_forwarding_and_converges(
             timeout=PARTITION + 10,
             what=f"{delivering} delivering {PARTITION:g}s into the partition",
         )
-        gaps = _gaps([g.at for g in udp_deliveries(d, delivering) if g.at >= cut_at + 1.0])
-        assert max(gaps, default=0.0) < 0.5, "delivery stalled during the partition"
+        # Every datagram sent in the partition (from 1 s in: what was already in flight
+        # at the cut may take either way) reached the delivering chassis' VM: no stall.
+        window = [x.seq for x in list(traffic.sent) if cut_at + 1.0 <= x.at <= cut_at + PARTITION]
+        got = {g.seq for g in udp_deliveries(d, delivering)}
+        assert window and not [q for q in window if q not in got], (
+            "delivery stalled during the partition"
+        )
         assert faults.pid(d, f"{cut}/agent") == agent_pid, "the agent itself kept running"
         assert net.pb()["chassis"] == ("hv1"), "nothing moved while the agent was cut off"
         faults.heal_sb(d, cut)

@@ -52,10 +52,15 @@ SB = schema.SB_NAME
 class Rpc:
     """One raw OVSDB JSON-RPC connection (TLS, or the operator's unix socket)."""
 
-    def __init__(self, sock: socket.socket) -> None:
+    def __init__(
+        self, sock: socket.socket, reconnect: Callable[[], socket.socket] | None = None
+    ) -> None:
         self.sock = sock
         self.buffer = ""
         self.next_id = 0
+        # The server probes an idle connection and closes it when nobody answers (this
+        # client answers only inside call()): a call finding it closed connects again.
+        self.reconnect = reconnect
 
     @classmethod
     def tls(cls, port: int, creds: pki.Credentials | None, ca_cert: Path) -> Rpc:
@@ -64,8 +69,12 @@ class Rpc:
         context.load_verify_locations(ca_cert)
         if creds is not None:
             context.load_cert_chain(creds.certificate, creds.private_key)
-        raw = socket.create_connection(("127.0.0.1", port), timeout=5)
-        return cls(context.wrap_socket(raw))
+
+        def connect() -> socket.socket:
+            raw = socket.create_connection(("127.0.0.1", port), timeout=5)
+            return context.wrap_socket(raw)
+
+        return cls(connect(), connect)
 
     @classmethod
     def unix(cls, path: Path) -> Rpc:
@@ -75,6 +84,18 @@ class Rpc:
         return cls(sock)
 
     def call(self, method: str, params: list[Any]) -> Any:
+        try:
+            return self._call(method, params)
+        except (ssl.SSLEOFError, ConnectionError) as exc:
+            if self.reconnect is None:
+                raise
+            if not isinstance(exc, ssl.SSLEOFError) and "closed the connection" not in str(exc):
+                raise
+            self.sock.close()
+            self.sock, self.buffer = self.reconnect(), ""
+            return self._call(method, params)
+
+    def _call(self, method: str, params: list[Any]) -> Any:
         self.next_id += 1
         self.sock.sendall(
             json.dumps({"method": method, "params": params, "id": self.next_id}).encode()

@@ -182,15 +182,14 @@ def test_same_iface_id_on_two_chassis_never_flaps(network: Path) -> None:
             vms.send(d, "vm5b", vms.SendSpec(kind="garp"))  # the other VM even announces itself
             time.sleep(0.1)
         assert watch.history() == first, "owner changed while both chassis had the VIF"
-        # The second takes over within a bounded time once the first VIF is gone.
-        started = time.monotonic()
+        # The second takes over once the first VIF is gone (how fast is a benchmark's
+        # figure: `bench compare`, "the same iface-id on two chassis").
         vms.delete(d, "vm5")
         watch.client.wait_until(
             lambda s: (r := s.one("Port_Binding", logical_port="vm5")) and r["chassis"] == "hv2",
-            timeout=5,
+            timeout=30,
             what="hv2 to take vm5 over",
         )
-        assert time.monotonic() - started < 5
         assert watch.history()[len(first) :] == ["hv2"]  # exactly one change, no blip
         nbctl(d, "wait-until", "Logical_Switch_Port", "vm5", "up=true")
     finally:

@@ -208,3 +208,30 @@ def test_a_change_log_pairs_the_latest_snapshot_with_every_row_changed_up_to_it(
     assert log.take(fallback) == (second, None)  # a reload: look at everything
     log.everything()
     assert log.take(fallback) == (second, None)
+
+
+def test_a_localnet_network_the_chassis_does_not_map_is_logged_once() -> None:
+    """A switch gets a localnet port on physnet1; hv1 maps nothing, then a malformed entry,
+    then physnet1 to a bridge it has: each problem is logged once, when it appears."""
+    world = settled()
+    ln = world.nb_db.insert(
+        "Logical_Switch_Port", name="ln0", type="localnet", addresses={"unknown"},
+        options={"network_name": "physnet1"},
+    )  # fmt: skip
+    ls = next(iter(world.nb_db.snapshot().rows("Logical_Switch")))
+    world.nb_db.update("Logical_Switch", ls.uuid, ports=set(ls["ports"]) | {ln})
+    assert world.converge()
+    unmapped = [e for e in world.events["hv1"] if "without a mapping" in e]
+    assert unmapped == [
+        "localnet ports without a mapping in ovn-bridge-mappings here: ln0 (physnet1)"
+    ]
+    assert world.converge()  # nothing new: not logged again
+    assert [e for e in world.events["hv1"] if "without a mapping" in e] == unmapped
+    db = world.ovs_db["hv1"]
+    root = next(iter(db.snapshot().rows("Open_vSwitch")))
+    bridge = db.insert("Bridge", name="br-ex")
+    ids = dict(root["external_ids"], **{"ovn-bridge-mappings": "physnet1:br-ex,oops"})
+    db.update("Open_vSwitch", root.uuid, external_ids=ids, bridges=set(root["bridges"]) | {bridge})
+    world.events["hv1"].clear()
+    assert world.converge()
+    assert world.events["hv1"] == ["ovn-bridge-mappings entry 'oops' is not NETWORK:BRIDGE"]

@@ -48,6 +48,8 @@ CASES: list[tuple[str, list[str], int, str]] = [
     ("status", [], errors.USAGE, "no database to talk to"),
     ("migrate", ["vm1", "--nb-db", "unix:/x", "--sb-db", "unix:/y"], errors.USAGE, "exactly one"),
     ("migrations", [], errors.USAGE, "no database to talk to"),
+    ("migration show", ["vm1"], errors.USAGE, "no database to talk to"),
+    ("trace", ["udp || tcp", "--chassis", "hv1"], errors.USAGE, "not a field == value term"),
     ("vhost modes", [], errors.USAGE, "no database to talk to"),
     ("vhost check", ["vm1", "--to", "hv2"], errors.USAGE, "no database to talk to"),
     ("vhost qemu-args", ["nope"], errors.NOT_FOUND, "unknown vhost-user mode"),

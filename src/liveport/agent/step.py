@@ -154,8 +154,10 @@ class Memory:
     carried: Mapping[str, tuple[Connection, ...]] = field(default_factory=dict)
     sources: Mapping[str, str] = field(default_factory=dict)
     acl_problems: Mapping[int, str] = field(default_factory=dict)  # as last logged
-    # Provider networks: each datapath's localnet port (by tunnel key).
+    # Provider networks: each datapath's localnet port (by tunnel key), and the localnet
+    # ports whose network this chassis does not map (as last logged).
     uplinks: Mapping[int, str] = field(default_factory=dict)
+    unmapped: frozenset[str] = frozenset()
 
     def connected(self, switch_flows: FlowSet) -> Memory:
         """A new OpenFlow connection: the switch holds switch_flows (dumped, with liveport's
@@ -293,6 +295,7 @@ class _Pass:
         m, change, names = self._compile(m, view)
         reports, m = self._reports(m, view, names)
         m = self._acl_problems(m)
+        m = self._unmapped(m)
         return Outcome(
             m,
             ovs_ops,
@@ -321,6 +324,10 @@ class _Pass:
                 self.events.append(
                     f"iface-id plugged twice on this chassis: {', '.join(local.duplicates)}"
                 )
+            if local.mapping_problems and (
+                m.local is None or local.mapping_problems != m.local.mapping_problems
+            ):
+                self.events.extend(local.mapping_problems)
         if local is m.local and inp.negotiated == m.negotiated:
             return m
         chosen = m.vif_modes
@@ -594,6 +601,27 @@ class _Pass:
             if m.acl_problems.get(key) != problem:
                 self.events.append(f"ACL key {key}: {problem}")
         return dataclasses.replace(m, acl_problems=problems)
+
+    def _unmapped(self, m: Memory) -> Memory:
+        """Logs, once each time the set changes, the localnet ports of this chassis'
+        datapaths whose physical network ovn-bridge-mappings does not map here: their
+        switch's ports reach other chassis only through tunnels from this one."""
+        mapped = m.local.mappings if m.local is not None else {}
+        unmapped = frozenset(
+            f"{name} ({network})"
+            for name in m.uplinks.values()
+            if (port := m.ports.get(name)) is not None
+            and (network := port.network) is not None
+            and network not in mapped
+        )
+        if unmapped == m.unmapped:
+            return m
+        if unmapped - m.unmapped:
+            self.events.append(
+                "localnet ports without a mapping in "
+                f"{localswitch.MAPPINGS_KEY} here: {', '.join(sorted(unmapped))}"
+            )
+        return dataclasses.replace(m, unmapped=unmapped)
 
     # ----- flows and reports -------------------------------------------------------------
 

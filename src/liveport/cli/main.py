@@ -22,8 +22,9 @@ from liveport.cli import ctl as ctl_cli
 from liveport.cli import daemons, remotes
 from liveport.cli import doctor as doctor_cli
 from liveport.cli import pki as pki_cli
+from liveport.cli import trace as trace_cli
 from liveport.cli import vhost as vhost_cli
-from liveport.cms import migrate, ovn, security, status
+from liveport.cms import migrate, migration, ovn, security, status
 from liveport.lab import demo, faults, hosts, hypervisor, lab, vms
 from liveport.lab.tcp import TcpTraffic
 from liveport.lab.traffic import Traffic
@@ -567,6 +568,16 @@ def cmd_migrations(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_migration_show(args: argparse.Namespace) -> int:
+    nb_remote, sb_remote = _remotes(args)
+    view = migration.show(nb_remote, sb_remote, args.port, timeout=args.timeout)
+    if args.json:
+        _print_json(view.to_json())
+    else:
+        print("\n".join(view.lines()))
+    return 0
+
+
 def _add_remotes(p: argparse.ArgumentParser) -> None:
     remotes.add_options(p)
 
@@ -926,6 +937,18 @@ def build_parser() -> argparse.ArgumentParser:
     _add_remotes(p)
     p.set_defaults(func=cmd_migrate, timeout=30.0)
 
+    mp = sub.add_parser("migration", help="one port's migration")
+    migration_sub = mp.add_subparsers(dest="migration_command", required=True, parser_class=_Parser)
+    p = migration_sub.add_parser(
+        "show",
+        help="what the NB requested, what each chassis claimed and installed, the activation, "
+        "the owners the SB keeps, and what the migration waits for now",
+    )
+    p.add_argument("port")
+    p.add_argument("--json", action="store_true")
+    _add_remotes(p)
+    p.set_defaults(func=cmd_migration_show)
+
     p = sub.add_parser("migrations", help="migrations in progress")
     p.add_argument("--json", action="store_true")
     _add_remotes(p)
@@ -962,6 +985,7 @@ def build_parser() -> argparse.ArgumentParser:
     bench_cli.register(sub)
     ctl_cli.register(sub)
     doctor_cli.register(sub, lab_sub)
+    trace_cli.register(sub)
 
     p = sub.add_parser("northd", help="run liveport-northd (NB -> SB)")
     daemons.add_northd_options(p)

@@ -29,7 +29,7 @@ over all ports or all flows, except for `everything` (a new or reconnected agent
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 
 from liveport.model.acl import Direction
@@ -408,8 +408,7 @@ class _Update:
                 del self._own("acls")[dp]
                 self._replace(old.flows, ())
             return
-        names = self.dp_ports.get(dp, _NOTHING)
-        ports = {n: self.view.ports[n].key for n in names}
+        ports = _PortKeys(self.dp_ports.get(dp, _NOTHING), self.view.ports)
         flows: list[Flow] = []
         problems: dict[int, str] = {}
         for direction in Direction:
@@ -444,3 +443,26 @@ class _Update:
                 self.adds.append(flow)
             elif previous != flow:
                 self.modifies.append(flow)
+
+
+class _PortKeys(Mapping[str, int]):
+    """A datapath's ports, name -> key, looked up when asked: the ACL stages ask only for
+    the ports their ACLs name, so a datapath's port count does not cost every change."""
+
+    def __init__(self, names: frozenset[str], ports: Mapping[str, PortView]) -> None:
+        self._names = names
+        self._ports = ports
+
+    def __getitem__(self, name: str) -> int:
+        if name not in self._names:
+            raise KeyError(name)
+        return self._ports[name].key
+
+    def __contains__(self, name: object) -> bool:
+        return name in self._names
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._names)
+
+    def __len__(self) -> int:
+        return len(self._names)

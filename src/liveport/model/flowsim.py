@@ -27,7 +27,9 @@ A caller may also set ct_state (ct_mark, ct_label) in the fields itself, as a pa
 comes back from conntrack would have them.
 
 Pure: a Switch is a value; process returns a new Switch holding what the packet changed
-(learned flows, connections).
+(learned flows, connections). `trace` runs a packet the same way and also returns every
+table lookup and every output, controller, ct and learn action in the order they ran
+(`Event`), for `liveport trace`.
 """
 
 from __future__ import annotations
@@ -214,6 +216,43 @@ class Result:
     vlans: tuple[int, ...] = ()  # vlan_vid at the time of each output (0: untagged)
 
 
+# The fields an Event keeps of the packet at that moment: the pipeline's registers and
+# what conntrack said (what decides which flows match after classification).
+EVENT_FIELDS = (
+    "in_port",
+    "tunnel_id",
+    "metadata",
+    *(f"reg{i}" for i in range(16)),
+    "conj_id",
+    *CT_FIELDS,
+)
+
+
+@dataclass(frozen=True)
+class Event:
+    """One thing a traced packet did, at resubmit depth `depth`:
+    - "lookup": table `table` was searched; `flow` is the flow that matched (None: none did,
+      the packet's path ends there);
+    - "output": sent out of `port` (tunnel_id and vlan at that moment in `fields`);
+    - "in_port": an output to the packet's own in_port, which OVS skips;
+    - "controller": sent to the controller with `userdata`;
+    - "ct": tracked in zone `port`; `fields` holds the ct_state the fork continues with
+      (when the action names a table);
+    - "learn": installed `flow`."""
+
+    kind: str
+    depth: int
+    table: int | None = None
+    flow: Flow | None = None
+    port: int | None = None
+    userdata: bytes = b""
+    fields: Mapping[str, int] = field(default_factory=dict)
+
+
+def _snapshot(fields: Mapping[str, int]) -> dict[str, int]:
+    return {name: fields[name] for name in EVENT_FIELDS if fields.get(name)}
+
+
 @dataclass
 class _Run:
     """What one packet and its forks do, together."""
@@ -224,6 +263,11 @@ class _Run:
     controller: list[bytes] = field(default_factory=list)
     learned: list[Flow] = field(default_factory=list)
     vlans: list[int] = field(default_factory=list)
+    events: list[Event] | None = None  # recorded only when tracing
+
+    def note(self, event: Event) -> None:
+        if self.events is not None:
+            self.events.append(event)
 
 
 @dataclass(frozen=True)
@@ -267,7 +311,15 @@ class Switch:
     def process(self, fields: Mapping[str, int]) -> tuple[Result, Switch]:
         """Runs one packet from table 0; returns what it did and the switch after it (with
         what it learned and the connections it changed)."""
-        run = _Run(self.conntrack)
+        return self._process(fields, _Run(self.conntrack))
+
+    def trace(self, fields: Mapping[str, int]) -> tuple[Result, tuple[Event, ...], Switch]:
+        """As process, with the events of the packet's way through the tables."""
+        events: list[Event] = []
+        result, after = self._process(fields, _Run(self.conntrack, events=events))
+        return result, tuple(events), after
+
+    def _process(self, fields: Mapping[str, int], run: _Run) -> tuple[Result, Switch]:
         self._table(0, dict(fields), run, depth=0)
         result = Result(
             tuple(run.outputs),
@@ -288,23 +340,26 @@ class Switch:
         if depth > MAX_DEPTH:
             raise RecursionError("resubmit depth exceeded")
         flow = self.lookup(table, fields)
+        if run.events is not None:
+            # A flow reached through a conjunction names its id (the ACL's key, model.acl).
+            conj_id = flow.match.value("conj_id") if flow is not None else None
+            seen = {**fields, "conj_id": conj_id} if conj_id is not None else fields
+            run.note(Event("lookup", depth, table, flow, fields=_snapshot(seen)))
         if flow is None:
             return
         for action in flow.actions:
             self._action(action, fields, run, depth)
 
     def _action(self, action: object, f: dict[str, int], run: _Run, depth: int) -> None:
-        if isinstance(action, Output):
-            if action.port != f.get("in_port"):
-                run.outputs.append(action.port)
-                run.tunnel_ids.append(f.get("tunnel_id", 0))
-                run.vlans.append(f.get("vlan_vid", 0))
-        elif isinstance(action, OutputReg):
-            port = f.get(action.field, 0)
+        if isinstance(action, Output | OutputReg):
+            port = action.port if isinstance(action, Output) else f.get(action.field, 0)
             if port != f.get("in_port"):
                 run.outputs.append(port)
                 run.tunnel_ids.append(f.get("tunnel_id", 0))
                 run.vlans.append(f.get("vlan_vid", 0))
+                run.note(Event("output", depth, port=port, fields=_output_fields(f)))
+            else:
+                run.note(Event("in_port", depth, port=port))
         elif isinstance(action, PushVlan):
             # The new tag copies the VID and PCP of the one below it, if any (OVS).
             f["vlan_vid"] = VLAN_PRESENT | f.get("vlan_vid", 0) & 0xFFF
@@ -324,8 +379,10 @@ class Switch:
             self._table(action.table, f, run, depth + 1)
         elif isinstance(action, Controller):
             run.controller.append(action.userdata)
+            run.note(Event("controller", depth, userdata=action.userdata))
         elif isinstance(action, Learn):
             run.learned.append(_learn(action, f))
+            run.note(Event("learn", depth, flow=run.learned[-1]))
         elif isinstance(action, Ct):
             self._ct(action, f, run, depth)
         elif isinstance(action, CtClear):
@@ -338,6 +395,15 @@ class Switch:
         verdict, run.conntrack = run.conntrack.track(
             f, zone, commit=action.commit, loads=action.exec
         )
+        run.note(
+            Event(
+                "ct",
+                depth,
+                action.table,
+                port=zone,
+                fields={"ct_state": int(verdict.state), "ct_mark": verdict.mark},
+            )
+        )
         if action.table is not None:
             fork = {
                 **f,
@@ -347,6 +413,10 @@ class Switch:
             }
             self._table(action.table, fork, run, depth + 1)
         _clear_ct(f)
+
+
+def _output_fields(fields: Mapping[str, int]) -> dict[str, int]:
+    return {k: fields[k] for k in ("tunnel_id", "vlan_vid") if fields.get(k)}
 
 
 def _clear_ct(fields: dict[str, int]) -> None:

@@ -48,6 +48,7 @@ from liveport.model.addr import Mac
 from liveport.model.binding import (
     DESTINATION,
     Arbitration,
+    Installed,
     Resolved,
     arbitrate,
     claim_changes,
@@ -825,7 +826,7 @@ class Plan:
             result = Arbitration(None, None, None)
             problems += self._localnet_problems(lsp, ls)
         owner_claim = reports.get(result.owner) if result.owner else None
-        up = owner_claim is not None and owner_claim.installed == "owner"
+        up = owner_claim is not None and owner_claim.installed == Installed.OWNER
         status = _status(problems, result.reason, notes)
         self._write_binding(
             name,

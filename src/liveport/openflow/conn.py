@@ -36,6 +36,7 @@ from os_ken.ofproto import ofproto_v1_3_parser as ofpp
 
 from liveport.model.errors import Timeout
 from liveport.model.flows import Action, Flow, FlowDiff, FlowSet
+from liveport.openflow import wire
 from liveport.openflow.encode import (
     ALL_ONES,
     DATAPATH,
@@ -44,7 +45,6 @@ from liveport.openflow.encode import (
     delete_by_cookie,
     encode_action,
     flow_from_stats,
-    flow_mod,
 )
 from liveport.openflow.errors import ConnectionLost, OpenFlowError, ProtocolError, describe
 from liveport.openflow.packetin import (
@@ -233,14 +233,19 @@ class OpenFlowConnection:
         actions). Every flow is encoded before anything is sent (CodecError). If the switch
         refuses any of it nothing changes, and OpenFlowError names the first flow refused.
         """
-        mods: list[tuple[Any, str, Flow | None]] = [
-            (delete_by_cookie(cookie, mask), f"delete of cookie {cookie:#x}/{mask:#x}", None)
+        mods: list[tuple[bytes, str, Flow | None]] = [
+            (
+                wire.message_bytes(delete_by_cookie(cookie, mask)),
+                f"delete of cookie {cookie:#x}/{mask:#x}",
+                None,
+            )
             for cookie, mask in delete_cookies
         ]
         mods += [
-            (flow_mod(f, ofp.OFPFC_DELETE_STRICT, cookie_mask), "delete", f) for f in change.deletes
+            (wire.flow_mod_bytes(f, ofp.OFPFC_DELETE_STRICT, cookie_mask), "delete", f)
+            for f in change.deletes
         ]
-        mods += [(flow_mod(f), "add", f) for f in (*change.adds, *change.modifies)]
+        mods += [(wire.flow_mod_bytes(f), "add", f) for f in (*change.adds, *change.modifies)]
         if not mods:
             return
         async with self._deadline(timeout, f"applying {len(mods)} flow changes"):
@@ -316,7 +321,7 @@ class OpenFlowConnection:
     def _bundle_control(self, bundle_id: int, kind: int) -> Any:
         return ofpp.ONFBundleCtrlMsg(DATAPATH, bundle_id, kind, BUNDLE_FLAGS, [])
 
-    async def _bundle(self, mods: list[tuple[Any, str, Flow | None]]) -> None:
+    async def _bundle(self, mods: list[tuple[bytes, str, Flow | None]]) -> None:
         self._bundle_id = self._bundle_id % _MAX_XID + 1
         bundle_id = self._bundle_id
         sink = _Sink()
@@ -327,8 +332,7 @@ class OpenFlowConnection:
             opened = self._expect(open_request, "bundle open")
             xids.append(opened)
             for index, (mod, what, flow) in enumerate(mods):
-                add = ofpp.ONFBundleAddMsg(DATAPATH, bundle_id, BUNDLE_FLAGS, mod, [])
-                xids.append(self._send(add, sink, what, flow))
+                xids.append(self._send_bundle_add(bundle_id, mod, sink, what, flow))
                 if index % _DRAIN_EVERY == _DRAIN_EVERY - 1:
                     await self._drain()
             await self._reply(opened)
@@ -353,6 +357,18 @@ class OpenFlowConnection:
             self._forget(xids)
 
     # ----- sending ----------------------------------------------------------------------------
+
+    def _send_bundle_add(
+        self, bundle_id: int, inner: bytes, sink: _Sink, what: str, flow: Flow | None
+    ) -> int:
+        """Writes a bundle add of inner (a serialized message) with a fresh xid."""
+        if self._lost is not None:
+            raise ConnectionLost(str(self._lost))
+        self._xid = self._xid % _MAX_XID + 1
+        xid = self._xid
+        self._writer.write(wire.bundle_add(bundle_id, BUNDLE_FLAGS, inner, xid))
+        self._silent[xid] = _Silent(sink, what, flow)
+        return xid
 
     def _send(
         self, message: Any, sink: _Sink | None = None, what: str = "", flow: Flow | None = None

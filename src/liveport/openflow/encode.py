@@ -222,22 +222,32 @@ def from_user(field: str, value: object) -> int:
 # ----- match ------------------------------------------------------------------------------------
 
 
-def encode_match(m: Match) -> OFPMatch:
-    fields: list[tuple[str, object]] = []
+def checked_fields(m: Match) -> list[tuple[str, int, int | None]]:
+    """m's fields as (name, value, mask), checked, in OXM order (as os-ken's keyword
+    constructor would put them)."""
+    fields: list[tuple[str, int, int | None]] = []
     for f in m.fields:
         _check_field(f.name)
-        if f.mask is None:
-            fields.append((f.name, to_user(f.name, f.value)))
-            continue
-        if f.mask == 0:
-            raise CodecError(f"{f.name} has a zero mask (OVS would drop it): leave it out")
-        if f.name in UNMASKABLE:
-            raise CodecError(f"{f.name} cannot be masked")
-        fields.append((f.name, (to_user(f.name, f.value), to_user(f.name, f.mask))))
-    # In OXM order, as os-ken's keyword constructor would put them. Passing them ready-made
-    # skips its normalisation (values are already exact and masked), a third of the cost of
-    # encoding a flow.
+        if f.mask is not None:
+            if f.mask == 0:
+                raise CodecError(f"{f.name} has a zero mask (OVS would drop it): leave it out")
+            if f.name in UNMASKABLE:
+                raise CodecError(f"{f.name} cannot be masked")
+        fields.append((f.name, f.value, f.mask))
     fields.sort(key=lambda item: _OXM_ORDER[item[0]])
+    return fields
+
+
+def encode_match(m: Match) -> OFPMatch:
+    # Passing the fields ready-made skips os-ken's normalisation (values are already exact
+    # and masked), a third of the cost of encoding a flow.
+    fields = [
+        (
+            name,
+            to_user(name, value) if mask is None else (to_user(name, value), to_user(name, mask)),
+        )
+        for name, value, mask in checked_fields(m)
+    ]
     return ofpp.OFPMatch(_ordered_fields=fields)
 
 
@@ -598,11 +608,15 @@ def _decode_learn_spec(spec: Any) -> LearnSpec:
 # ----- flows ------------------------------------------------------------------------------------
 
 
-def encode_instructions(actions: Iterable[Action]) -> list[Any]:
-    actions = tuple(actions)
+def check_conjunctions(actions: tuple[Action, ...]) -> None:
     conjunctions = sum(isinstance(a, Conjunction) for a in actions)
     if conjunctions and conjunctions != len(actions):
         raise CodecError("a flow with conjunction actions may have no other actions")
+
+
+def encode_instructions(actions: Iterable[Action]) -> list[Any]:
+    actions = tuple(actions)
+    check_conjunctions(actions)
     encoded = [encode_action(a) for a in actions]
     if not encoded:
         return []
@@ -620,9 +634,8 @@ def decode_instructions(instructions: Iterable[Any]) -> tuple[Action, ...]:
     return tuple(actions)
 
 
-def flow_mod(flow: Flow, command: int = ofp.OFPFC_ADD, cookie_mask: int = 0) -> OFPFlowMod:
-    """An OFPFlowMod for flow. Deletes carry no instructions, and only touch a flow whose
-    cookie equals flow.cookie under cookie_mask."""
+def check_flow(flow: Flow, command: int) -> bool:
+    """Checks what flow_mod needs of a flow; True if command deletes (no instructions)."""
     _check_table(flow.table)
     if not 0 <= flow.priority <= 0xFFFF:
         raise CodecError(f"priority {flow.priority} does not fit 16 bits")
@@ -632,6 +645,13 @@ def flow_mod(flow: Flow, command: int = ofp.OFPFC_ADD, cookie_mask: int = 0) -> 
             check_ct_flow(flow.match, flow.actions)
         except FlowError as exc:
             raise CodecError(str(exc)) from None
+    return deleting
+
+
+def flow_mod(flow: Flow, command: int = ofp.OFPFC_ADD, cookie_mask: int = 0) -> OFPFlowMod:
+    """An OFPFlowMod for flow. Deletes carry no instructions, and only touch a flow whose
+    cookie equals flow.cookie under cookie_mask."""
+    deleting = check_flow(flow, command)
     return ofpp.OFPFlowMod(
         DATAPATH,
         cookie=flow.cookie,
