@@ -1,9 +1,11 @@
 """liveport against upstream OVN 23.03 in the same lab and the same run: migrations under
 1000 packets/s, a GARP-only guest, two chassis with one iface-id, binding 1/100/1000 ports,
-and security groups (TCP connections through a migration; 100 and 1000 ports in Neutron's
-default group, and a port joining it). The measuring lives in liveport.lab.compare and
-liveport.lab.compare_sg (also `liveport bench compare`, whose `--only sg` runs the last
-part alone); this is its entry point for `make bench`.
+security groups (TCP connections through a migration; 100 and 1000 ports in Neutron's
+default group, and a port joining it) and a migration on a provider network (an external
+host on a VLAN behind the ToR). The measuring lives in liveport.lab.compare,
+liveport.lab.compare_sg and liveport.lab.compare_provider (also `liveport bench compare`,
+whose `--only sg` or `--only provider` runs one part alone); this is its entry point for
+`make bench`.
 
 Usage: bench/compare.py [RUNS]   (default $LIVEPORT_COMPARE_RUNS or 20); writes
 bench/out/compare.json, compare-timelines.png and compare-bind.png

@@ -14,7 +14,7 @@ import time
 from pathlib import Path
 from typing import TypeVar
 
-from liveport.lab import compare, compare_sg
+from liveport.lab import compare, compare_provider, compare_sg
 from liveport.lab.comparison import render_table
 from liveport.model.errors import InvalidInput
 
@@ -50,6 +50,11 @@ def _headline(cfg: compare.Config) -> str:
             f"security groups ({cfg.sg.connections} connections through a migration, "
             f"{_listed(cfg.sg.sizes)} ports in the default group)"
         )
+    if cfg.runs_part("provider"):
+        parts.append(
+            f"provider network ({cfg.provider.runs} migrations each, an external host on VLAN "
+            f"{cfg.provider.vlan} at {cfg.provider.rate:.0f}/s)"
+        )
     return ", ".join(parts)
 
 
@@ -67,6 +72,11 @@ def cmd_bench_compare(args: argparse.Namespace) -> int:
             sizes=_sizes(args.sg_sizes, "--sg-sizes"),
             wait_s=args.sg_wait,
             timeout_s=args.sg_timeout,
+        ),
+        provider=compare_provider.ProviderConfig(
+            runs=args.provider_runs,
+            rate=args.rate,
+            purge_tor_flows=not args.provider_keep_tor_flows,
         ),
     ).check()
     print(f"== liveport vs OVN 23.03: {_headline(cfg)}", file=sys.stderr, flush=True)
@@ -109,7 +119,9 @@ def register(subparsers: argparse._SubParsersAction[ParserT]) -> None:
         type=int,
         help=f"measured migrations per engine (default ${compare.RUNS_ENV} or 20)",
     )
-    p.add_argument("--rate", type=float, default=1000.0, help="peer -> vm1 packets/s")
+    p.add_argument(
+        "--rate", type=float, default=1000.0, help="peer -> vm1 (and host -> VM) packets/s"
+    )
     p.add_argument(
         "--garp-wait",
         type=float,
@@ -158,6 +170,19 @@ def register(subparsers: argparse._SubParsersAction[ParserT]) -> None:
         type=float,
         default=300.0,
         help="seconds each binding stage may take before a size is reported as not measured",
+    )
+    p.add_argument(
+        "--provider-runs",
+        type=int,
+        default=5,
+        help="measured migrations per engine on the provider network",
+    )
+    p.add_argument(
+        "--provider-keep-tor-flows",
+        action="store_true",
+        help="keep the ToR's datapath flow cache between provider runs: OVS then learns a "
+        "MAC returning to a trunk late (default: empty it before each run, so that the ToR "
+        "learns P's move from the first frame, as a hardware switch does)",
     )
     p.add_argument("--output", default="bench/out", help="directory for compare.json and the plots")
     p.add_argument("--json", action="store_true", help="print compare.json's document")

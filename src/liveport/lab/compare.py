@@ -19,9 +19,12 @@ captures and clock; each engine is driven by its own CMS client in its own form
    the NB; RSS of the chassis daemon, the SB server and northd afterwards.
 5. security groups (liveport.lab.compare_sg, fresh labs): TCP connections through a
    migration, and N ports in Neutron's default security group bound on one chassis.
+6. a provider network (liveport.lab.compare_provider, two more labs): an external host on a
+   VLAN behind the lab's ToR sends a VM UDP while it migrates; what the VM got and what the
+   physical switch did (stale forwarding to the source, MAC moves).
 
-Config.parts (`--only`) selects among migrations (1-3, which share two labs), bind (4) and
-sg (5).
+Config.parts (`--only`) selects among migrations (1-3, which share two labs), bind (4),
+sg (5) and provider (6).
 
 The report is liveport.lab.comparison's: every figure with both values, the ratio and the
 better engine, reported as measured.
@@ -40,7 +43,8 @@ from typing import Any
 
 from liveport.cms.migrate import Cms
 from liveport.cms.ovn import OvnCms
-from liveport.lab import analysis, compare_sg, demo, hypervisor, lab, pcap, vms
+from liveport.lab import analysis, compare_provider, compare_sg, demo, hypervisor, lab, vms
+from liveport.lab.compare_provider import ProviderConfig, ProviderResults
 from liveport.lab.compare_sg import MigrationForm, SgConfig, SgResults
 from liveport.lab.comparison import Figure, median, min_med_max, report_json
 from liveport.lab.engines import (
@@ -50,14 +54,19 @@ from liveport.lab.engines import (
     chassis_daemons,
     cpu_ms,
     cpu_of,
+    destination_vif,
     engine_lab,
+    lost_after_handover,
     mac,
     machine,
     memory,
+    ms,
+    run_vifs,
+    vif_deliveries,
+    wait_for_seq,
 )
 from liveport.lab.owners import OwnerWatch, collapse, empty_blips, same_owner_blips
-from liveport.lab.traffic import Sent, Traffic
-from liveport.model import packets
+from liveport.lab.traffic import Traffic
 from liveport.model.errors import InvalidInput, LiveportError
 from liveport.ovsdb.client import OvsdbClient
 from liveport.ovsdb.rows import Insert, Mutate, Ref
@@ -69,8 +78,9 @@ VM, PEER, TWIN = "vm1", "peer", "twin"
 WINDOW_MS = (-100.0, 300.0)  # timeline plot: around the first announcement
 BATCH = 1000
 # The parts of the comparison: migrations (with the GARP-only guest and the twins, in the
-# same two labs), binding N ports, security groups (liveport.lab.compare_sg).
-PARTS = ("migrations", "bind", "sg")
+# same two labs), binding N ports, security groups (liveport.lab.compare_sg), a provider
+# network (liveport.lab.compare_provider).
+PARTS = ("migrations", "bind", "sg", "provider")
 
 
 @dataclass(frozen=True)
@@ -90,6 +100,7 @@ class Config:
     unplug_first: bool = False
     parts: tuple[str, ...] = PARTS  # which parts of the comparison run (--only)
     sg: SgConfig = field(default_factory=SgConfig)
+    provider: ProviderConfig = field(default_factory=ProviderConfig)
 
     def check(self) -> Config:
         unknown = [p for p in self.parts if p not in PARTS]
@@ -99,6 +110,7 @@ class Config:
                 f"{','.join(self.parts)!r}"
             )
         self.sg.check()
+        self.provider.check()
         if self.runs < 1:
             raise InvalidInput("--runs must be at least 1")
         if not 0 < self.rate <= 5000:
@@ -159,56 +171,14 @@ class Engine:
 # ----- captures -------------------------------------------------------------------------------
 
 
-def _vif_deliveries(path: Path, chassis: str, seqs: Container[int]) -> list[analysis.Delivery]:
-    out = []
-    for record in pcap.read(path):
-        try:
-            info = packets.decode(record.frame)
-        except InvalidInput:
-            continue
-        if info.kind is packets.Kind.UDP and info.seq is not None and info.seq in seqs:
-            out.append(analysis.Delivery(info.seq, record.ts, chassis))
-    return out
-
-
 def _complete(e: Engine, cfg: Config) -> None:
     e.cms.complete(VM)
     if not cfg.unplug_first:
         hypervisor.finish(e.directory, VM)
 
 
-def _destination_vif(directory: Path, destination: str) -> Path:
-    vif = lab.load_state(directory).get_vm(VM).vif_on(destination)
-    if vif is None:
-        raise LiveportError(f"{VM} has no VIF on {destination}")
-    return Path(vif.tx_pcap)
-
-
-def _run_vifs(directory: Path, source: str, destination: str) -> tuple[Path, Path]:
-    """The tx captures of this migration's source VIF (just unplugged) and destination VIF."""
-    vm = lab.load_state(directory).get_vm(VM)
-    src = next(v for v in reversed(vm.unplugged) if v.chassis == source)
-    return Path(src.tx_pcap), _destination_vif(directory, destination)
-
-
-def _wait_for_seq(path: Path, seq: int, timeout: float) -> bool:
-    """Until the capture's tail holds seq (the run's last datagram) or timeout: a datagram
-    still in flight is waited for, a lost one is not waited for forever."""
-    deadline = time.monotonic() + timeout
-    while True:
-        for record in pcap.read(path)[-64:]:
-            try:
-                if packets.decode(record.frame).seq == seq:
-                    return True
-            except InvalidInput:
-                continue
-        if time.monotonic() >= deadline:
-            return False
-        time.sleep(0.01)
-
-
 def _first_delivery(path: Path, seqs: Container[int], since: float) -> float | None:
-    return next((d.at for d in _vif_deliveries(path, "", seqs) if d.at >= since), None)
+    return next((d.at for d in vif_deliveries(path, "", seqs) if d.at >= since), None)
 
 
 # ----- 1. migrations --------------------------------------------------------------------------
@@ -235,13 +205,13 @@ def one_migration(e: Engine, run: int, cfg: Config, *, record_timeline: bool = T
     finally:
         sent = traffic.stop()
     e.where = destination
-    src_pcap, dst_pcap = _run_vifs(e.directory, source, destination)
-    _wait_for_seq(dst_pcap, sent[-1].seq, timeout=1.0)
+    src_pcap, dst_pcap = run_vifs(e.directory, VM, source, destination)
+    wait_for_seq(dst_pcap, sent[-1].seq, timeout=1.0)
     end = time.time()
     if not record_timeline:
         return
     seqs = {s.seq for s in sent}
-    got = _vif_deliveries(src_pcap, source, seqs) + _vif_deliveries(dst_pcap, destination, seqs)
+    got = vif_deliveries(src_pcap, source, seqs) + vif_deliveries(dst_pcap, destination, seqs)
     announced = [t for t in analysis.announcements(e.directory, VM, destination) if t >= start]
     report = analysis.analyse(sent, got, announced, record)
     history = e.watch.history
@@ -254,14 +224,14 @@ def one_migration(e: Engine, run: int, cfg: Config, *, record_timeline: bool = T
             "source": source,
             "destination": destination,
             "sent": report.sent,
-            "announce_to_delivery_ms": _ms(report.announce_to_delivery),
-            "announce_to_handover_ms": _ms(handover - zero)
+            "announce_to_delivery_ms": ms(report.announce_to_delivery),
+            "announce_to_handover_ms": ms(handover - zero)
             if handover is not None and zero is not None
             else None,
-            "handoff_gap_ms": _ms(report.handoff_gap),
+            "handoff_gap_ms": ms(report.handoff_gap),
             "lost_at_announcement": report.lost_at_announcement,
             "lost_running": report.lost_running,
-            "lost_after_handover": _lost_after_handover(sent, got, destination, zero),
+            "lost_after_handover": lost_after_handover(sent, got, destination, zero),
             "leaked": report.leaked,
             "owners": owners,
             "owner_changes": max(0, len(owners) - 1),
@@ -277,23 +247,6 @@ def one_migration(e: Engine, run: int, cfg: Config, *, record_timeline: bool = T
             if zero is not None and lo <= (d.at - zero) * 1000 <= hi
         ]
     )
-
-
-def _ms(seconds: float | None) -> float | None:
-    return None if seconds is None else seconds * 1000
-
-
-def _lost_after_handover(
-    sent: Sequence[Sent], got: Sequence[analysis.Delivery], destination: str, zero: float | None
-) -> int | None:
-    """Datagrams that never reached D although sent after the first one D delivered after
-    the announcement (the VM runs on D: what only S got is lost to it): drops after the
-    handover, an emptied binding at completion included."""
-    at_d = {d.seq for d in got if d.chassis == destination and zero is not None and d.at >= zero}
-    if not at_d:
-        return None
-    first = min(at_d)
-    return sum(1 for s in sent if s.seq >= first and s.seq not in at_d)
 
 
 # ----- 2. a guest that announces with GARP and NA only ------------------------------------------
@@ -323,21 +276,21 @@ def garp_only(e: Engine, cfg: Config) -> None:
         )
         if announced is None:
             raise LiveportError("the GARP-only migration's announcements were not captured")
-        dst_pcap = _destination_vif(e.directory, destination)
+        dst_pcap = destination_vif(e.directory, VM, destination)
         window = range(run * 1_000_000, (run + 1) * 1_000_000)  # this run's datagrams
         first = None
         while first is None and time.time() < announced + cfg.garp_wait:
             first = _first_delivery(dst_pcap, window, announced)
             time.sleep(0.02)
         result["activated_before_completion"] = first is not None
-        result["announce_to_delivery_ms"] = _ms(first - announced) if first is not None else None
+        result["announce_to_delivery_ms"] = ms(first - announced) if first is not None else None
         completed = time.time()
         _complete(e, cfg)
         after = None
         while after is None and time.time() < completed + cfg.garp_wait:
             after = _first_delivery(dst_pcap, window, completed)
             time.sleep(0.02)
-        result["completion_to_delivery_ms"] = _ms(after - completed) if after is not None else None
+        result["completion_to_delivery_ms"] = ms(after - completed) if after is not None else None
         result["waited_s"] = completed - announced
         time.sleep(0.1)
     finally:
@@ -445,6 +398,7 @@ class Results:
     engines: dict[str, Engine]
     binds: list[dict[str, Any]]
     sg: SgResults | None = None
+    provider: ProviderResults | None = None
     seconds: float = 0.0
 
     def figures(self) -> list[Figure]:
@@ -462,6 +416,7 @@ class Results:
                 "same_iface_id": {name: e.twins for name, e in self.engines.items()},
                 "bind": self.binds,
                 "security_groups": self.sg.to_json() if self.sg is not None else None,
+                "provider": self.provider.to_json() if self.provider is not None else None,
             },
         )
 
@@ -503,9 +458,9 @@ ORDER = {
 # Which parts each line of FAIRNESS concerns, in its order.
 _FAIRNESS_PARTS = (
     PARTS,
-    ("migrations",),
-    ("migrations", "sg"),
-    ("migrations", "sg"),
+    ("migrations", "provider"),
+    ("migrations", "sg", "provider"),
+    ("migrations", "sg", "provider"),
     ("migrations",),
     ("migrations",),
     ("migrations",),
@@ -520,10 +475,12 @@ def fairness(cfg: Config) -> list[str]:
         for line, parts in zip(FAIRNESS, _FAIRNESS_PARTS, strict=True)
         if any(cfg.runs_part(p) for p in parts)
     ]
-    if cfg.runs_part("migrations") or cfg.runs_part("sg"):
+    if any(cfg.runs_part(p) for p in ("migrations", "sg", "provider")):
         out.append(ORDER[cfg.unplug_first])
     if cfg.runs_part("sg"):
         out += compare_sg.FAIRNESS
+    if cfg.runs_part("provider"):
+        out += compare_provider.fairness(cfg.provider)
     return out
 
 
@@ -539,11 +496,16 @@ def run(cfg: Config, progress: Progress) -> Results:
     engines = migrations(cfg, say) if cfg.runs_part("migrations") else {}
     binds = bind_all(cfg, say) if cfg.runs_part("bind") else []
     sg = compare_sg.run(cfg.sg, say, cfg.migration_form) if cfg.runs_part("sg") else None
+    provider = (
+        compare_provider.run(cfg.provider, say, cfg.migration_form)
+        if cfg.runs_part("provider")
+        else None
+    )
     info["loadavg_end"] = list(os.getloadavg())
     info["lab_start_retries"] = list(LAB_RETRIES)
     for failure in LAB_RETRIES:
         say(f"note: a lab start-up failed and was retried once ({failure})")
-    results = Results(cfg, info, engines, binds, sg, seconds=time.monotonic() - began)
+    results = Results(cfg, info, engines, binds, sg, provider, seconds=time.monotonic() - began)
     say("done")
     return results
 
@@ -649,6 +611,8 @@ def figures(res: Results) -> list[Figure]:
         out += bind_figures(res)
     if res.sg is not None:
         out += compare_sg.figures(res.sg)
+    if res.provider is not None:
+        out += compare_provider.figures(res.provider)
     return out
 
 

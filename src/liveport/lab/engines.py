@@ -1,7 +1,8 @@
 """Either engine's lab as the liveport-vs-OVN comparison uses it (liveport.lab.compare,
 liveport.lab.compare_sg): fresh labs in /tmp, the PIDs of their control-plane daemons and
 what those use (CPU, memory), the flows in a chassis' br-int, the machine, and binding
-many VIFs at once on one chassis and waiting until the engine bound them.
+many VIFs at once on one chassis and waiting until the engine bound them, and what a
+migration delivered (the datagrams in a VIF's capture).
 
 The measuring runs in the caller's thread; the OVSDB clients have their own threads
 (liveport.ovsdb.client).
@@ -15,16 +16,18 @@ import shutil
 import subprocess
 import tempfile
 import time
-from collections.abc import Iterator
+from collections.abc import Container, Iterator, Sequence
 from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from liveport.lab import demo, faults, lab
+from liveport.lab import analysis, demo, faults, lab, pcap
 from liveport.lab.owners import view
 from liveport.lab.state import is_lab
-from liveport.model.errors import LiveportError
+from liveport.lab.traffic import Sent
+from liveport.model import packets
+from liveport.model.errors import InvalidInput, LiveportError
 from liveport.ovsdb import schema
 from liveport.ovsdb.client import OvsdbClient, fetch_schema
 from liveport.ovsdb.rows import Insert, Mutate, Ref, Snapshot
@@ -284,3 +287,67 @@ class BindClients:
         bound = time.monotonic() - t0
         self.nb.wait_until(all_up, timeout=timeout, what=f"all {n} ports up")
         return Binding(bound, time.monotonic() - t0)
+
+
+# ----- what a migration delivered ------------------------------------------------------------
+
+
+def ms(seconds: float | None) -> float | None:
+    return None if seconds is None else seconds * 1000
+
+
+def vif_deliveries(path: Path, chassis: str, seqs: Container[int]) -> list[analysis.Delivery]:
+    """The lab's UDP datagrams (those whose sequence number is in seqs) in one VIF's capture."""
+    out = []
+    for record in pcap.read(path):
+        try:
+            info = packets.decode(record.frame)
+        except InvalidInput:
+            continue
+        if info.kind is packets.Kind.UDP and info.seq is not None and info.seq in seqs:
+            out.append(analysis.Delivery(info.seq, record.ts, chassis))
+    return out
+
+
+def destination_vif(directory: Path, vm: str, destination: str) -> Path:
+    """The tx capture (what the VM received) of vm's VIF on destination."""
+    vif = lab.load_state(directory).get_vm(vm).vif_on(destination)
+    if vif is None:
+        raise LiveportError(f"{vm} has no VIF on {destination}")
+    return Path(vif.tx_pcap)
+
+
+def run_vifs(directory: Path, vm: str, source: str, destination: str) -> tuple[Path, Path]:
+    """The tx captures of this migration's source VIF (just unplugged) and destination VIF."""
+    entry = lab.load_state(directory).get_vm(vm)
+    src = next(v for v in reversed(entry.unplugged) if v.chassis == source)
+    return Path(src.tx_pcap), destination_vif(directory, vm, destination)
+
+
+def wait_for_seq(path: Path, seq: int, timeout: float) -> bool:
+    """Until the capture's tail holds seq (the run's last datagram) or timeout: a datagram
+    still in flight is waited for, a lost one is not waited for forever."""
+    deadline = time.monotonic() + timeout
+    while True:
+        for record in pcap.read(path)[-64:]:
+            try:
+                if packets.decode(record.frame).seq == seq:
+                    return True
+            except InvalidInput:
+                continue
+        if time.monotonic() >= deadline:
+            return False
+        time.sleep(0.01)
+
+
+def lost_after_handover(
+    sent: Sequence[Sent], got: Sequence[analysis.Delivery], destination: str, zero: float | None
+) -> int | None:
+    """Datagrams that never reached D although sent after the first one D delivered after
+    the announcement (the VM runs on D: what only S got is lost to it): drops after the
+    handover, an emptied binding at completion included."""
+    at_d = {d.seq for d in got if d.chassis == destination and zero is not None and d.at >= zero}
+    if not at_d:
+        return None
+    first = min(at_d)
+    return sum(1 for s in sent if s.seq >= first and s.seq not in at_d)

@@ -149,7 +149,7 @@ class FdbEntry:
         }
 
 
-def _port_names(tor: sim.SimHost) -> dict[str, str]:
+def port_names(tor: sim.SimHost) -> dict[str, str]:
     """OpenFlow port number -> interface name on the ToR."""
     out = tor.vsctl("--format=csv", "--no-headings", "--columns=ofport,name", "list", "Interface")
     names = {}
@@ -177,7 +177,7 @@ def fdb(directory: Path) -> list[FdbEntry]:
     require_tor(state)
     tor = Layout(directory).tor
     rows = parse_fdb(tor.appctl("fdb/show", sim.TOR_BRIDGE))
-    names = _port_names(tor)
+    names = port_names(tor)
     chassis = {c.name for c in state.chassis}
     out = []
     for port, vlan, mac, age in rows:
