@@ -16,9 +16,10 @@ from __future__ import annotations
 import json
 import subprocess
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Literal, TypeVar
 
 import pytest
 
@@ -40,6 +41,7 @@ MAC = "52:54:00:12:34:56"
 PORT = "7c1f0d6e-5a3b-4c2d-9e8f-0123456789ab"  # a Neutron port's UUID is Nova's iface-id
 DOMAIN = "vm1"
 DOMAIN_UUID = "0d9c2e4a-8b7f-4e6d-a5c3-b2a190817263"
+T = TypeVar("T")
 DEV = "vhu7c1f0d6e-5a"  # os-vif names vhost-user ports vhu + the port ID's first 11 characters
 PB_COLUMNS = ["logical_port", "chassis", "migration_destination", "requested_chassis"]
 
@@ -129,6 +131,15 @@ def history(w: BindingWatch, since: float) -> str:
     return "\n".join(sorted(lines))
 
 
+def wait_for(check: Callable[[], T | Literal[False] | None], timeout: float = 60.0) -> T:
+    """check's first true result (a local condition no database announces)."""
+    deadline = time.monotonic() + timeout
+    while not (result := check()):
+        assert time.monotonic() < deadline, "condition never met"
+        time.sleep(0.1)
+    return result
+
+
 def owner(sb: Snapshot, chassis: str) -> bool:
     row = sb.one("Port_Binding", logical_port=PORT)
     return row is not None and row["chassis"] == chassis and row["migration_destination"] is None
@@ -184,3 +195,90 @@ def test_virsh_migrate_moves_an_unnamed_port_with_one_owner_change(hosts: Hosts)
     assert hv2 is not None and hv2["iface-id"] == PORT and "migration-status" not in hv2
     assert "VIFs outgoing" in hosts.rig.watchers[0].text()
     assert "migrate begin: VIFs plugged" in hosts.hv2.hook_log()
+
+
+def test_a_migration_libvirt_aborts_leaves_the_port_on_the_source(hosts: Hosts) -> None:
+    """The migration is throttled to 1 MiB/s and aborted (`virsh domjobabort`) once hv2 is
+    waiting for the guest: hv1 keeps the port throughout, hv2's hook unplugs its VIF when
+    libvirt kills the incoming QEMU, and hv1's watcher clears `outgoing` when the job ends
+    with the domain still running there (M5)."""
+    layout = lab.Layout(hosts.directory)
+    with Cms(layout.nb.remote, layout.sb.remote) as cms, BindingWatch(hosts.directory, [PORT]) as w:
+        boot_on_hv1(hosts, cms)
+        since = time.time()
+        hosts.hv1.virsh("migrate-setspeed", DOMAIN, "--bandwidth", "1")
+        with (hosts.rig.directory / "migrate.err").open("w") as err:
+            migration = subprocess.Popen(hosts.migrate_argv(), stdout=err, stderr=err, text=True)
+        try:
+            cms.sb.wait_until(
+                lambda s: any(
+                    r["logical_port"] == PORT
+                    and r["chassis"] == "hv2"
+                    and r["installed"] == "pending"
+                    for r in s.rows("Port_Claim")
+                ),
+                timeout=120,
+                what="hv2 waiting for the guest (incoming on hv2, outgoing on hv1)",
+            )
+            hosts.hv1.virsh("domjobabort", DOMAIN)
+            assert migration.wait(120) != 0
+        finally:
+            if migration.poll() is None:
+                migration.kill()
+                migration.wait()
+        cms.sb.wait_until(
+            lambda s: (
+                owner(s, "hv1")
+                and not [
+                    r
+                    for r in s.rows("Chassis_VIF")
+                    if r["iface_id"] == PORT and r["chassis"] == "hv2"
+                ]
+                and not [
+                    r
+                    for r in s.rows("Port_Claim")
+                    if r["logical_port"] == PORT and r["chassis"] == "hv2"
+                ]
+            ),
+            timeout=120,
+            what="the port back to hv1 alone",
+        )
+        assert w.owner_changes(PORT, since=since) == 0, history(w, since)
+    assert "running" in hosts.hv1.virsh("domstate", DOMAIN).stdout
+    assert hosts.interface("hv2") is None
+    hv1 = wait_for(lambda: (i := hosts.interface("hv1")) and "migration-status" not in i and i)
+    assert hv1["iface-id"] == PORT
+    assert "still here: cleared" in hosts.rig.watchers[0].text()
+
+
+def test_a_named_port_moves_when_the_cloud_names_the_destination_as_neutron_does(
+    hosts: Hosts,
+) -> None:
+    """requested-chassis=hv1: the hypervisor's `incoming` alone may not make hv2 the
+    destination (M6: only where hv2 may bind the port; M8), so the cloud names it as Neutron
+    does around Nova's live migration (requested-chassis=hv1,hv2 before, hv2 after), and
+    the hook and watcher mark the VIFs as for any port: one owner change, at the RARP."""
+    layout = lab.Layout(hosts.directory)
+    nbctl(hosts.directory, "lsp-set-options", PORT, "requested-chassis=hv1")
+    with Cms(layout.nb.remote, layout.sb.remote) as cms, BindingWatch(hosts.directory, [PORT]) as w:
+        boot_on_hv1(hosts, cms)
+        since = time.time()
+        nbctl(hosts.directory, "lsp-set-options", PORT, "requested-chassis=hv1,hv2")
+        result = subprocess.run(
+            hosts.migrate_argv(), capture_output=True, text=True, timeout=300, check=False
+        )
+        assert result.returncode == 0, result.stderr + hosts.hv1.log_tail()
+        cms.sb.wait_until(
+            lambda s: (
+                (r := s.one("Port_Binding", logical_port=PORT)) is not None
+                and r["chassis"] == "hv2"
+            ),
+            timeout=120,
+            what="hv2 activated",
+        )
+        nbctl(hosts.directory, "lsp-set-options", PORT, "requested-chassis=hv2")
+        wait_settled_on_hv2(hosts, cms)
+        assert w.owner_changes(PORT, since=since) == 1, history(w, since)
+        who, _, how = w.activations[PORT]
+        assert who == "hv2" and how["kind"] == "rarp", history(w, since)
+    assert hosts.interface("hv1") is None
