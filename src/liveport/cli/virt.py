@@ -18,7 +18,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from liveport.model.domain import HookAction, hook_action
-from liveport.model.errors import USAGE, LiveportError
+from liveport.model.errors import USAGE, InvalidInput, LiveportError
 
 DEFAULT_OVS_DB = "unix:/var/run/openvswitch/db.sock"
 DEFAULT_URI = "qemu:///system"
@@ -62,27 +62,32 @@ def _logging(log_file: Path | None, level: int) -> None:
 
 
 def run_hook(args: argparse.Namespace) -> int:
+    if len(args.args) < 3:
+        raise InvalidInput(
+            "libvirt calls its qemu hook with DOMAIN OPERATION SUB-OPERATION [EXTRA]"
+        )
     xml = sys.stdin.read()
-    if len(args.args) >= 3 and hook_action(args.args[1], args.args[2]) == HookAction.NOTHING:
+    if hook_action(args.args[1], args.args[2]) == HookAction.NOTHING:
         return 0  # most calls: done before the OVSDB client is even loaded
     from liveport.virt import hook  # noqa: PLC0415 - see the module docstring
 
     # A hook logs to its file only: libvirt shows stderr only when the hook fails.
-    _logging(args.log_file, logging.INFO if args.log_file else logging.ERROR)
+    _logging(args.log_file, logging.INFO if args.log_file else logging.CRITICAL)
     options = hook.HookOptions(args.ovs_db, plug_type=args.plug_type, bridge=args.bridge)
     try:
-        action = hook.run(list(args.args), xml, options)
-    except (LiveportError, ValueError) as exc:
-        logging.getLogger("liveport.virt").error("libvirt-hook %s: %s", " ".join(args.args), exc)
-        print(f"liveport libvirt-hook: {exc}", file=sys.stderr)
-        return 1
-    logging.getLogger("liveport.virt").debug("libvirt-hook: %s", action)
+        hook.run(list(args.args), xml, options)
+    except LiveportError as exc:
+        log = logging.getLogger("liveport.virt")
+        log.error("libvirt-hook %s: %s", " ".join(args.args), exc)
+        raise
     return 0
 
 
 def run_watch(args: argparse.Namespace) -> int:
     from liveport.virt import watch  # noqa: PLC0415
 
+    if args.hold < 0:
+        raise InvalidInput(f"--hold takes seconds, 0 or more, not {args.hold:g}")
     _logging(args.log_file, logging.INFO)
     stop = threading.Event()
 

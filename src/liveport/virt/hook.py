@@ -24,6 +24,7 @@ from dataclasses import dataclass
 
 from liveport.model.binding import INCOMING
 from liveport.model.domain import HookAction, hook_action, parse_domain
+from liveport.model.errors import InvalidInput
 from liveport.virt.switch import HostSwitch, find, plug_ops, status_ops, unplug_ops
 
 log = logging.getLogger("liveport.virt")
@@ -40,7 +41,7 @@ class HookOptions:
 def run(args: list[str], xml: str, options: HookOptions) -> HookAction:
     """One hook call: args are libvirt's (DOMAIN OPERATION SUB-OPERATION [EXTRA]), xml stdin."""
     if len(args) < 3:
-        raise ValueError("libvirt calls the hook with DOMAIN OPERATION SUB-OPERATION [EXTRA]")
+        raise InvalidInput("libvirt calls the hook with DOMAIN OPERATION SUB-OPERATION [EXTRA]")
     name, operation, sub_operation = args[:3]
     action = hook_action(operation, sub_operation)
     if action == HookAction.NOTHING:

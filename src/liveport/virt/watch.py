@@ -118,7 +118,10 @@ class Watcher:
         lv.virEventRegisterDefaultImpl()
         loop = threading.Thread(target=self._event_loop, args=(stop,), daemon=True)
         loop.start()
-        self.connect()
+        try:
+            self.connect()
+        except lv.libvirtError as exc:
+            raise Unavailable(f"libvirt-watch: cannot follow {self.options.uri}: {exc}") from None
         self.reconcile()
         if ready is not None:
             ready()
