@@ -48,6 +48,14 @@ def add_watch_options(p: argparse.ArgumentParser) -> None:
         metavar="SECONDS",
         help="after the guest resumed here, keep `incoming` this long (its announcements)",
     )
+    p.add_argument(
+        "--job-poll",
+        type=float,
+        default=0.5,
+        metavar="SECONDS",
+        help="look for outgoing migration jobs this often (libvirt sends no event when "
+        "one starts; 0: rely on the migration-iteration event alone)",
+    )
     p.add_argument("--log-file", type=Path, help="log to FILE instead of stderr")
 
 
@@ -86,8 +94,9 @@ def run_hook(args: argparse.Namespace) -> int:
 def run_watch(args: argparse.Namespace) -> int:
     from liveport.virt import watch  # noqa: PLC0415
 
-    if args.hold < 0:
-        raise InvalidInput(f"--hold takes seconds, 0 or more, not {args.hold:g}")
+    for flag, value in (("--hold", args.hold), ("--job-poll", args.job_poll)):
+        if value < 0:
+            raise InvalidInput(f"{flag} takes seconds, 0 or more, not {value:g}")
     _logging(args.log_file, logging.INFO)
     stop = threading.Event()
 
@@ -96,7 +105,7 @@ def run_watch(args: argparse.Namespace) -> int:
 
     signal.signal(signal.SIGTERM, stopping)
     signal.signal(signal.SIGINT, stopping)
-    options = watch.WatchOptions(args.connect, args.ovs_db, hold=args.hold)
+    options = watch.WatchOptions(args.connect, args.ovs_db, hold=args.hold, job_poll=args.job_poll)
     watch.Watcher(options).run(stop)
     return 0
 

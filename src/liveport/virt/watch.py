@@ -4,10 +4,13 @@ migrating domains in the host's Open_vSwitch database.
 The qemu hook cannot mark the source: libvirt calls it there only after the move (`stopped
 end`, `release end`). The events can:
 
-- the first migration-iteration event (QEMU's first dirty-page pass, when memory starts to
-  be copied, seconds before the switch-over under load) or, at the latest, the lifecycle
-  event SUSPENDED/MIGRATED (the source pauses for the switch-over): the domain's VIFs here
-  get `migration-status=outgoing`;
+- the source's migration job: libvirt starts it when the migration begins, before the
+  destination is even asked to prepare, but sends no event for it, so the watcher looks
+  at the jobs of the running domains every `job_poll` seconds (0.5 s; one
+  virDomainGetJobStats call per running domain); the first migration-iteration event
+  (QEMU's first dirty-page pass) and, at the latest, the lifecycle event
+  SUSPENDED/MIGRATED (the source pauses for the switch-over) come as events: whichever
+  is first gives the domain's VIFs here `migration-status=outgoing`;
 - while a domain is marked outgoing, its migration job is followed (virDomainGetJobInfo, as
   Nova's migration monitor does; libvirt sends no event when a migration fails or is
   aborted): when the job ends and the domain still runs here, the migration failed, and
@@ -53,6 +56,7 @@ class WatchOptions:
     ovs_db: str
     hold: float = 1.0  # seconds between the guest resuming here and clearing `incoming`
     poll: float = 0.2  # seconds between looks at a migration job marked outgoing
+    job_poll: float = 0.5  # seconds between looks for new outgoing migration jobs (0: never)
 
 
 @dataclass
@@ -125,6 +129,7 @@ class Watcher:
         self.reconcile()
         if ready is not None:
             ready()
+        next_scan = time.monotonic()
         while not stop.is_set():
             try:
                 name, kind, a, b = self._events.get(timeout=self.options.poll)
@@ -132,6 +137,9 @@ class Watcher:
                 pass
             else:
                 self._handle(name, kind, a, b)
+            if self.options.job_poll and time.monotonic() >= next_scan:
+                next_scan = time.monotonic() + self.options.job_poll
+                self._scan_jobs()
             self._follow_jobs()
             self._release_arrived()
             if self._closed.is_set() and not stop.is_set():
@@ -186,6 +194,26 @@ class Watcher:
         self._state.outgoing[name] = _Outgoing(domain)
         self._write(domain, OUTGOING, f"{name}: {why}: VIFs outgoing")
 
+    def _scan_jobs(self) -> None:
+        """Marks the domains whose job is an outgoing migration: libvirt starts that job
+        when the migration begins on the source, seconds before QEMU's first iteration
+        under load (it sends no event for it)."""
+        lv = self._lv
+        try:
+            doms = self._conn.listAllDomains(lv.VIR_CONNECT_LIST_DOMAINS_ACTIVE)
+        except lv.libvirtError:
+            return
+        for dom in doms:
+            try:
+                name = dom.name()
+                if name in self._state.outgoing:
+                    continue
+                stats = dom.jobStats()
+            except lv.libvirtError:
+                continue
+            if _migrating_out(stats):
+                self._mark_outgoing(name, "its outgoing migration job started")
+
     def _follow_jobs(self) -> None:
         for name in list(self._state.outgoing):
             try:
@@ -232,9 +260,7 @@ class Watcher:
                     stats = dom.jobStats()
                 except lv.libvirtError:
                     continue
-                out = stats.get("type", JOB_NONE) != JOB_NONE and (
-                    stats.get("operation") == OPERATION_MIGRATION_OUT
-                )
+                out = _migrating_out(stats)
                 state = dom.state()[0]
                 marks = {
                     f.iface["external_ids"].get(STATUS_KEY)
@@ -252,5 +278,7 @@ class Watcher:
                     )
 
 
-def watch(options: WatchOptions, stop: threading.Event) -> None:
-    Watcher(options).run(stop)
+def _migrating_out(stats: dict[str, Any]) -> bool:
+    """virDomainGetJobStats says: an outgoing migration runs."""
+    running = stats.get("type", JOB_NONE) != JOB_NONE
+    return running and stats.get("operation") == OPERATION_MIGRATION_OUT
