@@ -221,7 +221,7 @@ class LibvirtRig:
             time.sleep(0.2)
         return daemon
 
-    def watcher(self, daemon: Libvirtd, ovs_db: str, hold: float = 1.0) -> Watcher:
+    def watcher(self, daemon: Libvirtd, ovs_db: str, hold: float = 2.0) -> Watcher:
         """Starts `liveport libvirt-watch` for daemon and waits until it follows it."""
         log = daemon.directory / "watch.log"
         argv = [sys.executable, "-m", "liveport.cli.virt", "watch", "--connect", daemon.uri]

@@ -44,7 +44,7 @@ def add_watch_options(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--hold",
         type=float,
-        default=1.0,
+        default=2.0,
         metavar="SECONDS",
         help="after the guest resumed here, keep `incoming` this long (its announcements)",
     )

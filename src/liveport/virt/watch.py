@@ -17,8 +17,8 @@ end`, `release end`). The events can:
   `outgoing` is cleared; when the domain stopped here (STOPPED/MIGRATED) it moved, and the
   hook unplugs its VIFs;
 - RESUMED/MIGRATED on the destination (the guest runs here): `incoming` is cleared once
-  QEMU's announcements are over (`hold`, 1 s by default; QEMU sends its last one 450 ms
-  after resuming), so that the destination is still waiting for them when they come.
+  QEMU's announcements are over and recorded (`hold`, 2 s by default; QEMU sends its last
+  one 450 ms after resuming), so that the destination still waits for them when they come.
 
 On start, and again whenever it reconnects to libvirtd, it reconciles: a domain whose job is
 an outgoing migration is marked outgoing, a running domain without one that is marked
@@ -54,7 +54,7 @@ OPERATION_MIGRATION_OUT = 5  # VIR_DOMAIN_JOB_OPERATION_MIGRATION_OUT
 class WatchOptions:
     uri: str
     ovs_db: str
-    hold: float = 1.0  # seconds between the guest resuming here and clearing `incoming`
+    hold: float = 2.0  # seconds between the guest resuming here and clearing `incoming`
     poll: float = 0.2  # seconds between looks at a migration job marked outgoing
     job_poll: float = 0.5  # seconds between looks for new outgoing migration jobs (0: never)
 
