@@ -18,6 +18,11 @@ packages=(openvswitch-switch openvswitch-common ovn-common ovn-central ovn-host
 # The QEMU tests (tests/qemu, part of `make test`) boot a guest that scripts/build-guest.sh
 # makes from Debian's cloud kernel and busybox.
 packages+=(qemu-system-x86 busybox-static cpio)
+# tests/qemu/test_libvirt_lab.py migrates that guest between two real libvirtd instances
+# (liveport's qemu hook and event watcher on each): the daemon with its QEMU driver and the
+# user and directories it expects (libvirt-daemon-system; its daemons are not started, see
+# below), virsh, and the Python binding the watcher uses.
+packages+=(libvirt-daemon-system libvirt-clients python3-libvirt)
 # The packaging tests check the systemd units with systemd-analyze (nothing is started).
 command -v systemd-analyze >/dev/null 2>&1 || packages+=(systemd)
 

@@ -76,7 +76,8 @@ def test_the_wheel_holds_what_the_programs_need(wheel: Path) -> None:
     assert "liveport/py.typed" in names
     assert any(n.startswith("liveport/vhostuser/") and n.endswith(".json") for n in names)
     entry_points = zipfile.ZipFile(wheel).read(f"liveport-{__version__}.dist-info/entry_points.txt")
-    for program in ("liveport", "liveport-northd", "liveport-agent"):
+    programs = ("liveport", "liveport-northd", "liveport-agent")
+    for program in (*programs, "liveport-libvirt-hook", "liveport-libvirt-watch"):
         assert f"{program} = ".encode() in entry_points
 
 
@@ -90,6 +91,8 @@ def test_the_installed_programs_run(venv: Path) -> None:
         helped = run(bin_dir / program, "--help").stdout
         assert "--detach" in helped and "--metrics-address" in helped
     assert "ctl" in run(bin_dir / "liveport", "--help").stdout
+    assert "--plug-type" in run(bin_dir / "liveport-libvirt-hook", "--help").stdout
+    assert "--hold" in run(bin_dir / "liveport-libvirt-watch", "--help").stdout
 
 
 @pytest.mark.skipif(
@@ -103,6 +106,7 @@ def test_the_systemd_units_verify(venv: Path, tmp_path: Path) -> None:
         "liveport-nb-ovsdb.service",
         "liveport-sb-ovsdb.service",
         "liveport-sb-chassis-relay.service",
+        "liveport-libvirt-watch.service",
     }
     for unit in units:
         text = unit.read_text()

@@ -24,6 +24,7 @@ from liveport.cli import doctor as doctor_cli
 from liveport.cli import pki as pki_cli
 from liveport.cli import trace as trace_cli
 from liveport.cli import vhost as vhost_cli
+from liveport.cli import virt as virt_cli
 from liveport.cms import migrate, migration, ovn, security, status
 from liveport.lab import demo, faults, hosts, hypervisor, lab, vms
 from liveport.lab.tcp import TcpTraffic
@@ -994,6 +995,18 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("agent", help="run liveport-agent for this chassis")
     daemons.add_agent_options(p)
     p.set_defaults(func=daemons.run_agent)
+
+    p = sub.add_parser(
+        "libvirt-hook", help="libvirt's qemu hook: mark (and plug) a domain's VIFs here"
+    )
+    virt_cli.add_hook_options(p)
+    p.set_defaults(func=virt_cli.run_hook)
+
+    p = sub.add_parser(
+        "libvirt-watch", help="follow libvirt's events: mark VIFs of domains migrating away"
+    )
+    virt_cli.add_watch_options(p)
+    p.set_defaults(func=virt_cli.run_watch)
 
     p = sub.add_parser(
         "demo",
