@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from liveport.lab import analysis, hosts, hypervisor, lab, vms
+from liveport.lab import analysis, compare_provider, hosts, hypervisor, lab, vms
 from liveport.lab.traffic import Traffic
 from liveport.model import packets
 
@@ -146,7 +146,14 @@ def test_a_migration_on_a_provider_network(provider: Path) -> None:
     )
     assert report.leaked == 0, "datagrams reached hv3 before the announcement"
     assert report.first_at_destination is not None
-    assert report.lost_at_announcement == 0
+    # A datagram lost at the handover is one the ToR still sent towards S as P announced
+    # itself (S's provider bridge learns P behind the ToR from that same announcement and
+    # drops it), or one D's datapath cache dropped in the first millisecond: none vanished
+    # anywhere else. How many is the benchmark's figure (`bench compare --only provider`).
+    went = compare_provider.lost_where(
+        d, sent, analysis.deliveries(d, "vm1"), "hv1", "hv3", report.announced_at
+    )
+    assert sum(went.values()) == report.lost_at_announcement and went["neither"] == 0, went
     announced = report.announced_at
     assert announced is not None
     # The ToR's trunk towards hv1 carried nothing for vm1 after the announcement (a few ms
