@@ -68,7 +68,7 @@ def echo(ident: int, *, reply: bool = False) -> bytes:
 
 def icmp_message(icmp_type: int, code: int, rest: bytes) -> bytes:
     message = struct.pack("!BBH", icmp_type, code, 0) + rest
-    message = message[:2] + struct.pack("!H", packets._checksum(message)) + message[4:]
+    message = message[:2] + struct.pack("!H", packets.checksum(message)) + message[4:]
     return packets._ip_frame(A, B, IA, IB, 1, message, ttl=64, tos=0, checksum_at=None)
 
 

@@ -42,7 +42,7 @@ def test_unsolicited_na_checksum_and_fields() -> None:
     ip6 = frame[14:54]
     icmp = frame[54 : 54 + struct.unpack("!H", ip6[4:6])[0]]
     pseudo = ip6[8:40] + struct.pack("!I3xB", len(icmp), 58)
-    assert packets._checksum(pseudo + icmp) == 0  # a valid checksum sums to zero
+    assert packets.checksum(pseudo + icmp) == 0  # a valid checksum sums to zero
     flags = struct.unpack("!I", icmp[4:8])[0]
     assert flags & packets.NA_FLAG_OVERRIDE and not flags & packets.NA_FLAG_SOLICITED
 
@@ -59,7 +59,7 @@ def test_udp_sequence_round_trip(seq: int, sent: int) -> None:
         M,
         dst,
     )
-    assert packets._checksum(frame[14:34]) == 0  # IPv4 header checksum
+    assert packets.checksum(frame[14:34]) == 0  # IPv4 header checksum
 
 
 def test_short_frame_is_an_error() -> None:
@@ -84,7 +84,7 @@ def _l4_checksum_is_valid(frame: bytes) -> bool:
         length = struct.unpack("!H", frame[18:20])[0]
         segment = frame[54 : 54 + length]
         pseudo = frame[22:54] + struct.pack("!I3xB", len(segment), frame[20])
-    return packets._checksum(pseudo + segment) == 0
+    return packets.checksum(pseudo + segment) == 0
 
 
 @pytest.mark.parametrize(("src_ip", "dst_ip"), [(IP, IP_PEER), (IP6, IP6_PEER)], ids=["v4", "v6"])
@@ -126,14 +126,14 @@ def test_icmp_echoes_decode_to_their_type_and_code() -> None:
     assert (packets.decode(v4).kind, packets.decode(v4).icmp_type) == (packets.Kind.ICMP, 8)
     assert packets.decode(v4_reply).icmp_type == 0
     assert (packets.decode(v6).kind, packets.decode(v6).icmp_type) == (packets.Kind.ICMPV6, 128)
-    assert packets._checksum(v4[34:42]) == 0  # ICMPv4 covers only the message
+    assert packets.checksum(v4[34:42]) == 0  # ICMPv4 covers only the message
     assert _l4_checksum_is_valid(v6)  # ICMPv6 covers the pseudo-header too
 
 
 def test_ttl_and_tos_reach_the_ip_header() -> None:
     v4 = packets.tcp_segment(M, PEER, IP, IP_PEER, 1, 2, ttl=3, tos=0xB8)
     assert (v4[15], v4[22]) == (0xB8, 3)
-    assert packets._checksum(v4[14:34]) == 0
+    assert packets.checksum(v4[14:34]) == 0
     v6 = packets.udp_datagram(M, PEER, IP6, IP6_PEER, 1, 2, ttl=255, tos=0xB8)
     assert (struct.unpack("!I", v6[14:18])[0] >> 20 & 0xFF, v6[21]) == (0xB8, 255)
 

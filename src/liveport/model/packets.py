@@ -113,7 +113,8 @@ def rarp(src: Mac) -> bytes:
     return _eth(BROADCAST, src, ETH_RARP, body)
 
 
-def _checksum(data: bytes) -> int:
+def checksum(data: bytes) -> int:
+    """The Internet checksum (RFC 1071) of data."""
     if len(data) % 2:
         data += b"\x00"
     total = int(sum(struct.unpack(f"!{len(data) // 2}H", data)))
@@ -129,7 +130,7 @@ def unsolicited_na(src: Mac, target: ipaddress.IPv6Address) -> bytes:
     icmp = struct.pack("!BBHI", ICMPV6_NA, 0, 0, NA_FLAG_OVERRIDE) + target.packed
     icmp += struct.pack("!BB", 2, 1) + src.packed  # option 2: target link-layer address
     pseudo = src_ip.packed + IPV6_ALL_NODES.packed + struct.pack("!I3xB", len(icmp), 58)
-    csum = _checksum(pseudo + icmp)
+    csum = checksum(pseudo + icmp)
     icmp = icmp[:2] + struct.pack("!H", csum) + icmp[4:]
     ip6 = struct.pack("!IHBB", 0x60000000, len(icmp), IPPROTO_ICMPV6, 255)
     ip6 += src_ip.packed + IPV6_ALL_NODES.packed
@@ -158,7 +159,7 @@ def _ipv4_header(
         src.packed,
         dst.packed,
     )
-    csum = _checksum(header)
+    csum = checksum(header)
     return header[:10] + struct.pack("!H", csum) + header[12:]
 
 
@@ -199,7 +200,7 @@ def udp6_frame(
 def _udp_with_checksum(pseudo: bytes, src_port: int, dst_port: int, payload: bytes) -> bytes:
     header = struct.pack("!HHHH", src_port, dst_port, 8 + len(payload), 0)
     # A computed checksum of zero is sent as all ones: zero means "no checksum" (RFC 768).
-    csum = _checksum(pseudo + header + payload) or 0xFFFF
+    csum = checksum(pseudo + header + payload) or 0xFFFF
     return header[:6] + struct.pack("!H", csum) + payload
 
 
@@ -251,7 +252,7 @@ def _ip_frame(
     if not 0 <= ttl <= 0xFF or not 0 <= tos <= 0xFF:
         raise InvalidInput(f"TTL {ttl} and TOS {tos} must each fit in a byte")
     if checksum_at is not None:
-        csum = _checksum(_pseudo_header(src_ip, dst_ip, proto, len(segment)) + segment)
+        csum = checksum(_pseudo_header(src_ip, dst_ip, proto, len(segment)) + segment)
         segment = segment[:checksum_at] + struct.pack("!H", csum) + segment[checksum_at + 2 :]
     if isinstance(src_ip, ipaddress.IPv4Address) and isinstance(dst_ip, ipaddress.IPv4Address):
         header = _ipv4_header(src_ip, dst_ip, proto, len(segment), ttl=ttl, tos=tos)
@@ -318,7 +319,7 @@ def icmp4_echo(
     """An ICMPv4 echo request (or reply)."""
     kind = ICMP_ECHO_REPLY if reply else ICMP_ECHO_REQUEST
     message = struct.pack("!BBHHH", kind, 0, 0, ident, seq) + payload
-    message = message[:2] + struct.pack("!H", _checksum(message)) + message[4:]
+    message = message[:2] + struct.pack("!H", checksum(message)) + message[4:]
     return _ip_frame(
         src, dst, src_ip, dst_ip, IPPROTO_ICMP, message, ttl=ttl, tos=0, checksum_at=None
     )
@@ -369,7 +370,7 @@ def icmp_error(
             0,
         )
         message += embedded
-        message = message[:2] + struct.pack("!H", _checksum(message)) + message[4:]
+        message = message[:2] + struct.pack("!H", checksum(message)) + message[4:]
         return _ip_frame(
             src, dst, src_ip, dst_ip, IPPROTO_ICMP, message, ttl=ttl, tos=0, checksum_at=None
         )

@@ -33,7 +33,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from liveport.model import acl as acls
-from liveport.model import cookies
+from liveport.model import cookies, packets
 from liveport.model.addr import Mac
 from liveport.model.cookies import Kind
 from liveport.model.errors import InvalidInput
@@ -286,15 +286,6 @@ def _check_consistent(values: Mapping[str, int], l3: str | None, l4: str | None)
 # ----- the frame ------------------------------------------------------------------------------
 
 
-def _checksum(data: bytes) -> int:
-    if len(data) % 2:
-        data += b"\x00"
-    total = int(sum(struct.unpack(f"!{len(data) // 2}H", data)))
-    while total >> 16:
-        total = (total & 0xFFFF) + (total >> 16)
-    return ~total & 0xFFFF
-
-
 def build_frame(packet: Packet) -> bytes:
     """The Ethernet frame the packet stands for (at least 60 bytes, as on a wire)."""
     p = packet
@@ -332,14 +323,14 @@ def _ip(p: Packet) -> bytes:
         pseudo = src + dst + struct.pack("!xBH", proto, len(segment))
     at = {6: 16, 17: 6, 58: 2}.get(proto)
     if at is not None and len(segment) >= at + 2:
-        csum = _checksum(pseudo + segment) or (0xFFFF if proto == 17 else 0)
+        csum = packets.checksum(pseudo + segment) or (0xFFFF if proto == 17 else 0)
         segment = segment[:at] + struct.pack("!H", csum) + segment[at + 2 :]
     if v6:
         first = 6 << 28 | tos << 20 | p.get("ip6.label")
         return struct.pack("!IHBB", first, len(segment), proto, ttl) + src + dst + segment
     header = struct.pack("!BBHHHBBH", 0x45, tos, 20 + len(segment), 0, 0x4000, ttl, proto, 0)
     header += src + dst
-    header = header[:10] + struct.pack("!H", _checksum(header)) + header[12:]
+    header = header[:10] + struct.pack("!H", packets.checksum(header)) + header[12:]
     return header + segment
 
 
@@ -356,7 +347,7 @@ def _segment(p: Packet, proto: int) -> bytes:
         return struct.pack("!HHII", src, dst, 0, 0)
     if p.l4 == "icmp4":
         message = struct.pack("!BBHI", p.get("icmp4.type", ICMP4_ECHO), p.get("icmp4.code"), 0, 0)
-        return message[:2] + struct.pack("!H", _checksum(message)) + message[4:]
+        return message[:2] + struct.pack("!H", packets.checksum(message)) + message[4:]
     if p.l4 == "icmp6":
         kind = p.get("icmp6.type", p.nd or (ND_NS if "nd.target" in p.values else ICMP6_ECHO))
         message = struct.pack("!BBHI", kind, p.get("icmp6.code"), 0, 0)
