@@ -106,14 +106,7 @@ def test_the_owner_answers_and_after_a_migration_only_the_destination(
     with lab.cms(d) as cms:
         cms.start("vm1", "hv2", form="ovn")
         hypervisor.migrate(d, "vm1", "hv2", announce="rarp", pause_ms=20, remove_source=False)
-        cms.sb.wait_until(
-            lambda s: (
-                (r := s.one("Port_Binding", logical_port="vm1")) is not None
-                and r["chassis"] == "hv2"
-            ),
-            timeout=10,
-            what="hv2 to own vm1",
-        )
+        cms.wait_owner("vm1", "hv2", timeout=10)
         nbctl(d, "--wait=hv", "sync")
         renew = dhcp_request(
             mac,

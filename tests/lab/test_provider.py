@@ -120,14 +120,7 @@ def test_a_migration_on_a_provider_network(provider: Path) -> None:
             record = hypervisor.migrate(
                 d, "vm1", "hv3", announce="rarp", pause_ms=20, remove_source=False
             )
-            cms.sb.wait_until(
-                lambda s: (
-                    (r := s.one("Port_Binding", logical_port="vm1")) is not None
-                    and r["chassis"] == "hv3"
-                ),
-                timeout=10,
-                what="hv3 to own vm1",
-            )
+            cms.wait_owner("vm1", "hv3", timeout=10)
             vms.wait_capture(d, "vm1", lambda f: len(f) > 20, chassis="hv3")
             hypervisor.finish(d, "vm1")
             cms.complete("vm1")

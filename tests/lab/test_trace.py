@@ -121,14 +121,7 @@ def test_trace_says_why_a_pending_port_drops_and_where_it_delivers_after_activat
 
         # The VM announces itself on hv2 (QEMU's RARP): hv2 delivers from then on.
         vms.send(d, "vm1", vms.SendSpec(kind="rarp"), chassis="hv2")
-        cms.sb.wait_until(
-            lambda s: (
-                (r := s.one("Port_Binding", logical_port="vm1")) is not None
-                and r["chassis"] == "hv2"
-            ),
-            timeout=20,
-            what="hv2 to own vm1",
-        )
+        cms.wait_owner("vm1", "hv2", timeout=20)
         nbctl(d, "--wait=hv", "sync")
         after = trace_at_hv2(d)
         verdict = after.explanation.verdict
@@ -168,14 +161,7 @@ def test_migration_show_follows_the_phases_of_a_migration(lab_factory: LabFactor
         assert hv2["claim"]["installed"] == "pending" and hv2["vif"] is not None
 
         vms.send(d, "vm1", vms.SendSpec(kind="rarp"), chassis="hv2")
-        cms.sb.wait_until(
-            lambda s: (
-                (r := s.one("Port_Binding", logical_port="vm1")) is not None
-                and r["chassis"] == "hv2"
-            ),
-            timeout=20,
-            what="hv2 to own vm1",
-        )
+        cms.wait_owner("vm1", "hv2", timeout=20)
         nbctl(d, "--wait=hv", "sync")
         doc = show(d)
         assert doc["phase"] == "activated" and doc["owner"] == "hv2"

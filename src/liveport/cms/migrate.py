@@ -325,6 +325,15 @@ class Cms(CmsClients):
     def wait_ready(self, port: str, destination: str, timeout: float = 30.0) -> None:
         self._wait_phase(port, destination, "ready", timeout)
 
+    def wait_owner(self, port: str, chassis: str, timeout: float = 30.0) -> None:
+        """Returns once the SB binds port to chassis (Port_Binding.chassis)."""
+
+        def owned(sb: Snapshot) -> bool:
+            rows = sb.lookup("Port_Binding", "logical_port", port)
+            return bool(rows) and rows[0]["chassis"] == chassis
+
+        self.sb.wait_until(owned, timeout=timeout, what=f"{chassis} to own {port}")
+
     def _wait_phase(self, port: str, destination: str, phase: str, timeout: float) -> None:
         def reached(sb: Snapshot) -> bool:
             rows = sb.lookup("Port_Binding", "logical_port", port)
