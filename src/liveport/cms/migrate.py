@@ -32,6 +32,12 @@ from liveport.vhostuser.catalogue import load_catalogue
 NB_TABLES: dict[str, list[str] | None] = {
     "Logical_Switch_Port": ["name", "options", "up"],
 }
+# The SB lookups of a port's migration: its binding, its claims, the VIFs named after it.
+SB_INDEXES: dict[str, list[str]] = {
+    "Port_Binding": ["logical_port"],
+    "Port_Claim": ["logical_port"],
+    "Chassis_VIF": ["iface_id"],
+}
 SB_TABLES: dict[str, list[str] | None] = {
     "Chassis": ["name", "hostname", "vhost_modes"],
     "SB_Global": ["live_chassis"],
@@ -184,11 +190,7 @@ class Cms(CmsClients):
             sb_remote,
             schema.SB_NAME,
             SB_TABLES,
-            indexes={
-                "Port_Binding": ["logical_port"],
-                "Port_Claim": ["logical_port"],
-                "Chassis_VIF": ["iface_id"],
-            },
+            indexes=SB_INDEXES,
             name="cms-sb",
         )
         self.nb.wait_connected(connect_timeout)

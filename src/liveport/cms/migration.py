@@ -27,6 +27,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 from typing import Any
 
+from liveport.cms.migrate import SB_INDEXES
 from liveport.model.errors import NotFound
 from liveport.model.logical import parse_options
 from liveport.model.untrusted import escape
@@ -300,11 +301,7 @@ def show(nb_remote: str, sb_remote: str, port: str, timeout: float = 10.0) -> Mi
             sb_remote,
             schema.SB_NAME,
             SB_TABLES,
-            indexes={
-                "Port_Binding": ["logical_port"],
-                "Port_Claim": ["logical_port"],
-                "Chassis_VIF": ["iface_id"],
-            },
+            indexes=SB_INDEXES,
             name="sb",
         ) as sb,
     ):
