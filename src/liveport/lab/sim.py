@@ -12,6 +12,15 @@ VLAN-aware learning bridge (NORMAL, standalone) with one trunk port per chassis,
 the chassis' provider bridge the same way, and access ports for external hosts. Each
 ToR trunk port records both directions in pcap files, so tests see tagged frames on the
 wire.
+
+DPDK chassis (`lab up --dpdk`) run Debian's DPDK build of ovs-vswitchd instead, with the
+same `--enable-dummy=system`: every bridge is still a userspace datapath (dpif-netdev,
+whose "system" type the dummy override stands in for), so the underlay, the ToR, the
+tunnels and dummy VIFs work unchanged, and br-int also takes `dpdkvhostuserclient` ports:
+vhost-user VIFs whose packets DPDK's vhost library carries to and from a real QEMU. DPDK
+runs with `--no-pci` (no device is probed, let alone taken) and `--in-memory` (its huge
+pages come from memfd: no hugetlbfs mount, no files under /var/run/dpdk, so several
+chassis coexist without prefixes), one lcore and one PMD thread that sleeps when idle.
 """
 
 from __future__ import annotations
@@ -36,6 +45,12 @@ PROVIDER_BRIDGE = "br-provider"  # br-phys is the underlay's (tunnels)
 PROVIDER_UPLINK = "tor"  # the provider bridge's port towards the ToR
 PHYSNET = "physnet1"
 BRIDGE_MAPPINGS = f"{PHYSNET}:{PROVIDER_BRIDGE}"
+#: Debian's DPDK build (package openvswitch-switch-dpdk); /usr/sbin/ovs-vswitchd stays the
+#: plain one (the package registers this one as a lower-priority alternative).
+DPDK_VSWITCHD = os.environ.get(
+    "LIVEPORT_OVS_VSWITCHD_DPDK", "/usr/lib/openvswitch-switch-dpdk/ovs-vswitchd-dpdk"
+)
+DPDK_SOCKET_MEM = 512  # MB of huge pages per DPDK chassis (preallocated, and the limit)
 HOSTNAME_DOMAIN = "lab.example"  # RFC 2606: reserved, resolves nowhere
 DEFAULT_MAC_AGING = 300  # seconds, a common default of real switches (and OVS's)
 MAC_AGING_RANGE = (15, 3600)  # what OVS applies; it silently clamps other values
@@ -55,6 +70,28 @@ def encap_ip(index: int) -> ipaddress.IPv4Address:
 def underlay_mac(index: int) -> str:
     """A fixed, locally administered MAC for a chassis' underlay bridge."""
     return f"02:4c:50:{(index >> 16) & 0xFF:02x}:{(index >> 8) & 0xFF:02x}:{index & 0xFF:02x}"
+
+
+def dpdk_cpus() -> tuple[int, int]:
+    """(DPDK's main lcore, the PMD thread's core): the first and last CPU this process may
+    run on (the same one on a single-CPU machine)."""
+    cpus = sorted(os.sched_getaffinity(0))
+    return cpus[0], cpus[-1]
+
+
+def dpdk_other_config(socket_mem: int = DPDK_SOCKET_MEM) -> list[str]:
+    """Open_vSwitch other_config of a DPDK chassis, set before ovs-vswitchd starts."""
+    lcore, pmd = dpdk_cpus()
+    return [
+        "other_config:dpdk-init=true",
+        f"other_config:dpdk-socket-mem={socket_mem}",
+        f"other_config:dpdk-socket-limit={socket_mem}",
+        f"other_config:dpdk-lcore-mask={1 << lcore:#x}",
+        f"other_config:pmd-cpu-mask={1 << pmd:#x}",
+        # An idle PMD thread sleeps up to 1 ms between polls: a few % of a core, not 100 %.
+        "other_config:pmd-maxsleep=1000",
+        "other_config:dpdk-extra=--no-pci --in-memory",
+    ]
 
 
 @dataclass(frozen=True)
@@ -102,8 +139,9 @@ class SimHost:
     def appctl(self, command: str, *args: str) -> str:
         return unixctl.call(self.vswitchd_ctl, command, *args)
 
-    def start(self) -> None:
-        """Starts the host's ovsdb-server and ovs-vswitchd (dummy datapath)."""
+    def start(self, dpdk: bool = False) -> None:
+        """Starts the host's ovsdb-server and ovs-vswitchd (dummy datapath; with dpdk, the
+        DPDK build, DPDK initialised before it opens any bridge)."""
         self.directory.mkdir(parents=True, exist_ok=True)
         for path in (
             self.vswitchd_ctl,
@@ -114,6 +152,8 @@ class SimHost:
             check_socket_path(path)
         start_ovsdb(self.ovsdb)
         self.vsctl("init", wait=False)
+        if dpdk:
+            self.vsctl("set", "Open_vSwitch", ".", *dpdk_other_config(), wait=False)
         env = dict(os.environ)
         # br-int.mgmt and friends go to OVS_RUNDIR: keep them inside the host directory.
         env.update(
@@ -123,7 +163,7 @@ class SimHost:
         )
         spawn_ovs_daemon(
             [
-                "ovs-vswitchd",
+                DPDK_VSWITCHD if dpdk else "ovs-vswitchd",
                 self.db_remote,
                 "--enable-dummy=system",
                 "--disable-system-route",
