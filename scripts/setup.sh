@@ -25,8 +25,11 @@ command -v systemd-analyze >/dev/null 2>&1 || packages+=(systemd)
 # `lab up --dpdk` runs Debian's DPDK build of ovs-vswitchd (/usr/lib/openvswitch-switch-dpdk/
 # ovs-vswitchd-dpdk, called by its path: the package registers it as an alternative of lower
 # priority than the plain build, so /usr/sbin/ovs-vswitchd stays the plain one).
+# DPDK loads its drivers as plugins; with --no-install-recommends the mempool driver every
+# port needs (librte-mempool-ring) is not pulled in, and without it OVS-DPDK negotiates with
+# QEMU but cannot create the port's packet buffers ("Failed to create memory pool").
 case ",$extras," in
-    *,test,*|*,dpdk,*) packages+=(openvswitch-switch-dpdk) ;;
+    *,test,*|*,dpdk,*) packages+=(openvswitch-switch-dpdk librte-mempool-ring23) ;;
 esac
 pip_extras=$(echo "$extras" | tr ',' '\n' | { grep -vx dpdk || true; } | paste -sd, -)
 
