@@ -561,6 +561,13 @@ def _start_all(
         _wait_all(host_starts)
         trunks.result()
         step(f"{len(hosts)} chassis switches up")
+        honoured: dict[str, tuple[str, ...]] = {}
+        for host in hosts:
+            if host.name in dpdk and host.name not in backends:
+                # A DPDK chassis publishes the modes its OVS-DPDK release can honour (its
+                # agent checks them again against the running switch).
+                honoured[host.name] = sim.dpdk_modes(host)
+                step(f"{host.name}: OVS-DPDK honours {', '.join(honoured[host.name])}")
         _wait_all(
             pool.submit(
                 sim.attach_chassis,
@@ -571,6 +578,7 @@ def _start_all(
                 backends.get(host.name),
                 layout.engine,
                 layout.tor,
+                honoured.get(host.name, ()),
             )
             for host, entry in zip(hosts, state.chassis, strict=True)
         )

@@ -25,16 +25,20 @@ chassis coexist without prefixes), one lcore and one PMD thread that sleeps when
 
 from __future__ import annotations
 
+import functools
 import ipaddress
 import os
+import re
 from dataclasses import dataclass
 from pathlib import Path
 
+from liveport.model.realbackend import DpdkSwitch, honoured, identify
 from liveport.ovsdb import schema
 from liveport.ovsdb.server import ServerSpec, check_socket_path, run_tool
 from liveport.ovsdb.server import start as start_ovsdb
 from liveport.runtime import unixctl
 from liveport.runtime.process import DaemonRef, spawn_ovs_daemon
+from liveport.vhostuser.catalogue import load_catalogue
 
 UNDERLAY_BRIDGE = "underlay"
 PHYS_BRIDGE = "br-phys"
@@ -70,6 +74,13 @@ def encap_ip(index: int) -> ipaddress.IPv4Address:
 def underlay_mac(index: int) -> str:
     """A fixed, locally administered MAC for a chassis' underlay bridge."""
     return f"02:4c:50:{(index >> 16) & 0xFF:02x}:{(index >> 8) & 0xFF:02x}:{index & 0xFF:02x}"
+
+
+@functools.cache
+def vswitchd_version(binary: str) -> str:
+    """The release of an ovs-vswitchd binary ("3.1.0"), from its --version."""
+    found = re.search(r"\(Open vSwitch\) (\S+)", run_tool([binary, "--version"]))
+    return found.group(1) if found else ""
 
 
 def dpdk_cpus() -> tuple[int, int]:
@@ -152,8 +163,13 @@ class SimHost:
             check_socket_path(path)
         start_ovsdb(self.ovsdb)
         self.vsctl("init", wait=False)
+        binary = DPDK_VSWITCHD if dpdk else "ovs-vswitchd"
+        # ovs_version is the start-up script's to write (ovs-ctl does); the agent reads it
+        # to name an OVS-DPDK back-end's release.
+        settings = [f"ovs_version={vswitchd_version(binary)}"]
         if dpdk:
-            self.vsctl("set", "Open_vSwitch", ".", *dpdk_other_config(), wait=False)
+            settings += dpdk_other_config()
+        self.vsctl("set", "Open_vSwitch", ".", *settings, wait=False)
         env = dict(os.environ)
         # br-int.mgmt and friends go to OVS_RUNDIR: keep them inside the host directory.
         env.update(
@@ -163,7 +179,7 @@ class SimHost:
         )
         spawn_ovs_daemon(
             [
-                DPDK_VSWITCHD if dpdk else "ovs-vswitchd",
+                binary,
                 self.db_remote,
                 "--enable-dummy=system",
                 "--disable-system-route",
@@ -173,6 +189,17 @@ class SimHost:
             log_file=self.directory / "vswitchd.log",
             env=env,
         )
+
+
+def dpdk_modes(host: SimHost) -> tuple[str, ...]:
+    """The modes a started DPDK chassis can honour: those of the catalogue mode of the
+    OVS-DPDK release it runs, as its agent will identify it (liveport.model.realbackend),
+    newest first; none when no mode follows that release."""
+    dpdk_version = host.vsctl("get", "Open_vSwitch", ".", "dpdk_version").strip().strip('"')
+    switch = DpdkSwitch(True, dpdk_version, vswitchd_version(DPDK_VSWITCHD), False)
+    catalogue = load_catalogue()
+    mode = identify(catalogue, switch)
+    return honoured(catalogue, mode) if mode is not None else ()
 
 
 def start_underlay(host: SimHost) -> None:
@@ -245,6 +272,7 @@ def attach_chassis(
     vhost_backend: str | None = None,
     engine: str = "liveport",
     tor: SimHost | None = None,
+    vhost_modes: tuple[str, ...] = (),
 ) -> None:
     """Creates br-int and br-phys on host, links br-phys to the underlay switch and gives it
     the chassis' tunnel endpoint address, then records the chassis identity in Open_vSwitch
@@ -343,6 +371,7 @@ def attach_chassis(
             ]
         ),
         *([f"external_ids:liveport-vhost-backend={vhost_backend}"] if vhost_backend else []),
+        *([f'external_ids:liveport-vhost-modes="{",".join(vhost_modes)}"'] if vhost_modes else []),
     )
     prefix = f"{ip}/{UNDERLAY_NET.prefixlen}"
     host.appctl("netdev-dummy/ip4addr", PHYS_BRIDGE, prefix)
