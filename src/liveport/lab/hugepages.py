@@ -5,8 +5,9 @@ A lab that runs DPDK chassis reserves what they need before they start and gives
 that are missing (free pages left by someone else are used, not taken twice), records the
 value before and the pages it added in lab.json, and on the way down lowers the pool by
 those pages only (another lab, or anything else, may have raised it since). Changes of the
-pool are serialised between labs by a lock file, so two labs starting at once do not both
-count the same free pages.
+pool are serialised between labs by a lock file, so no write is lost; but free pages are
+counted before the switches take them, so two labs starting at the same moment can count
+the same free pages, and the later DPDK switch then fails to start (its log says so).
 """
 
 from __future__ import annotations
