@@ -2,8 +2,14 @@
 
 from __future__ import annotations
 
+import uuid
+
+from liveport.agent import southbound
+from liveport.agent.localswitch import Identity
 from liveport.model import realbackend, virtio
+from liveport.model.frozen import FrozenMap
 from liveport.model.realbackend import DpdkSwitch
+from liveport.ovsdb.rows import Row, Snapshot, Update
 from liveport.vhostuser.catalogue import load_catalogue
 
 CATALOGUE = load_catalogue(config_dir=None, environ={})
@@ -71,3 +77,34 @@ def test_a_guest_negotiating_outside_its_mode_is_reported() -> None:
         "VIF vm1: its guest negotiated VIRTIO_RING_F_INDIRECT_DESC with the back-end, outside "
         "its mode upstream.ovs-dpdk.v2.6 (the front-end does not hold it to the mode)",
     )
+
+
+def test_the_check_goes_into_the_chassis_other_config_beside_what_is_there() -> None:
+    identity = Identity("hv1", "hv1.example", None, "geneve", "198.18.0.1", "br-int")
+    row_uuid = uuid.UUID(int=1)
+
+    def chassis(other_config: dict[str, str]) -> Snapshot:
+        values = {
+            "name": "hv1",
+            "hostname": "hv1.example",
+            "encap_type": "geneve",
+            "encap_ip": "198.18.0.1",
+            "vhost_modes": FrozenMap(),
+            "other_config": FrozenMap(other_config),
+        }
+        row = Row(row_uuid, "Chassis", FrozenMap(values))
+        private = Row(uuid.UUID(int=2), "Chassis_Private", FrozenMap({"name": "hv1"}))
+        return Snapshot(
+            1,
+            {"Chassis": {row_uuid: row}, "Chassis_Private": {private.uuid: private}},
+            connected=True,
+        )
+
+    def written(snap: Snapshot, check: str | None) -> dict[str, str] | None:
+        ops = southbound.registration_ops(snap, identity, 0, (), backend_check=check)
+        updates = [op for op in ops if isinstance(op, Update)]
+        return dict(updates[0].values["other_config"]) if updates else None
+
+    assert written(chassis({"x": "1"}), "ok: m") == {"x": "1", realbackend.CHECK_KEY: "ok: m"}
+    assert written(chassis({"x": "1", realbackend.CHECK_KEY: "ok: m"}), "ok: m") is None
+    assert written(chassis({"x": "1", realbackend.CHECK_KEY: "ok: m"}), None) == {"x": "1"}
