@@ -20,6 +20,8 @@
 #   GUEST_NET <nic> up                         (the NIC is up, before any address)
 #   GUEST_IP <address/plen> via=<static|dhcp>  (an address was configured)
 #   GUEST_DHCP_FAILED                          (udhcpc got no lease)
+#   GUEST_PING_DROPS <n>                       (with lp.ping, every second: packets the kernel
+#                                               dropped at ping's socket, receive buffer full)
 # and busybox ping's own lines ("64 bytes from IP: seq=N ttl=T time=...").
 #
 # Network, from the kernel command line (all optional; the NIC is always brought up):
@@ -188,6 +190,9 @@ n=0
 while true; do
     n=\$((n + 1))
     echo "GUEST_HEARTBEAT \$n"
+    # What the guest kernel dropped at raw sockets (ping's) for want of room: replies that
+    # reached the guest but that ping never read.
+    [ -n "\$peer" ] && echo "GUEST_PING_DROPS \$(tail -n +2 /proc/net/raw | awk '{d += \$NF} END {print d + 0}')"
     sleep 1
 done
 EOF

@@ -44,6 +44,7 @@ VM2_MAC, VM2_IP = "52:54:00:00:01:02", "10.0.0.2"
 DHCP_SERVER = "10.0.0.254"
 PING_INTERVAL = 0.05  # seconds between vm2's pings
 REPLY = re.compile(rf"bytes from {re.escape(VM1_IP)}: seq=(\d+)")
+PING_DROPS = re.compile(r"GUEST_PING_DROPS (\d+)")
 GUEST_IP = re.compile(r"GUEST_IP (\S+) via=(\w+)")
 
 
@@ -115,6 +116,20 @@ def replies(*guests: Vm) -> list[int]:
     """The ping sequence numbers vm1 answered, as vm2's console shows them (vm2 never
     moves, but read every console given)."""
     return sorted({int(m.group(1)) for g in guests for m in REPLY.finditer(g.serial_text())})
+
+
+def socket_drops(guest: Vm, after: int = -1, timeout: float = 10.0) -> int:
+    """What the guest kernel dropped at ping's socket (its receive buffer full: replies that
+    arrived but were never read), as last printed; with after, a value printed after that
+    many reports."""
+    deadline = time.monotonic() + timeout
+    while True:
+        values = [int(v) for v in PING_DROPS.findall(guest.serial_text())]
+        if len(values) > after and values:
+            return values[-1]
+        if time.monotonic() > deadline:
+            raise AssertionError(f"{guest.name}: no GUEST_PING_DROPS line")
+        time.sleep(0.1)
 
 
 def wait_replies(guest: Vm, more_than: int, timeout: float) -> list[int]:
@@ -195,6 +210,7 @@ def test_two_guests_ping_through_ovs_dpdk_and_one_migrates(
             append=f"lp.ip={VM1_IP}/24", nic_args=vm1_args,
         )  # fmt: skip
         last_before = replies(vm2)[-1]
+        drops_before = socket_drops(vm2)
         result = rig.migrate(source, destination, timeout=60)
         assert result.status == "completed", result.query
         cms.sb.wait_until(
@@ -212,14 +228,17 @@ def test_two_guests_ping_through_ovs_dpdk_and_one_migrates(
         hypervisor.finish(d, "vm1")
         cms.complete("vm1")
         assert watch.owner_changes("vm1", since=since) == 1
+    # Two reports later every reply that came has been read or dropped.
+    drops_end = socket_drops(vm2, after=len(PING_DROPS.findall(vm2.serial_text())) + 1)
     answered = set(after)
     window = range(last_before + 1, after[-1] + 1)
     lost = [seq for seq in window if seq not in answered]
-    # Before the migration: the tunnel carried the pings, if not every one (early bursts of
-    # loss are seen on the loaded machine; printed, not hidden).
+    # Before the migration the tunnel delivered every reply: the ones ping missed were
+    # dropped by the guest at ping's socket (the lab's underlay delivers the tunnel's
+    # packets in bursts, and busybox ping asks for a receive buffer of a few packets).
     early = range(before[0], last_before + 1)
     early_lost = [seq for seq in early if seq not in answered]
-    assert len(early_lost) * 5 <= len(early), early_lost
+    assert len(early_lost) <= drops_end, (early_lost, drops_end)
     downtime = result.query.get("downtime")
     with capsys.disabled():
         print(
@@ -228,8 +247,10 @@ def test_two_guests_ping_through_ovs_dpdk_and_one_migrates(
             f"{len(lost)} of {len(window)} pings lost around the migration "
             f"(~{len(lost) * PING_INTERVAL * 1000:.0f} ms at {PING_INTERVAL * 1000:.0f} ms "
             f"intervals); QEMU total {result.query.get('total-time')} ms, downtime "
-            f"{downtime} ms; migrate took {result.seconds:.2f} s; before it, "
-            f"{len(early_lost)} of {len(early)} lost across the tunnel {early_lost}"
+            f"{downtime} ms; migrate took {result.seconds:.2f} s; the guest's socket "
+            f"dropped {drops_end - drops_before} replies meanwhile; before it, "
+            f"{len(early_lost)} of {len(early)} unanswered across the tunnel {early_lost}, "
+            f"{drops_before} replies dropped at the guest's socket"
         )
     assert len(lost) < len(window)
 
