@@ -17,6 +17,19 @@
 #   GUEST_VIRTIO_FEATURES=<64 characters '0'/'1', character i = feature bit i> device=<name>
 #   GUEST_NO_VIRTIO_DEVICE                     (the driver never bound a device)
 #   GUEST_HEARTBEAT <n>                        (every second, forever)
+#   GUEST_NET <nic> up                         (the NIC is up, before any address)
+#   GUEST_IP <address/plen> via=<static|dhcp>  (an address was configured)
+#   GUEST_DHCP_FAILED                          (udhcpc got no lease)
+#   GUEST_PING_DROPS <n>                       (with lp.ping, every second: packets the kernel
+#                                               dropped at ping's socket, receive buffer full)
+# and busybox ping's own lines ("64 bytes from IP: seq=N ttl=T time=...").
+#
+# Network, from the kernel command line (all optional; the NIC is always brought up):
+#   lp.ip=ADDR/PLEN      a static IPv4 address on the NIC
+#   lp.dhcp=1            ask for an address with udhcpc (liveport's native DHCP answers)
+#   lp.ping=IP           ping IP forever, every lp.ping_interval seconds (default 0.1)
+#   lp.echo=PORT         a TCP echo server on PORT (busybox nc -ll -e cat)
+# The guest kernel answers ARP and ICMP echo itself.
 set -euo pipefail
 
 repo=$(cd "$(dirname "$0")/.." && pwd)
@@ -111,6 +124,20 @@ build_initramfs() {
         esac
         order+=("$name")
     done
+    cat > "$tree/bin/lp-dhcp-event" <<'EOF'
+#!/bin/busybox sh
+# udhcpc's event script: apply the lease (udhcpc exports ip, mask = prefix length, router).
+case "$1" in
+    deconfig) ip addr flush dev "$interface" ;;
+    bound|renew)
+        ip addr flush dev "$interface"
+        ip addr add "$ip/${mask:-24}" dev "$interface"
+        [ -n "$router" ] && ip route add default via "${router%% *}" dev "$interface"
+        echo "GUEST_IP $ip/${mask:-24} via=dhcp router=${router:-none}" > /dev/console ;;
+esac
+exit 0
+EOF
+    chmod 755 "$tree/bin/lp-dhcp-event"
     cat > "$tree/init" <<EOF
 #!/bin/busybox sh
 /bin/busybox --install -s /bin
@@ -133,14 +160,39 @@ done
 if ready; then
     nic=\$(ls \$dev/net 2>/dev/null | head -n 1)
     echo "GUEST_VIRTIO_FEATURES=\$(cat \$dev/features) device=\$nic"
-    [ -n "\$nic" ] && ip link set "\$nic" up
+    [ -n "\$nic" ] && ip link set "\$nic" up && echo "GUEST_NET \$nic up"
 else
     echo "GUEST_NO_VIRTIO_DEVICE"
+fi
+arg() {
+    for word in \$(cat /proc/cmdline); do
+        case "\$word" in "\$1"=*) echo "\${word#*=}"; return ;; esac
+    done
+}
+ip link set lo up
+if [ -n "\$nic" ]; then
+    address=\$(arg lp.ip)
+    if [ -n "\$address" ]; then
+        ip addr add "\$address" dev "\$nic" && echo "GUEST_IP \$address via=static"
+    fi
+    if [ "\$(arg lp.dhcp)" = 1 ]; then
+        udhcpc -i "\$nic" -s /bin/lp-dhcp-event -n -q -t 20 -T 1 2>&1 | tail -n 2
+        [ -n "\$(ip -4 addr show dev "\$nic" | grep inet)" ] ||
+            echo "GUEST_DHCP_FAILED"
+    fi
+    port=\$(arg lp.echo)
+    [ -n "\$port" ] && nc -ll -p "\$port" -e cat &
+    peer=\$(arg lp.ping)
+    interval=\$(arg lp.ping_interval)
+    [ -n "\$peer" ] && ping -i "\${interval:-0.1}" "\$peer" &
 fi
 n=0
 while true; do
     n=\$((n + 1))
     echo "GUEST_HEARTBEAT \$n"
+    # What the guest kernel dropped at raw sockets (ping's) for want of room: replies that
+    # reached the guest but that ping never read.
+    [ -n "\$peer" ] && echo "GUEST_PING_DROPS \$(tail -n +2 /proc/net/raw | awk '{d += \$NF} END {print d + 0}')"
     sleep 1
 done
 EOF

@@ -8,6 +8,8 @@
 #   3. installs liveport into it with the extras asked for, the development and test tools at
 #      the versions of constraints.txt, only when pyproject.toml or constraints.txt changed.
 # Usage: scripts/setup.sh [EXTRAS]   e.g. scripts/setup.sh test,bench
+# EXTRAS are liveport's pip extras, plus `dpdk`: Debian's OVS-DPDK build, which `lab up --dpdk`
+# runs (`test` implies it: the DPDK lab tests are part of `make test`).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 extras=${1:-test}
@@ -25,6 +27,16 @@ packages+=(qemu-system-x86 busybox-static cpio)
 packages+=(libvirt-daemon-system libvirt-clients python3-libvirt)
 # The packaging tests check the systemd units with systemd-analyze (nothing is started).
 command -v systemd-analyze >/dev/null 2>&1 || packages+=(systemd)
+# `lab up --dpdk` runs Debian's DPDK build of ovs-vswitchd (/usr/lib/openvswitch-switch-dpdk/
+# ovs-vswitchd-dpdk, called by its path: the package registers it as an alternative of lower
+# priority than the plain build, so /usr/sbin/ovs-vswitchd stays the plain one).
+# DPDK loads its drivers as plugins; with --no-install-recommends the mempool driver every
+# port needs (librte-mempool-ring) is not pulled in, and without it OVS-DPDK negotiates with
+# QEMU but cannot create the port's packet buffers ("Failed to create memory pool").
+case ",$extras," in
+    *,test,*|*,dpdk,*) packages+=(openvswitch-switch-dpdk librte-mempool-ring23) ;;
+esac
+pip_extras=$(echo "$extras" | tr ',' '\n' | { grep -vx dpdk || true; } | paste -sd, -)
 
 missing=()
 for p in "${packages[@]}"; do
@@ -54,9 +66,9 @@ if [ ! -x "$venv/bin/python" ]; then
     /usr/bin/python3 -m venv --system-site-packages "$venv"
 fi
 stamp="$venv/.liveport-installed"
-want="$(cat pyproject.toml constraints.txt | sha256sum | cut -d' ' -f1) [$extras]"
+want="$(cat pyproject.toml constraints.txt | sha256sum | cut -d' ' -f1) [$pip_extras]"
 if [ ! -f "$stamp" ] || [ "$(cat "$stamp")" != "$want" ]; then
-    echo "setup: installing liveport[$extras] into $venv"
-    "$venv/bin/pip" install -q --disable-pip-version-check -c constraints.txt -e ".[$extras]"
+    echo "setup: installing liveport[$pip_extras] into $venv"
+    "$venv/bin/pip" install -q --disable-pip-version-check -c constraints.txt -e ".[$pip_extras]"
     echo "$want" > "$stamp"
 fi

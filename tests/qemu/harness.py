@@ -244,9 +244,13 @@ class Rig:
         mac: str = "52:54:00:12:34:56",
         server: bool = False,
         incoming: bool = False,
+        append: str = "",
+        nic_args: str = "",
     ) -> Vm:
         """Starts QEMU with its NIC on <dir>/<socket_name>.sock: QEMU listens if server, else
-        it connects and reconnects within a second when the back-end goes away."""
+        it connects and reconnects within a second when the back-end goes away. append
+        goes on the guest kernel's command line (the guest's lp.* network settings),
+        nic_args on virtio-net-pci's (front-end properties, `liveport vhost qemu-args`)."""
         sock = self.directory / f"{socket_name}.sock"
         serial = self.directory / f"{name}.serial"
         stderr = self.directory / f"{name}.stderr"
@@ -263,10 +267,12 @@ class Rig:
             "-nodefaults", "-display", "none", "-no-reboot", "-no-user-config",
             "-chardev", chardev,
             "-netdev", "vhost-user,id=net0,chardev=vu",
-            "-device", f"virtio-net-pci,netdev=net0,id=nic0,mac={mac},vectors=0",
+            "-device",
+            f"virtio-net-pci,netdev=net0,id=nic0,mac={mac},vectors=0"
+            + (f",{nic_args}" if nic_args else ""),
             "-kernel", str(self.guest.kernel),
             "-initrd", str(self.guest.initrd),
-            "-append", "console=ttyS0 panic=-1 quiet",
+            "-append", f"console=ttyS0 panic=-1 quiet {append}".strip(),
             "-serial", f"file:{serial}",
             "-qmp", f"unix:{qmp_path},server=on,wait=off",
         ]  # fmt: skip

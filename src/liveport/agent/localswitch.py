@@ -16,6 +16,7 @@ run liveport's vhost-user backend for it.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import uuid
 from collections.abc import Mapping, Sequence
@@ -25,13 +26,22 @@ from liveport.model.binding import INCOMING, OUTGOING, MigrationStatus
 from liveport.model.catalogue import Catalogue
 from liveport.model.errors import InvalidInput
 from liveport.model.pipeline import LocalVif
+from liveport.model.realbackend import CHECK_KEY as BACKEND_CHECK_KEY
+from liveport.model.realbackend import DPDK_PORT_TYPES, DpdkSwitch
 from liveport.ovsdb.rows import Delete, Insert, Mutate, Op, Ref, Snapshot
 
 OVS_TABLES: dict[str, list[str] | None] = {
-    "Open_vSwitch": ["external_ids", "bridges", "other_config"],
+    "Open_vSwitch": [
+        "external_ids",
+        "bridges",
+        "other_config",
+        "dpdk_initialized",
+        "dpdk_version",
+        "ovs_version",
+    ],
     "Bridge": ["name", "ports", "fail_mode", "protocols", "other_config", "external_ids"],
     "Port": ["name", "interfaces", "external_ids"],
-    "Interface": ["name", "type", "ofport", "external_ids", "options", "error"],
+    "Interface": ["name", "type", "ofport", "external_ids", "options", "error", "status"],
 }
 TUNNEL_KEY = "liveport-chassis"  # external_ids key on our tunnel ports
 NETWORK_KEY = "liveport-network"  # external_ids key on our patch ports to provider bridges
@@ -103,6 +113,11 @@ class LocalState:
     patches: Mapping[str, PatchPort] = field(default_factory=dict)
     peers: Mapping[str, PatchPort] = field(default_factory=dict)
     mapping_problems: tuple[str, ...] = ()
+    # OVS-DPDK: the switch's releases, and what each vhost-user VIF's guest negotiated with
+    # it (Interface status:features), by iface-id; the check's last outcome as recorded.
+    dpdk: DpdkSwitch = field(default_factory=lambda: DpdkSwitch(False, "", "", False))
+    dpdk_negotiated: Mapping[str, int] = field(default_factory=dict)
+    backend_check: str | None = None  # external_ids:liveport-vhost-backend-check
 
     @property
     def localnets(self) -> dict[str, int]:
@@ -138,6 +153,7 @@ def read_local(snap: Snapshot, identity: Identity) -> LocalState:
     tunnels: dict[str, TunnelPort] = {}
     vhost: dict[str, VhostConfig] = {}
     invalid: list[str] = []
+    dpdk_negotiated: dict[str, int] = {}
     for port_uuid in bridge["ports"]:
         port = snap.get("Port", port_uuid)
         if port is None:
@@ -172,6 +188,10 @@ def read_local(snap: Snapshot, identity: Identity) -> LocalState:
                 if vif.ofport > vifs[iface_id].ofport:
                     continue  # keep the one plugged first (lower ofport)
             vifs[iface_id] = vif
+            features = iface["status"].get("features", "")
+            if iface["type"] in DPDK_PORT_TYPES and features.startswith("0x"):
+                with contextlib.suppress(ValueError):
+                    dpdk_negotiated[iface_id] = int(features, 16)
             vhost[iface_id] = VhostConfig(
                 iface_uuid=iface_uuid,
                 requested=ids.get("vhost-compat") or None,
@@ -201,6 +221,21 @@ def read_local(snap: Snapshot, identity: Identity) -> LocalState:
         patches,
         peers,
         problems,
+        read_dpdk(snap),
+        dpdk_negotiated,
+        root["external_ids"].get(BACKEND_CHECK_KEY) if root is not None else None,
+    )
+
+
+def read_dpdk(snap: Snapshot) -> DpdkSwitch:
+    root = next(snap.rows("Open_vSwitch"), None)
+    if root is None:
+        return DpdkSwitch(False, "", "", False)
+    return DpdkSwitch(
+        root["dpdk_initialized"] is True,
+        root["dpdk_version"] if isinstance(root["dpdk_version"], str) else "",
+        root["ovs_version"] if isinstance(root["ovs_version"], str) else "",
+        root["other_config"].get("userspace-tso-enable", "") == "true",
     )
 
 
@@ -414,6 +449,21 @@ def vhost_ops(state: LocalState, chosen: VifModes, offered: Sequence[str]) -> li
                 )
             )
     return ops
+
+
+def backend_check_ops(state: LocalState, text: str | None) -> list[Op]:
+    """Records the real back-end check (realbackend) in Open_vSwitch external_ids."""
+    if state.root_uuid is None or state.backend_check == text:
+        return []
+    if text is None:
+        return [
+            Mutate(
+                "Open_vSwitch", state.root_uuid, "external_ids", "delkey", BACKEND_CHECK_KEY, None
+            )
+        ]
+    return [
+        Mutate("Open_vSwitch", state.root_uuid, "external_ids", "setkey", BACKEND_CHECK_KEY, text)
+    ]
 
 
 def tunnel_name(chassis: str) -> str:

@@ -22,6 +22,7 @@ from liveport.model.binding import MigrationState
 from liveport.model.frozen import FrozenMap
 from liveport.model.logical import DEFAULT_STRATEGY, Strategy
 from liveport.model.pipeline import PortView
+from liveport.model.realbackend import CHECK_KEY as BACKEND_CHECK_KEY
 from liveport.model.untrusted import chassis_problem, note
 from liveport.ovsdb.client import Condition
 from liveport.ovsdb.rows import Change, Delete, Insert, Op, Row, Snapshot, Update
@@ -115,19 +116,29 @@ def condition_covers(wider: Condition, narrower: Condition) -> bool:
 
 
 def registration_ops(
-    sb: Snapshot, identity: Identity, now_ms: int, modes: Sequence[str] = ()
+    sb: Snapshot,
+    identity: Identity,
+    now_ms: int,
+    modes: Sequence[str] = (),
+    backend_check: str | None = None,
 ) -> list[Op]:
     """This chassis' Chassis row (with the vhost-user modes it offers, V2: name -> rank,
-    0 the newest) and its Chassis_Private row."""
+    0 the newest, and in other_config what the check against its real vhost-user back-end
+    found, when there is one) and its Chassis_Private row."""
     me = identity.chassis
     assert me is not None
     ops: list[Op] = []
     chassis = sb.one("Chassis", name=me)
+    other = dict(chassis["other_config"]) if chassis is not None else {}
+    other.pop(BACKEND_CHECK_KEY, None)
+    if backend_check is not None:
+        other[BACKEND_CHECK_KEY] = backend_check
     wanted: dict[str, Any] = {
         "hostname": identity.hostname or me,
         "encap_type": identity.encap_type,
         "encap_ip": identity.encap_ip or "",
         "vhost_modes": FrozenMap({name: rank for rank, name in enumerate(modes)}),
+        "other_config": FrozenMap(other),
     }
     if chassis is None:
         ops.append(Insert("Chassis", {"name": me, **wanted}))

@@ -68,6 +68,8 @@ from liveport.model.pipeline import (
     Table,
     parse_activation_userdata,
 )
+from liveport.model.realbackend import BackendCheck
+from liveport.model.realbackend import check as check_backend
 from liveport.model.reject import answer
 from liveport.model.virtio import Negotiated
 from liveport.ovsdb.client import Condition
@@ -80,6 +82,14 @@ Backend = tuple[str, bool, str]  # socket, client mode, vhost-user mode
 
 class AgentError(LiveportError):
     pass
+
+
+def _check_text(check: BackendCheck) -> str | None:
+    """What the local database and the SB record of the back-end check: None when the
+    chassis' back-end is not OVS-DPDK, "ok: MODE" when nothing is wrong, else the problems."""
+    if check.summary:
+        return check.summary
+    return f"ok: {check.backend}" if check.backend else None
 
 
 @dataclass(frozen=True)
@@ -158,6 +168,8 @@ class Memory:
     # ports whose network this chassis does not map (as last logged).
     uplinks: Mapping[int, str] = field(default_factory=dict)
     unmapped: frozenset[str] = frozenset()
+    # The published modes and the VIFs checked against the real back-end (OVS-DPDK).
+    backend_check: BackendCheck = field(default_factory=lambda: BackendCheck(None))
 
     def connected(self, switch_flows: FlowSet) -> Memory:
         """A new OpenFlow connection: the switch holds switch_flows (dumped, with liveport's
@@ -363,8 +375,33 @@ class _Pass:
             m.zones if m.local is not None else local.zones, vifs
         )
         self.dirty |= set(self.zone_added) | set(self.zone_released)
+        backend_check = m.backend_check
+        if local is not m.local:
+            backend_check = check_backend(
+                self.config.catalogue,
+                local.dpdk,
+                self.config.modes,
+                chosen.modes,
+                local.dpdk_negotiated,
+            )
+            if backend_check != m.backend_check:
+                if backend_check.backend is not None and (
+                    backend_check.backend != m.backend_check.backend
+                ):
+                    self.events.append(
+                        f"vhost-user back-end is OVS-DPDK {local.dpdk.ovs_version} with "
+                        f"{local.dpdk.dpdk_version}: mode {backend_check.backend}"
+                    )
+                for problem in backend_check.problems:
+                    if problem not in m.backend_check.problems:
+                        self.events.append(f"vhost-user back-end check: chassis {problem}")
+                if backend_check.unknown and backend_check.unknown != m.backend_check.unknown:
+                    self.events.append(backend_check.unknown)
+                if m.backend_check.problems and not backend_check.problems:
+                    self.events.append("vhost-user back-end check: no problem left")
         return dataclasses.replace(
             m,
+            backend_check=backend_check,
             local=local,
             vif_modes=chosen,
             vifs=vifs,
@@ -388,6 +425,7 @@ class _Pass:
             ovs_ops += localswitch.tunnel_ops(m.local, wanted, self.config.identity.encap_type)
         if local_changed:
             ovs_ops += localswitch.vhost_ops(m.local, m.vif_modes, self.config.modes)
+            ovs_ops += localswitch.backend_check_ops(m.local, _check_text(m.backend_check))
             ovs_ops += localswitch.patch_ops(m.local)
             # Zones in the bridge: new ones, released ones, and any the bridge lost.
             recorded = m.local.zones
@@ -395,7 +433,11 @@ class _Pass:
             gone = {i: z for i, z in recorded.items() if i not in m.zones}
             ovs_ops += localswitch.zone_ops(m.local, missing, gone)
         sb_ops = southbound.registration_ops(
-            sb, self.config.identity, self.inp.now_ms, self.config.modes
+            sb,
+            self.config.identity,
+            self.inp.now_ms,
+            self.config.modes,
+            backend_check=_check_text(m.backend_check),
         )
         if (
             local_changed

@@ -76,6 +76,7 @@ def cmd_lab_up(args: argparse.Namespace) -> int:
         engine=args.engine,
         mac_aging=args.mac_aging,
         metrics=args.metrics,
+        dpdk=lab.parse_dpdk(args.dpdk, args.chassis),
         progress=_progress if not args.quiet else lambda _: None,
     )
     doc = lab.status(directory)
@@ -219,6 +220,7 @@ def cmd_vm_add(args: argparse.Namespace) -> int:
         ips=args.ip or [],
         bridge=args.bridge,
         vhost_mode=args.vhost_mode,
+        vhost_user=args.vhost_user,
     )
     if args.json:
         _print_json(lab.vm_json(vm))
@@ -700,6 +702,15 @@ def build_parser() -> argparse.ArgumentParser:
         help="liveport's daemons serve Prometheus metrics on loopback (liveport ctl "
         "--target SOCKET metrics/address says where)",
     )
+    p.add_argument(
+        "--dpdk",
+        nargs="?",
+        const="all",
+        metavar="CHASSIS,...",
+        help="these chassis (all without a value) run OVS-DPDK: br-int takes vhost-user "
+        "VIFs (lab vm add --vhost-user) that carry a real QEMU's packets; huge pages are "
+        "reserved here and given back by lab down",
+    )
     p.add_argument("--json", action="store_true", help="print the lab status as JSON")
     p.add_argument("--quiet", action="store_true", help="no progress lines")
     p.set_defaults(func=cmd_lab_up)
@@ -751,6 +762,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--bridge", default="br-int", help="bridge to plug into (default br-int)")
     p.add_argument(
         "--vhost-mode", help="vhost-user compatibility mode (default: the chassis' newest)"
+    )
+    p.add_argument(
+        "--vhost-user",
+        metavar="SOCKET",
+        help="an OVS-DPDK vhost-user VIF (dpdkvhostuserclient) on this socket, where QEMU "
+        "listens (-chardev socket,server=on); the chassis must run OVS-DPDK (lab up --dpdk)",
     )
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=cmd_vm_add)

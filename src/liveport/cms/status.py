@@ -8,6 +8,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
 
+from liveport.model.realbackend import CHECK_KEY as BACKEND_CHECK_KEY
 from liveport.model.untrusted import chassis_problem, escape
 from liveport.ovsdb import schema
 from liveport.ovsdb.client import OvsdbClient, fetch_schema
@@ -20,7 +21,7 @@ NB_STATUS_TABLES: dict[str, list[str] | None] = {
 }
 SB_STATUS_TABLES: dict[str, list[str] | None] = {
     "SB_Global": ["nb_cfg", "options", "live_chassis"],
-    "Chassis": ["name", "hostname", "encap_ip", "vhost_modes"],
+    "Chassis": ["name", "hostname", "encap_ip", "vhost_modes", "other_config"],
     "Chassis_Private": ["name", "nb_cfg", "heartbeat"],
     "Datapath_Binding": ["name", "tunnel_key", "external_ids"],
     "Port_Binding": None,
@@ -108,6 +109,9 @@ def collect(nb: Snapshot, sb: Snapshot) -> dict[str, Any]:
                     m for m, _ in sorted(ch["vhost_modes"].items(), key=lambda kv: kv[1])
                 ],
                 "problem": chassis_problem(ch["name"], ch["hostname"], ch["encap_ip"]),
+                # What the agent found checking its modes against the real vhost-user
+                # back-end (OVS-DPDK): "ok: MODE", or the problems.
+                "vhost_backend_check": ch["other_config"].get(BACKEND_CHECK_KEY),
             }
         )
     acls = [
@@ -156,6 +160,9 @@ def render(doc: dict[str, Any]) -> list[str]:
         if ch.get("problem"):
             line += f"  UNUSABLE: {ch['problem']}"
         lines.append(line)
+        check = ch.get("vhost_backend_check")
+        if check:
+            lines.append(f"  vhost-user back-end: {escape(check)}")
     for sw in doc["switches"]:
         lines.append(
             f"switch {escape(sw['name'])} (key {sw['tunnel_key']}): {len(sw['ports'])} ports"

@@ -13,7 +13,7 @@ from __future__ import annotations
 import os
 import shutil
 import time
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Collection, Iterable, Mapping
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
@@ -21,7 +21,7 @@ from typing import Any
 
 from liveport.cms.migrate import Cms
 from liveport.cms.ovn import OvnCms
-from liveport.lab import control, sim
+from liveport.lab import control, hugepages, sim
 from liveport.lab import secure as secure_lab
 from liveport.lab.secure import LabTls
 from liveport.lab.state import (
@@ -260,6 +260,28 @@ def agent_role(state: LabState, chassis: str) -> str:
     return f"{chassis}/ovn-controller" if state.engine == "ovn" else f"{chassis}/agent"
 
 
+def dpdk_chassis(state: LabState) -> list[str]:
+    """The chassis that run OVS-DPDK (`lab up --dpdk`)."""
+    return list(state.options.get("dpdk", {}).get("chassis", []))
+
+
+def parse_dpdk(value: str | None, chassis: int) -> list[str]:
+    """--dpdk's value: None (no DPDK), "all" or "" (every chassis), or CHASSIS[,CHASSIS...]."""
+    if value is None:
+        return []
+    names = chassis_names(chassis)
+    if value in ("", "all"):
+        return names
+    wanted = [n.strip() for n in value.split(",") if n.strip()]
+    unknown = sorted(set(wanted) - set(names))
+    if unknown or not wanted:
+        raise InvalidInput(
+            f"--dpdk names unknown chassis {', '.join(unknown) or repr(value)} "
+            f"(this lab has {names[0]}..{names[-1]})"
+        )
+    return [n for n in names if n in wanted]
+
+
 def running_daemons(state: LabState) -> list[tuple[str, int]]:
     out = []
     for ref in state.daemon_refs():
@@ -308,6 +330,7 @@ def _check_options(
     secure: bool,
     backends: Mapping[str, str],
     mac_aging: int = sim.DEFAULT_MAC_AGING,
+    dpdk: Collection[str] = (),
 ) -> int:
     """Refuses a bad combination before anything starts; returns the northd count."""
     low, high = sim.MAC_AGING_RANGE
@@ -345,6 +368,14 @@ def _check_options(
     unknown = sorted(set(backends) - set(chassis_names(chassis)))
     if unknown:
         raise InvalidInput(f"--vhost-backend names unknown chassis {', '.join(unknown)}")
+    unknown = sorted(set(dpdk) - set(chassis_names(chassis)))
+    if unknown:
+        raise InvalidInput(f"--dpdk names unknown chassis {', '.join(unknown)}")
+    if dpdk and not os.access(sim.DPDK_VSWITCHD, os.X_OK):
+        raise InvalidInput(
+            f"--dpdk needs {sim.DPDK_VSWITCHD} (Debian's openvswitch-switch-dpdk; "
+            "scripts/setup.sh dpdk installs it)"
+        )
     catalogue = load_catalogue()
     for name in backends.values():
         catalogue.get(name)  # an unknown mode is refused before anything starts
@@ -366,6 +397,7 @@ def up(
     engine: str = "liveport",
     mac_aging: int = sim.DEFAULT_MAC_AGING,
     metrics: bool = False,
+    dpdk: Collection[str] = (),
     progress: Progress = _quiet,
 ) -> LabState:
     """Starts a lab; on any failure or interruption, stops what it started and cleans up.
@@ -375,9 +407,12 @@ def up(
     the work through the NB lock (one active, the others standing by); mac_aging is the
     top-of-rack switch's MAC aging time in seconds; metrics has liveport's daemons serve
     Prometheus metrics on a free loopback port each (`metrics/address` on their control
-    sockets says which)."""
+    sockets says which); dpdk names the chassis that run OVS-DPDK (their huge pages are
+    reserved first and given back by `down`)."""
     backends = dict(vhost_backends or {})
-    northds = _check_options(chassis, members, relays, northds, engine, secure, backends, mac_aging)
+    northds = _check_options(
+        chassis, members, relays, northds, engine, secure, backends, mac_aging, dpdk
+    )
     # Resolve schemas before touching anything: a missing one is a clear error, not a mess.
     schema.northbound_path()
     schema.southbound_path()
@@ -418,6 +453,13 @@ def up(
             },
         )
         hosts = [layout.chassis(name) for name in chassis_names(chassis)]
+        dpdk = [name for name in chassis_names(chassis) if name in set(dpdk)]
+        if dpdk:
+            state.options["dpdk"] = {
+                "chassis": dpdk,
+                "socket_mem": sim.DPDK_SOCKET_MEM,
+                "hugepages": {},
+            }
         marker = state.marker
         state.daemons = [
             DaemonEntry(ref.role, str(ref.pidfile))
@@ -441,7 +483,19 @@ def up(
         ]
         save(state)
     try:
-        _start_all(layout, state, hosts, progress, backends)
+        if dpdk:
+            record: dict[str, int] = {}
+            try:
+                added = hugepages.reserve(sim.DPDK_SOCKET_MEM * len(dpdk), record)
+            finally:
+                with editing(directory) as current:
+                    current.options["dpdk"]["hugepages"] = record
+            progress(
+                f"huge pages: {added} added to the pool (it held {record['previous']})"
+                if added
+                else f"huge pages: enough free in the pool ({record['previous']})"
+            )
+        _start_all(layout, state, hosts, progress, backends, dpdk)
         if agents:
             control.start(
                 directory,
@@ -469,6 +523,7 @@ def _start_all(
     hosts: list[sim.SimHost],
     progress: Progress,
     backends: Mapping[str, str],
+    dpdk: Collection[str] = (),
 ) -> None:
     t0 = time.monotonic()
 
@@ -480,7 +535,7 @@ def _start_all(
         databases = [pool.submit(start_ovsdb, s) for s in layout.servers if s not in relays]
         underlay = pool.submit(sim.start_underlay, layout.underlay)
         tor = pool.submit(sim.start_tor, layout.tor, int(state.options["tor"]["mac_aging"]))
-        host_starts = [pool.submit(host.start) for host in hosts]
+        host_starts = [pool.submit(host.start, host.name in dpdk) for host in hosts]
         _wait_all(databases)
         # A relay that finds no server retries only after a back-off: start it after them.
         relaying = [pool.submit(start_ovsdb, spec) for spec in layout.relay_servers]
@@ -506,6 +561,13 @@ def _start_all(
         _wait_all(host_starts)
         trunks.result()
         step(f"{len(hosts)} chassis switches up")
+        honoured: dict[str, tuple[str, ...]] = {}
+        for host in hosts:
+            if host.name in dpdk and host.name not in backends:
+                # A DPDK chassis publishes the modes its OVS-DPDK release can honour (its
+                # agent checks them again against the running switch).
+                honoured[host.name] = sim.dpdk_modes(host)
+                step(f"{host.name}: OVS-DPDK honours {', '.join(honoured[host.name])}")
         _wait_all(
             pool.submit(
                 sim.attach_chassis,
@@ -516,6 +578,7 @@ def _start_all(
                 backends.get(host.name),
                 layout.engine,
                 layout.tor,
+                honoured.get(host.name, ()),
             )
             for host, entry in zip(hosts, state.chassis, strict=True)
         )
@@ -600,6 +663,13 @@ def _teardown(directory: Path, progress: Progress = _quiet) -> list[tuple[str, i
             stopped += stop_daemons(refs)
         for role, pid in stopped:
             progress(f"stopped {role} (pid {pid})")
+        record = state.options.get("dpdk", {}).get("hugepages")
+        if record:
+            # The DPDK chassis are gone with their pages: give back what up added.
+            given = hugepages.release(record)
+            if given:
+                progress(f"huge pages: {given} given back to the pool")
+            save(state)
     shutil.rmtree(directory, ignore_errors=True)
     return stopped
 
@@ -634,6 +704,7 @@ def status(directory: Path) -> dict[str, Any]:
                     f"{entry.name}/ovs-vswitchd",
                     ctl=str(host.vswitchd_ctl),
                     mgmt=str(host.mgmt_socket()),
+                    dpdk=entry.name in dpdk_chassis(state),
                 ),
                 **(
                     {"agent": proc(agent)}

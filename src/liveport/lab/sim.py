@@ -12,20 +12,33 @@ VLAN-aware learning bridge (NORMAL, standalone) with one trunk port per chassis,
 the chassis' provider bridge the same way, and access ports for external hosts. Each
 ToR trunk port records both directions in pcap files, so tests see tagged frames on the
 wire.
+
+DPDK chassis (`lab up --dpdk`) run Debian's DPDK build of ovs-vswitchd instead, with the
+same `--enable-dummy=system`: every bridge is still a userspace datapath (dpif-netdev,
+whose "system" type the dummy override stands in for), so the underlay, the ToR, the
+tunnels and dummy VIFs work unchanged, and br-int also takes `dpdkvhostuserclient` ports:
+vhost-user VIFs whose packets DPDK's vhost library carries to and from a real QEMU. DPDK
+runs with `--no-pci` (no device is probed, let alone taken) and `--in-memory` (its huge
+pages come from memfd: no hugetlbfs mount, no files under /var/run/dpdk, so several
+chassis coexist without prefixes), one lcore and one PMD thread that sleeps when idle.
 """
 
 from __future__ import annotations
 
+import functools
 import ipaddress
 import os
+import re
 from dataclasses import dataclass
 from pathlib import Path
 
+from liveport.model.realbackend import DpdkSwitch, honoured, identify
 from liveport.ovsdb import schema
 from liveport.ovsdb.server import ServerSpec, check_socket_path, run_tool
 from liveport.ovsdb.server import start as start_ovsdb
 from liveport.runtime import unixctl
 from liveport.runtime.process import DaemonRef, spawn_ovs_daemon
+from liveport.vhostuser.catalogue import load_catalogue
 
 UNDERLAY_BRIDGE = "underlay"
 PHYS_BRIDGE = "br-phys"
@@ -36,6 +49,12 @@ PROVIDER_BRIDGE = "br-provider"  # br-phys is the underlay's (tunnels)
 PROVIDER_UPLINK = "tor"  # the provider bridge's port towards the ToR
 PHYSNET = "physnet1"
 BRIDGE_MAPPINGS = f"{PHYSNET}:{PROVIDER_BRIDGE}"
+#: Debian's DPDK build (package openvswitch-switch-dpdk); /usr/sbin/ovs-vswitchd stays the
+#: plain one (the package registers this one as a lower-priority alternative).
+DPDK_VSWITCHD = os.environ.get(
+    "LIVEPORT_OVS_VSWITCHD_DPDK", "/usr/lib/openvswitch-switch-dpdk/ovs-vswitchd-dpdk"
+)
+DPDK_SOCKET_MEM = 512  # MB of huge pages per DPDK chassis (preallocated, and the limit)
 HOSTNAME_DOMAIN = "lab.example"  # RFC 2606: reserved, resolves nowhere
 DEFAULT_MAC_AGING = 300  # seconds, a common default of real switches (and OVS's)
 MAC_AGING_RANGE = (15, 3600)  # what OVS applies; it silently clamps other values
@@ -55,6 +74,35 @@ def encap_ip(index: int) -> ipaddress.IPv4Address:
 def underlay_mac(index: int) -> str:
     """A fixed, locally administered MAC for a chassis' underlay bridge."""
     return f"02:4c:50:{(index >> 16) & 0xFF:02x}:{(index >> 8) & 0xFF:02x}:{index & 0xFF:02x}"
+
+
+@functools.cache
+def vswitchd_version(binary: str) -> str:
+    """The release of an ovs-vswitchd binary ("3.1.0"), from its --version."""
+    found = re.search(r"\(Open vSwitch\) (\S+)", run_tool([binary, "--version"]))
+    return found.group(1) if found else ""
+
+
+def dpdk_cpus() -> tuple[int, int]:
+    """(DPDK's main lcore, the PMD thread's core): the first and last CPU this process may
+    run on (the same one on a single-CPU machine)."""
+    cpus = sorted(os.sched_getaffinity(0))
+    return cpus[0], cpus[-1]
+
+
+def dpdk_other_config(socket_mem: int = DPDK_SOCKET_MEM) -> list[str]:
+    """Open_vSwitch other_config of a DPDK chassis, set before ovs-vswitchd starts."""
+    lcore, pmd = dpdk_cpus()
+    return [
+        "other_config:dpdk-init=true",
+        f"other_config:dpdk-socket-mem={socket_mem}",
+        f"other_config:dpdk-socket-limit={socket_mem}",
+        f"other_config:dpdk-lcore-mask={1 << lcore:#x}",
+        f"other_config:pmd-cpu-mask={1 << pmd:#x}",
+        # An idle PMD thread sleeps up to 1 ms between polls: a few % of a core, not 100 %.
+        "other_config:pmd-maxsleep=1000",
+        "other_config:dpdk-extra=--no-pci --in-memory",
+    ]
 
 
 @dataclass(frozen=True)
@@ -102,8 +150,9 @@ class SimHost:
     def appctl(self, command: str, *args: str) -> str:
         return unixctl.call(self.vswitchd_ctl, command, *args)
 
-    def start(self) -> None:
-        """Starts the host's ovsdb-server and ovs-vswitchd (dummy datapath)."""
+    def start(self, dpdk: bool = False) -> None:
+        """Starts the host's ovsdb-server and ovs-vswitchd (dummy datapath; with dpdk, the
+        DPDK build, DPDK initialised before it opens any bridge)."""
         self.directory.mkdir(parents=True, exist_ok=True)
         for path in (
             self.vswitchd_ctl,
@@ -114,6 +163,13 @@ class SimHost:
             check_socket_path(path)
         start_ovsdb(self.ovsdb)
         self.vsctl("init", wait=False)
+        binary = DPDK_VSWITCHD if dpdk else "ovs-vswitchd"
+        # ovs_version is the start-up script's to write (ovs-ctl does); the agent reads it
+        # to name an OVS-DPDK back-end's release.
+        settings = [f"ovs_version={vswitchd_version(binary)}"]
+        if dpdk:
+            settings += dpdk_other_config()
+        self.vsctl("set", "Open_vSwitch", ".", *settings, wait=False)
         env = dict(os.environ)
         # br-int.mgmt and friends go to OVS_RUNDIR: keep them inside the host directory.
         env.update(
@@ -123,7 +179,7 @@ class SimHost:
         )
         spawn_ovs_daemon(
             [
-                "ovs-vswitchd",
+                binary,
                 self.db_remote,
                 "--enable-dummy=system",
                 "--disable-system-route",
@@ -133,6 +189,17 @@ class SimHost:
             log_file=self.directory / "vswitchd.log",
             env=env,
         )
+
+
+def dpdk_modes(host: SimHost) -> tuple[str, ...]:
+    """The modes a started DPDK chassis can honour: those of the catalogue mode of the
+    OVS-DPDK release it runs, as its agent will identify it (liveport.model.realbackend),
+    newest first; none when no mode follows that release."""
+    dpdk_version = host.vsctl("get", "Open_vSwitch", ".", "dpdk_version").strip().strip('"')
+    switch = DpdkSwitch(True, dpdk_version, vswitchd_version(DPDK_VSWITCHD), False)
+    catalogue = load_catalogue()
+    mode = identify(catalogue, switch)
+    return honoured(catalogue, mode) if mode is not None else ()
 
 
 def start_underlay(host: SimHost) -> None:
@@ -205,6 +272,7 @@ def attach_chassis(
     vhost_backend: str | None = None,
     engine: str = "liveport",
     tor: SimHost | None = None,
+    vhost_modes: tuple[str, ...] = (),
 ) -> None:
     """Creates br-int and br-phys on host, links br-phys to the underlay switch and gives it
     the chassis' tunnel endpoint address, then records the chassis identity in Open_vSwitch
@@ -303,6 +371,7 @@ def attach_chassis(
             ]
         ),
         *([f"external_ids:liveport-vhost-backend={vhost_backend}"] if vhost_backend else []),
+        *([f'external_ids:liveport-vhost-modes="{",".join(vhost_modes)}"'] if vhost_modes else []),
     )
     prefix = f"{ip}/{UNDERLAY_NET.prefixlen}"
     host.appctl("netdev-dummy/ip4addr", PHYS_BRIDGE, prefix)

@@ -8,6 +8,12 @@ chassis at once (during a migration); captures say which chassis each frame reac
 Sending and capturing also take an external host (hosts.py: an access port of the
 top-of-rack switch) wherever they take a VM; its frames go through the ToR's vswitchd, and
 its captures say "tor".
+
+On a DPDK chassis (`lab up --dpdk`) a VIF can instead be a vhost-user port of OVS-DPDK
+(`vhost_user=SOCKET`): type dpdkvhostuserclient, OVS connecting to the socket a real QEMU
+listens on (OVS's recommended mode: QEMU restarts and migrates without OVS losing its
+socket). It carries the iface-id like any VIF; it has no pcap files (a DPDK port has no
+tx_pcap), so captures of such a VM are empty and its traffic is the guest's to report.
 """
 
 from __future__ import annotations
@@ -21,7 +27,7 @@ from pathlib import Path
 from typing import Any
 
 from liveport.lab import pcap
-from liveport.lab.lab import Layout
+from liveport.lab.lab import Layout, dpdk_chassis
 from liveport.lab.state import HostEntry, LabState, VifEntry, VmEntry, editing, load
 from liveport.model import packets
 from liveport.model.addr import Mac, parse_ip
@@ -56,10 +62,12 @@ def add(
     bridge: str = "br-int",
     external_ids: dict[str, str] | None = None,
     vhost_mode: str | None = None,
+    vhost_user: str | None = None,
 ) -> VmEntry:
     """Plugs a new VM's VIF into chassis; refuses duplicates and malformed addresses.
     vhost_mode asks the chassis for a vhost-user compatibility mode (external_ids
-    vhost-compat); without it the chassis picks its newest."""
+    vhost-compat); without it the chassis picks its newest. vhost_user makes the VIF an
+    OVS-DPDK vhost-user port on that socket (QEMU its server; DPDK chassis only)."""
     check_name(name)
     if not port:
         raise InvalidInput("--port must name a logical switch port")
@@ -76,7 +84,9 @@ def add(
         ids = dict(external_ids or {})
         if vhost_mode:
             ids["vhost-compat"] = vhost_mode
-        vm.vifs.append(plug_vif(state, vm, chassis, bridge=bridge, external_ids=ids))
+        vm.vifs.append(
+            plug_vif(state, vm, chassis, bridge=bridge, external_ids=ids, vhost_user=vhost_user)
+        )
         state.vms[name] = vm
         return vm
 
@@ -88,10 +98,17 @@ def plug_vif(
     *,
     bridge: str = "br-int",
     external_ids: dict[str, str] | None = None,
+    vhost_user: str | None = None,
 ) -> VifEntry:
-    """Adds vm's VIF on chassis in one ovs-vsctl transaction (all or nothing)."""
+    """Adds vm's VIF on chassis in one ovs-vsctl transaction (all or nothing); with
+    vhost_user, an OVS-DPDK vhost-user client port on that socket."""
     if vm.vif_on(chassis) is not None:
         raise Conflict(f"VM {vm.name!r} already has a VIF on {chassis}")
+    if vhost_user is not None and chassis not in dpdk_chassis(state):
+        raise InvalidInput(
+            f"{chassis} does not run OVS-DPDK: a vhost-user VIF needs a chassis named by "
+            "lab up --dpdk"
+        )
     host = Layout(Path(state.directory)).chassis(chassis)
     counter = int(state.options.get("vif_counter", 0)) + 1
     state.options["vif_counter"] = counter
@@ -100,6 +117,10 @@ def plug_vif(
     tx = capture_dir / f"{vm.name}.{counter}.tx.pcap"
     rx = capture_dir / f"{vm.name}.{counter}.rx.pcap"
     ids = {"iface-id": vm.port, "attached-mac": vm.mac, "vm-id": vm.name, **(external_ids or {})}
+    if vhost_user is not None:
+        kind = ["type=dpdkvhostuserclient", f"options:vhost-server-path={vhost_user}"]
+    else:
+        kind = ["type=dummy", f"options:tx_pcap={tx}", f"options:rxq_pcap={rx}"]
     host.vsctl(
         "add-port",
         bridge,
@@ -108,10 +129,9 @@ def plug_vif(
         "set",
         "Interface",
         vm.name,
-        "type=dummy",
+        kind[0],
         *(f"external_ids:{key}={value}" for key, value in ids.items()),
-        f"options:tx_pcap={tx}",
-        f"options:rxq_pcap={rx}",
+        *kind[1:],
     )
     return VifEntry(
         chassis=chassis, ifname=vm.name, bridge=bridge, tx_pcap=str(tx), rx_pcap=str(rx)
