@@ -129,8 +129,8 @@ def test_clustered_lab_serves_ovn_nbctl_through_any_member(cluster_factory: obje
 def test_clustered_options_are_checked_before_anything_starts(short_tmp: Path) -> None:
     with pytest.raises(InvalidInput, match="--relays needs --clustered"):
         lab.up(short_tmp / "x", 1, relays=1)
-    with pytest.raises(InvalidInput, match="cannot be combined"):
-        lab.up(short_tmp / "x", 1, members=3, secure=True)
+    with pytest.raises(InvalidInput, match="the OVN engine lab is plain"):
+        lab.up(short_tmp / "x", 1, members=3, secure=True, engine="ovn")
     with pytest.raises(InvalidInput, match="--members must be between"):
         lab.up(short_tmp / "x", 1, members=9)
     assert not (short_tmp / "x").exists()
