@@ -9,6 +9,7 @@ from contextlib import contextmanager
 from typing import Any
 
 from liveport.model.untrusted import chassis_problem, escape
+from liveport.northd import limits
 from liveport.ovsdb import schema
 from liveport.ovsdb.client import OvsdbClient, fetch_schema
 from liveport.ovsdb.rows import Snapshot
@@ -92,6 +93,12 @@ def collect(nb: Snapshot, sb: Snapshot) -> dict[str, Any]:
             {"name": ls["name"], "tunnel_key": dp["tunnel_key"] if dp else None, "ports": names}
         )
     chassis = []
+    sb_global = next(sb.rows("SB_Global"), None)
+    limited = limits.parse_limited(sb_global["options"].get("limited", "") if sb_global else "")
+    over = limits.shares(nb, sb)
+    reports: dict[str, int] = {}
+    for row in sb.rows("Chassis_VIF"):
+        reports[row["chassis"]] = reports.get(row["chassis"], 0) + 1
     private = {r["name"]: r for r in sb.rows("Chassis_Private")}
     alive = schema.live_chassis(sb)
     for ch in sorted(sb.rows("Chassis"), key=lambda r: r["name"]):
@@ -108,6 +115,8 @@ def collect(nb: Snapshot, sb: Snapshot) -> dict[str, Any]:
                     m for m, _ in sorted(ch["vhost_modes"].items(), key=lambda kv: kv[1])
                 ],
                 "problem": chassis_problem(ch["name"], ch["hostname"], ch["encap_ip"]),
+                "vif_reports": reports.get(ch["name"], 0),
+                "limited": _limited(over.get(ch["name"]), limited.get(ch["name"], "")),
             }
         )
     acls = [
@@ -124,7 +133,6 @@ def collect(nb: Snapshot, sb: Snapshot) -> dict[str, Any]:
         for a in sorted(sb.rows("ACL"), key=lambda r: r["key"])
     ]
     nb_global = next(nb.rows("NB_Global"), None)
-    sb_global = next(sb.rows("SB_Global"), None)
     return {
         "switches": switches,
         "ports": ports,
@@ -142,6 +150,19 @@ def collect(nb: Snapshot, sb: Snapshot) -> dict[str, Any]:
     }
 
 
+def _limited(share: limits.Share | None, reported: str) -> str | None:
+    """Why northd limits what it does for a chassis (northd.limits), or None."""
+    why = []
+    if share is not None:
+        why.append(
+            f"over its share of VIF reports: {share.shed} of {share.reports} ignored "
+            f"(limit {share.limit}: {share.ports} ports + {limits.VIF_MARGIN})"
+        )
+    if "rate" in reported:
+        why.append(f"more than {limits.VIF_RATE:g} VIF changes/s, handled once a second")
+    return "; ".join(why) or None
+
+
 def render(doc: dict[str, Any]) -> list[str]:
     """The document as lines for people. Every value is escaped (untrusted.escape): chassis
     write their own rows, and nothing they write may forge a line or reach the terminal
@@ -155,6 +176,8 @@ def render(doc: dict[str, Any]) -> list[str]:
         )
         if ch.get("problem"):
             line += f"  UNUSABLE: {ch['problem']}"
+        if ch.get("limited"):
+            line += f"  LIMITED: {ch['limited']}"
         lines.append(line)
     for sw in doc["switches"]:
         lines.append(
