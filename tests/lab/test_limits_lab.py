@@ -28,6 +28,7 @@ from liveport.ovsdb.client import OvsdbClient
 
 from tests.conftest import LabFactory
 from tests.lab.helpers import run_cli
+from tests.lab.test_cluster import active_northd
 from tests.lab.test_migration import RATE, Network, build, wait_delivered
 from tests.lab.test_ops import scrape
 from tests.lab.test_security import Rpc, outcome
@@ -49,9 +50,8 @@ class Flood(threading.Thread):
         super().__init__(daemon=True)
         tls = lab.Layout.of(directory).tls
         assert tls is not None
-        self.rpc = Rpc.tls(
-            tls.sb_chassis_port, tls.credentials("hv4"), Path(tls.pki_dir) / "control-ca.pem"
-        )
+        port = tls.sb_chassis_ports[-1]  # the chassis relay, or the cluster's relay
+        self.rpc = Rpc.tls(port, tls.credentials("hv4"), Path(tls.pki_dir) / "control-ca.pem")
         self.changes = 0
         self.inserted = 0
         self.failure: str | None = None
@@ -99,6 +99,15 @@ def limited(net: Network) -> str:
         return str(row["options"].get("limited", "")) if row is not None else ""
 
 
+def active_northd_ctl(d: Path) -> Path:
+    """The control socket of the northd that writes (the only one that limits)."""
+    layout = lab.Layout.of(d)
+    if layout.northds == 1:
+        return control.northd_ctl(d)
+    role = active_northd(d)
+    return control.northd_ctl(d, 1 if role == "northd" else int(role.removeprefix("northd")))
+
+
 def wait_for(what: str, predicate: Any, timeout: float = 60.0) -> None:
     deadline = time.monotonic() + timeout
     while not predicate():
@@ -107,11 +116,14 @@ def wait_for(what: str, predicate: Any, timeout: float = 60.0) -> None:
         time.sleep(0.05)
 
 
-def test_a_flooding_chassis_harms_no_other(lab_factory: LabFactory) -> None:
-    d = lab_factory(chassis=4, name="flood", secure=True, metrics=True, dead_after=120.0)
+@pytest.mark.parametrize("topology", ["standalone", "clustered"])
+def test_a_flooding_chassis_harms_no_other(lab_factory: LabFactory, topology: str) -> None:
+    """Standalone: the flood goes through the SB's chassis relay. Clustered (3 members, one
+    relay of the whole cluster): through that relay, to whichever member it follows."""
+    options: dict[str, Any] = {"members": 3, "relays": 1} if topology == "clustered" else {}
+    d = lab_factory(chassis=4, name="flood", secure=True, metrics=True, dead_after=120.0, **options)
     build(d, "ovn")
     net = Network(d, "ovn", lab.cms(d, timeout=30), BindingWatch(d, ["vm1"]))
-    northd_ctl = control.northd_ctl(d)
     try:
         traffic = Traffic(d, "peer", "vm1", rate=RATE).start()
         try:
@@ -160,6 +172,7 @@ def test_a_flooding_chassis_harms_no_other(lab_factory: LabFactory) -> None:
             doctor.stdout
         ), doctor.stdout[-2000:]
 
+        northd_ctl = active_northd_ctl(d)
         # What northd did with the flood is bounded: the reports beyond hv4's share are
         # shed, and of its row changes at most a burst plus the rate over the time northd
         # could have spent on them were acted on at once; the rest waited for a catch-up.

@@ -770,6 +770,26 @@ class Plan:
         self._deleted_pbs.add(pb.uuid)
         self.sb_ops.append(Delete("Port_Binding", pb.uuid))
 
+    def _vif_rows(self, name: str, claims: list[Row], pb: Row | None) -> list[Row]:
+        """The port's VIF reports. Rows whose chassis name is not a chassis name are not
+        reports, nor those of a chassis over its share beyond its own ports and its margin
+        (limits)."""
+        rows = [
+            r
+            for r in self.sb.lookup("Chassis_VIF", "iface_id", name)
+            if valid_chassis_name(r["chassis"])
+        ]
+        if not self.shares:
+            return rows
+        own = {c["chassis"] for c in claims} | ({pb["chassis"]} if pb is not None else set())
+        return [
+            r
+            for r in rows
+            if (over := self.shares.get(r["chassis"])) is None
+            or r["chassis"] in own
+            or name in over.kept
+        ]
+
     def port(self, name: str) -> None:
         sb, nb = self.sb, self.nb
         pbs = sb.lookup("Port_Binding", "logical_port", name)
@@ -814,19 +834,7 @@ class Plan:
             c["chassis"]: claim_report(c["chassis"], c["role"], c["installed"], c["activated"])
             for c in claims
         }
-        # Reports from rows whose chassis name is not a chassis name are not reports, nor
-        # those of a chassis over its share beyond its own ports and its margin (limits).
-        own = {c["chassis"] for c in claims} | ({pb["chassis"]} if pb is not None else set())
-        vif_rows = [
-            r
-            for r in sb.lookup("Chassis_VIF", "iface_id", name)
-            if valid_chassis_name(r["chassis"])
-            and (
-                (over := self.shares.get(r["chassis"])) is None
-                or r["chassis"] in own
-                or name in over.kept
-            )
-        ]
+        vif_rows = self._vif_rows(name, claims, pb)
         # A VIF its chassis refused (e.g. a vhost-user mode it cannot honour) is not there.
         vifs = {
             r["chassis"]: vif_report(r["chassis"], r["migration_status"])
