@@ -182,7 +182,7 @@ class VifLimiter:
         now = self.clock.monotonic()
         due = [self._caught_up.get(c, now) + CATCH_UP - now for c in self.deferred]
         due += [self._checked.get(c, now) + CATCH_UP - now for c in self.shares]
-        due += [0.0 for c in self._touched if c not in self._checked]
+        due += [self._checked.get(c, now - CATCH_UP) + CATCH_UP - now for c in self._touched]
         if self._rate_limited:
             due.append(min(self._rate_limited.values()) + 2 * CATCH_UP - now)
         return max(0.0, min(due)) if due else None
