@@ -2,7 +2,7 @@
 listener of its own and enforces the SB's RBAC, whichever of them a client reaches.
 
 The lab: NB and SB clusters of 3, one chassis relay beside each SB member (relaying that
-member alone) and one relay of the whole cluster, all over TLS (tests/lab/test_security.py
+member first) and one relay of the whole cluster, all over TLS (tests/lab/test_security.py
 has the standalone secure lab and the writes tried here). The targets:
 
 - leader, follower: for a chassis, the chassis relay of that SB member (chassis certificates

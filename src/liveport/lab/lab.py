@@ -201,8 +201,10 @@ class Layout:
         the chassis CA and whose listeners have the chassis role. The SB server itself
         trusts only the control CA, so no certificate of the chassis CA can act as northd.
         Standalone: one relay of the SB server, listening on SB_Global.chassis_connections.
-        Clustered: one beside each member, relaying that member alone, each on its own
-        port (and --relays more, sb_relays)."""
+        Clustered: one beside each member, each on its own port (and --relays more,
+        sb_relays). It relays its own member, and the others only once that one is gone: a
+        relay keeps its clients when its source dies (they would see an SB that no longer
+        changes, and be declared dead for their missing heartbeats)."""
         if self.tls is None:
             return []
         if not self.clustered:
@@ -216,16 +218,17 @@ class Layout:
                     **self._chassis_relay(None),
                 )
             ]
+        members = self.sb_servers
         return [
             ServerSpec(
                 f"sb-chassis{i}",
                 self.directory / "sb",
                 schema.southbound_path(),
-                relay=member.remote,
+                relay=",".join(m.remote for m in [member, *members[: i - 1], *members[i:]]),
                 database=schema.SB_NAME,
                 **self._chassis_relay(self.tls.sb_chassis_ports[i - 1]),
             )
-            for i, member in enumerate(self.sb_servers, start=1)
+            for i, member in enumerate(members, start=1)
         ]
 
     @property

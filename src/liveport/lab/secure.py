@@ -16,7 +16,8 @@ What it adds to a plain lab:
 
 Clustered (`--secure --clustered`): every NB member listens on a port of its own; every SB
 member has its own control listener, and beside each SB member runs a chassis relay of that
-member (its source is that member's unix socket alone), each on its own chassis port, plus
+member (its member's unix socket first, the others once that one is gone), each on its own
+chassis port, plus
 `--relays N` chassis relays of the whole cluster. All members and relays share one host, so
 each process reads its listener (with its role) from its own listener database
 (ovsdb.server, ServerSpec.listeners) rather than from the SB's replicated Connection rows.
