@@ -9,7 +9,7 @@ import pytest
 
 from liveport.model.clock import ManualClock
 from liveport.northd import limits
-from liveport.northd.northd import plan
+from liveport.northd.northd import Northd, plan
 
 from tests.unit.test_northd_plan import ENCAP, Net
 
@@ -118,3 +118,20 @@ def test_limited_text_round_trips() -> None:
     text = limits.limited_text({"hv3": share}, {"hv2", "hv3"})
     assert text == "hv2: rate; hv3: share 66, rate"
     assert limits.parse_limited(text) == {"hv2": "rate", "hv3": "share 66, rate"}
+
+
+def test_a_chassis_row_change_costs_its_ports_and_its_margin_only() -> None:
+    """A change of a flooder's own Chassis row (or its liveness) recomputes the ports northd
+    uses of it, not one per report it flooded. (Northd without its connections: only its
+    limiter is needed here.)"""
+    net = Net()
+    flood(net, "hv3", 500)
+    nb, sb = net.nb.snapshot(), net.sb.snapshot()
+    northd = Northd.__new__(Northd)
+    northd.limits = limits.VifLimiter(ManualClock())
+    assert len(northd._chassis_keys(sb, "hv3")) == 500  # not yet judged
+    northd.limits.reset(nb, sb)
+    keys = northd._chassis_keys(sb, "hv3")
+    assert len(keys) == limits.VIF_MARGIN and keys == {
+        ("port", p) for p in northd.limits.shares["hv3"].kept
+    }

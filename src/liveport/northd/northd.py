@@ -426,7 +426,13 @@ class Northd:
         for column in ("chassis", "requested_chassis", "migration_destination"):
             keys |= {("port", r["logical_port"]) for r in sb.lookup("Port_Binding", column, name)}
         keys |= {("port", r["logical_port"]) for r in sb.lookup("Port_Claim", "chassis", name)}
-        keys |= {("port", r["iface_id"]) for r in sb.lookup("Chassis_VIF", "chassis", name)}
+        # Of a chassis over its share, only the reports northd uses (its own ports' are
+        # above): a change of its Chassis row must not cost a key per report it floods.
+        over = self.limits.shares.get(name)
+        if over is None:
+            keys |= {("port", r["iface_id"]) for r in sb.lookup("Chassis_VIF", "chassis", name)}
+        else:
+            keys |= {("port", port) for port in over.kept}
         return keys
 
     def _host_keys(self, hostname: str) -> set[Key]:
