@@ -52,6 +52,9 @@ class Flood(threading.Thread):
         assert tls is not None
         port = tls.sb_chassis_ports[-1]  # the chassis relay, or the cluster's relay
         self.rpc = Rpc.tls(port, tls.credentials("hv4"), Path(tls.pki_dir) / "control-ca.pem")
+        # A rewrite of thousands of rows, forwarded to the Raft leader on a loaded machine,
+        # may take longer than Rpc's 5 s to answer.
+        self.rpc.sock.settimeout(120)
         self.changes = 0
         self.inserted = 0
         self.failure: str | None = None
