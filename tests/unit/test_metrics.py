@@ -95,7 +95,9 @@ def registry_server() -> Iterator[MetricsServer]:
 def test_northd_metrics(registry_server: MetricsServer) -> None:
     snapshot = sb("hv1", "hv2", "pending", 1000)
     metrics = NorthdMetrics(
-        registry_server.registry, lambda: NorthdState(snapshot, snapshot, True), "1.2.3"
+        registry_server.registry,
+        lambda: NorthdState(snapshot, snapshot, True, {"hv3": 4936}, {"hv3": 12}, {"hv3": 5012}),
+        "1.2.3",
     )
     observer = NorthdObserver(metrics, wall=lambda: 1.25)  # 250 ms after the announcement
     observer.batch(True, 0.002, 0.003)
@@ -114,6 +116,9 @@ def test_northd_metrics(registry_server: MetricsServer) -> None:
     assert got["liveport_northd_transaction_failures_total"] == 1
     assert got["liveport_northd_migrations_finished_total{outcome=completed}"] == 0
     assert got["liveport_northd_active"] == 1
+    assert got["liveport_northd_chassis_vif_reports_shed{chassis=hv3}"] == 4936
+    assert got["liveport_northd_chassis_vif_changes_deferred_total{chassis=hv3}"] == 12
+    assert got["liveport_northd_chassis_vif_changes_total{chassis=hv3}"] == 5012
     assert got["liveport_db_connected{db=nb}"] == 1
     assert got["liveport_info{program=liveport-northd,version=1.2.3}"] == 1
 

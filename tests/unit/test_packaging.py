@@ -73,6 +73,7 @@ def test_the_wheel_holds_what_the_programs_need(wheel: Path) -> None:
     names = zipfile.ZipFile(wheel).namelist()
     assert f"liveport-{__version__}.dist-info/LICENSE" in names
     assert "liveport/ovsdb/schemas/liveport_southbound.ovsschema" in names
+    assert "liveport/ovsdb/schemas/liveport_listeners.ovsschema" in names
     assert "liveport/py.typed" in names
     assert any(n.startswith("liveport/vhostuser/") and n.endswith(".json") for n in names)
     entry_points = zipfile.ZipFile(wheel).read(f"liveport-{__version__}.dist-info/entry_points.txt")

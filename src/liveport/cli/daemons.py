@@ -140,7 +140,13 @@ def run_northd(args: argparse.Namespace) -> int:
                     NorthdMetrics(
                         service.registry,
                         lambda: NorthdState(
-                            northd.nb.snapshot(), northd.sb.snapshot(), northd.active
+                            northd.nb.snapshot(),
+                            northd.sb.snapshot(),
+                            northd.active,
+                            # copies: the worker thread changes these dicts
+                            {c: v.shed for c, v in dict(northd.limits.shares).items()},
+                            dict(northd.limits.deferred_total),
+                            dict(northd.limits.changes_total),
                         ),
                         __version__,
                     )

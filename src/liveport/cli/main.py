@@ -120,6 +120,10 @@ def _print_lab_status(doc: dict[str, Any]) -> None:
             f"  TLS       NB {tls['nb']}  SB chassis {tls['sb_chassis']}  SB control "
             f"{tls['sb_control']}  PKI {tls['pki']}"
         )
+        if "members" in doc["sb"]:  # every process has its own listener: say whose is whose
+            for entry in tls["listeners"]:
+                role = entry["role"] or "no role"
+                print(f"    {entry['server']:<10} {entry['listener']:<26} {role}")
     if "northds" in doc:
         print(f"  northd    {'  '.join(state(n) for n in doc['northds'])} (one active, NB lock)")
     elif "northd" in doc:

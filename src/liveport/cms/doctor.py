@@ -46,7 +46,7 @@ from liveport.model.cookies import Kind
 from liveport.model.errors import InvalidInput, LiveportError, Unavailable
 from liveport.model.flows import Flow, FlowSet
 from liveport.model.untrusted import chassis_problem, escape
-from liveport.northd import northd
+from liveport.northd import limits, northd
 from liveport.openflow.conn import OpenFlowConnection
 from liveport.openflow.encode import CodecError
 from liveport.ovsdb import schema
@@ -141,8 +141,38 @@ def check_databases(nb: Snapshot, sb: Snapshot) -> list[Finding]:
         *_structure(nb, sb),
         *_northd_would_write(nb, sb),
         *_broken_acls(sb),
+        *_limited(nb, sb),
         *_progress(nb, sb),
     ]
+
+
+def _limited(nb: Snapshot, sb: Snapshot) -> list[Finding]:
+    """Chassis that write more than their share (northd.limits): over their share of VIF
+    reports (from the snapshots, as northd decides it), or over their rate (as northd
+    reports it in SB_Global options:limited)."""
+    out = []
+    over = limits.shares(nb, sb)
+    for name, share in sorted(over.items()):
+        out.append(
+            Finding(
+                f"chassis {name}",
+                f"writes more VIF reports than its share: northd ignores {share.shed} of "
+                f"{share.reports} (it uses {share.limit}: its {share.ports} ports + "
+                f"{limits.VIF_MARGIN})",
+            )
+        )
+    sb_global = next(sb.rows("SB_Global"), None)
+    reported = limits.parse_limited(sb_global["options"].get("limited", "")) if sb_global else {}
+    for name, why in sorted(reported.items()):
+        if "rate" in why:
+            out.append(
+                _note(
+                    f"chassis {name}",
+                    f"writes VIF reports faster than {limits.VIF_RATE:g} changes/s: northd "
+                    "acts on them once a second",
+                )
+            )
+    return out
 
 
 def _broken_acls(sb: Snapshot) -> list[Finding]:

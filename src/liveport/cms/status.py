@@ -10,6 +10,7 @@ from typing import Any
 
 from liveport.model.realbackend import CHECK_KEY as BACKEND_CHECK_KEY
 from liveport.model.untrusted import chassis_problem, escape
+from liveport.northd import limits
 from liveport.ovsdb import schema
 from liveport.ovsdb.client import OvsdbClient, fetch_schema
 from liveport.ovsdb.rows import Snapshot
@@ -93,6 +94,12 @@ def collect(nb: Snapshot, sb: Snapshot) -> dict[str, Any]:
             {"name": ls["name"], "tunnel_key": dp["tunnel_key"] if dp else None, "ports": names}
         )
     chassis = []
+    sb_global = next(sb.rows("SB_Global"), None)
+    limited = limits.parse_limited(sb_global["options"].get("limited", "") if sb_global else "")
+    over = limits.shares(nb, sb)
+    reports: dict[str, int] = {}
+    for row in sb.rows("Chassis_VIF"):
+        reports[row["chassis"]] = reports.get(row["chassis"], 0) + 1
     private = {r["name"]: r for r in sb.rows("Chassis_Private")}
     alive = schema.live_chassis(sb)
     for ch in sorted(sb.rows("Chassis"), key=lambda r: r["name"]):
@@ -112,6 +119,8 @@ def collect(nb: Snapshot, sb: Snapshot) -> dict[str, Any]:
                 # What the agent found checking its modes against the real vhost-user
                 # back-end (OVS-DPDK): "ok: MODE", or the problems.
                 "vhost_backend_check": ch["other_config"].get(BACKEND_CHECK_KEY),
+                "vif_reports": reports.get(ch["name"], 0),
+                "limited": _limited(over.get(ch["name"]), limited.get(ch["name"], "")),
             }
         )
     acls = [
@@ -128,7 +137,6 @@ def collect(nb: Snapshot, sb: Snapshot) -> dict[str, Any]:
         for a in sorted(sb.rows("ACL"), key=lambda r: r["key"])
     ]
     nb_global = next(nb.rows("NB_Global"), None)
-    sb_global = next(sb.rows("SB_Global"), None)
     return {
         "switches": switches,
         "ports": ports,
@@ -146,6 +154,19 @@ def collect(nb: Snapshot, sb: Snapshot) -> dict[str, Any]:
     }
 
 
+def _limited(share: limits.Share | None, reported: str) -> str | None:
+    """Why northd limits what it does for a chassis (northd.limits), or None."""
+    why = []
+    if share is not None:
+        why.append(
+            f"over its share of VIF reports: {share.shed} of {share.reports} ignored "
+            f"(limit {share.limit}: {share.ports} ports + {limits.VIF_MARGIN})"
+        )
+    if "rate" in reported:
+        why.append(f"more than {limits.VIF_RATE:g} VIF changes/s, handled once a second")
+    return "; ".join(why) or None
+
+
 def render(doc: dict[str, Any]) -> list[str]:
     """The document as lines for people. Every value is escaped (untrusted.escape): chassis
     write their own rows, and nothing they write may forge a line or reach the terminal
@@ -159,6 +180,8 @@ def render(doc: dict[str, Any]) -> list[str]:
         )
         if ch.get("problem"):
             line += f"  UNUSABLE: {ch['problem']}"
+        if ch.get("limited"):
+            line += f"  LIMITED: {ch['limited']}"
         lines.append(line)
         check = ch.get("vhost_backend_check")
         if check:

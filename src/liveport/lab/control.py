@@ -255,7 +255,7 @@ def start(
         return
     for index in range(1, layout.northds + 1):
         start_northd(directory, layout, state.marker, dead_after, index)
-    if layout.clustered:
+    if layout.clustered and layout.tls is None:  # TLS goes over TCP, not through links
         for host in hosts:
             start_link(layout, host, state.marker)
         wait_links(layout, hosts)

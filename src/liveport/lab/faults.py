@@ -130,6 +130,12 @@ def heal_sb(directory: Path, chassis: str) -> int:
 def _link_role(directory: Path, chassis: str) -> str:
     state = load(directory)
     state.get_chassis(chassis)
-    if not Layout.of(directory).clustered:
+    layout = Layout.of(directory)
+    if not layout.clustered:
         raise InvalidInput("only a clustered lab routes agents through SB links")
+    if layout.tls is not None:
+        raise InvalidInput(
+            "a secure lab's agents reach the SB over TLS, not through SB links: stop the "
+            "chassis relays instead (lab fault stop sb-chassisN)"
+        )
     return f"{chassis}/sb-link"

@@ -39,6 +39,7 @@ from liveport.lab.state import (
     save,
 )
 from liveport.model.errors import Conflict, InvalidInput
+from liveport.model.security import CHASSIS_ROLE, CONTROL_ROLE
 from liveport.ovsdb import rbac, schema
 from liveport.ovsdb.client import OvsdbClient, configure_tls
 from liveport.ovsdb.rows import Insert
@@ -97,14 +98,31 @@ class Layout:
     def _member(self, db: str, index: int, schema_path: Path, database: str) -> ServerSpec:
         where = self.directory / db
         name = f"{db}{index}"
+        tls = self.tls
+        options: tuple[str, ...] = ()
+        extra: tuple[str, ...] = ()
+        listeners: tuple[tuple[str, str], ...] = ()
+        if tls is not None:
+            options = tls.server_options(db)
+            if db == "nb":
+                extra = (secure_lab.listener(tls.nb_ports[index - 1]),)
+            else:
+                listeners = ((secure_lab.listener(tls.sb_control_ports[index - 1]), CONTROL_ROLE),)
         return ServerSpec(
             name,
             where,
             schema_path,
+            extra_remotes=extra,
             raft=f"unix:{where / name}.raft",
             join=tuple(f"unix:{where / db}{i}.raft" for i in range(1, index)),
             database=database,
-            db_remotes=(f"db:{schema.SB_NAME},SB_Global,connections",) if db == "sb" else (),
+            db_remotes=(
+                (f"db:{schema.SB_NAME},SB_Global,connections",)
+                if db == "sb" and tls is None
+                else ()
+            ),
+            options=options,
+            listeners=listeners,
         )
 
     @property
@@ -143,6 +161,10 @@ class Layout:
 
     @property
     def sb_relays(self) -> list[ServerSpec]:
+        """The relays of the whole SB cluster (--relays); in a secure lab they are chassis
+        relays, each with its own chassis listener."""
+        tls = self.tls
+        first = self.members  # in a secure lab, the members' own chassis relays come first
         return [
             ServerSpec(
                 f"sb-relay{i}",
@@ -150,38 +172,85 @@ class Layout:
                 schema.southbound_path(),
                 relay=self.sb_remote,
                 database=schema.SB_NAME,
+                **(self._chassis_relay(tls.sb_chassis_ports[first + i - 1]) if tls else {}),
             )
             for i in range(1, self.relays + 1)
         ]
 
-    @property
-    def sb_chassis_relay(self) -> ServerSpec | None:
-        """A secure lab's chassis-facing SB server: a relay of the SB (through its unix
-        socket) whose TLS trusts only the chassis CA and whose listeners, with the chassis
-        role, are SB_Global.chassis_connections. The SB server itself trusts only the
-        control CA, so no certificate of the chassis CA can act as northd."""
-        if self.tls is None:
-            return None
+    def _chassis_relay(self, port: int | None) -> dict[str, Any]:
+        """What makes a relay a chassis relay: TLS trusting only the chassis CA, and the
+        chassis role on its listener (its own, or SB_Global.chassis_connections)."""
+        assert self.tls is not None
         creds = self.tls.relay_credentials()
-        return ServerSpec(
-            "sb-chassis",
-            self.directory / "sb",
-            schema.southbound_path(),
-            db_remotes=(f"db:{schema.SB_NAME},SB_Global,chassis_connections",),
-            options=(
+        return {
+            "options": (
                 f"--private-key={creds.private_key}",
                 f"--certificate={creds.certificate}",
                 f"--ca-cert={creds.ca_cert}",
             ),
-            relay=self.sb.remote,
-            database=schema.SB_NAME,
-        )
+            **(
+                {"listeners": ((secure_lab.listener(port), CHASSIS_ROLE),)}
+                if port is not None
+                else {"db_remotes": (f"db:{schema.SB_NAME},SB_Global,chassis_connections",)}
+            ),
+        }
+
+    @property
+    def sb_chassis_relays(self) -> list[ServerSpec]:
+        """A secure lab's chassis-facing SB servers: relays of the SB whose TLS trusts only
+        the chassis CA and whose listeners have the chassis role. The SB server itself
+        trusts only the control CA, so no certificate of the chassis CA can act as northd.
+        Standalone: one relay of the SB server, listening on SB_Global.chassis_connections.
+        Clustered: one beside each member, each on its own port (and --relays more,
+        sb_relays). It relays its own member, and the others only once that one is gone: a
+        relay keeps its clients when its source dies (they would see an SB that no longer
+        changes, and be declared dead for their missing heartbeats)."""
+        if self.tls is None:
+            return []
+        if not self.clustered:
+            return [
+                ServerSpec(
+                    "sb-chassis",
+                    self.directory / "sb",
+                    schema.southbound_path(),
+                    relay=self.sb.remote,
+                    database=schema.SB_NAME,
+                    **self._chassis_relay(None),
+                )
+            ]
+        members = self.sb_servers
+        return [
+            ServerSpec(
+                f"sb-chassis{i}",
+                self.directory / "sb",
+                schema.southbound_path(),
+                relay=",".join(m.remote for m in [member, *members[: i - 1], *members[i:]]),
+                database=schema.SB_NAME,
+                **self._chassis_relay(self.tls.sb_chassis_ports[i - 1]),
+            )
+            for i, member in enumerate(members, start=1)
+        ]
 
     @property
     def relay_servers(self) -> list[ServerSpec]:
         """Every relay of the lab: they start once the servers they relay are up."""
-        chassis_relay = self.sb_chassis_relay
-        return [*self.sb_relays, *([chassis_relay] if chassis_relay is not None else [])]
+        return [*self.sb_relays, *self.sb_chassis_relays]
+
+    def tls_listeners(self) -> list[tuple[str, str, str]]:
+        """(server, listener, role) for every TLS listener of a secure lab."""
+        if self.tls is None:
+            return []
+        if not self.clustered:
+            return [
+                ("nb", self.tls.nb_listener, ""),
+                ("sb", secure_lab.listener(self.tls.sb_control_port), CONTROL_ROLE),
+                ("sb-chassis", secure_lab.listener(self.tls.sb_chassis_port), CHASSIS_ROLE),
+            ]
+        out = []
+        for spec in self.servers:
+            out += [(spec.name, r, "") for r in spec.extra_remotes if r.startswith("pssl:")]
+            out += [(spec.name, target, role) for target, role in spec.listeners]
+        return out
 
     @property
     def servers(self) -> list[ServerSpec]:
@@ -347,11 +416,6 @@ def _check_options(
         raise InvalidInput(f"--relays must be between 0 and {MAX_RELAYS}, not {relays}")
     if relays and not members:
         raise InvalidInput("--relays needs --clustered (relays serve the clustered SB)")
-    if secure and members:
-        raise InvalidInput(
-            "--secure and --clustered cannot be combined in a lab yet: the SB members would "
-            "share one set of TLS listener addresses on this host"
-        )
     if engine not in ENGINES:
         raise InvalidInput(f"--engine must be one of {', '.join(ENGINES)}, not {engine!r}")
     if engine == "ovn":
@@ -422,7 +486,11 @@ def up(
         raise Conflict(f"{directory} exists and is not a liveport lab; refusing to use it")
     with locked(directory):
         _prepare_directory(directory)
-        tls = secure_lab.prepare(directory, chassis_names(chassis)) if secure else None
+        tls = (
+            secure_lab.prepare(directory, chassis_names(chassis), members, relays)
+            if secure
+            else None
+        )
         layout = Layout(
             directory,
             tls,
@@ -539,12 +607,13 @@ def _start_all(
         _wait_all(databases)
         # A relay that finds no server retries only after a back-off: start it after them.
         relaying = [pool.submit(start_ovsdb, spec) for spec in layout.relay_servers]
-        _init_databases(layout, layout.tls.sb_listeners if layout.tls is not None else None)
+        # A standalone secure SB's listeners are its Connection rows; a cluster's members
+        # and relays have their own (ServerSpec.listeners).
+        tls = layout.tls
+        _init_databases(layout, tls.sb_listeners if tls and not layout.clustered else None)
         _wait_all(relaying)
         if layout.tls is not None:
-            secure_lab.wait_listening(
-                [layout.tls.sb_control_port, layout.tls.sb_chassis_port], CONNECT_TIMEOUT
-            )
+            secure_lab.wait_listening(layout.tls.ports, CONNECT_TIMEOUT)
         if layout.clustered:
             step(
                 f"NB and SB clusters of {layout.members} up"
@@ -730,7 +799,7 @@ def status(directory: Path) -> dict[str, Any]:
             if layout.relays
             else {}
         ),
-        **({"tls": _tls_status(layout.tls)} if layout.tls is not None else {}),
+        **({"tls": _tls_status(layout, proc)} if layout.tls is not None else {}),
         "underlay": proc("underlay/ovs-vswitchd", ctl=str(layout.underlay.vswitchd_ctl)),
         **(
             {
@@ -819,12 +888,18 @@ def cluster_leader(servers: list[ServerSpec], database: str) -> ServerSpec | Non
     return None
 
 
-def _tls_status(tls: LabTls) -> dict[str, Any]:
+def _tls_status(layout: Layout, proc: Callable[..., dict[str, Any]]) -> dict[str, Any]:
+    tls = layout.tls
+    assert tls is not None
     return {
         "pki": tls.pki_dir,
         "nb": tls.nb_remote,
         "sb_chassis": tls.sb_chassis_remote,
         "sb_control": tls.sb_control_remote,
+        "listeners": [
+            {"server": server, "listener": target, "role": role, **proc(server)}
+            for server, target, role in layout.tls_listeners()
+        ],
     }
 
 

@@ -13,6 +13,15 @@ What it adds to a plain lab:
 - northd connects to NB and to the SB control listener with its certificate, agents to the
   chassis listener with theirs, and lab clients (`liveport status --dir`, `lab.cms`) with the
   CMS certificate. The unix sockets stay for the lab's own tooling (the operator's access).
+
+Clustered (`--secure --clustered`): every NB member listens on a port of its own; every SB
+member has its own control listener, and beside each SB member runs a chassis relay of that
+member (its member's unix socket first, the others once that one is gone), each on its own
+chassis port, plus
+`--relays N` chassis relays of the whole cluster. All members and relays share one host, so
+each process reads its listener (with its role) from its own listener database
+(ovsdb.server, ServerSpec.listeners) rather than from the SB's replicated Connection rows.
+Clients get every port of a kind as one comma-separated remote.
 """
 
 from __future__ import annotations
@@ -33,32 +42,53 @@ LOOPBACK = "127.0.0.1"
 
 @dataclass(frozen=True)
 class LabTls:
+    """The PKI and the TLS ports of a secure lab. Each port is one process' own listener:
+    an NB server (or Raft member), an SB server or member (the control listeners), a chassis
+    relay (the chassis listeners). Standalone labs have one of each."""
+
     pki_dir: str  # the PKI directory
-    nb_port: int
-    sb_chassis_port: int
-    sb_control_port: int
+    nb_ports: tuple[int, ...]
+    sb_chassis_ports: tuple[int, ...]
+    sb_control_ports: tuple[int, ...]
+
+    @property
+    def nb_port(self) -> int:
+        return self.nb_ports[0]
+
+    @property
+    def sb_chassis_port(self) -> int:
+        return self.sb_chassis_ports[0]
+
+    @property
+    def sb_control_port(self) -> int:
+        return self.sb_control_ports[0]
 
     @property
     def nb_remote(self) -> str:
-        return f"ssl:{LOOPBACK}:{self.nb_port}"
+        return remotes(self.nb_ports)
 
     @property
     def sb_chassis_remote(self) -> str:
-        return f"ssl:{LOOPBACK}:{self.sb_chassis_port}"
+        return remotes(self.sb_chassis_ports)
 
     @property
     def sb_control_remote(self) -> str:
-        return f"ssl:{LOOPBACK}:{self.sb_control_port}"
+        return remotes(self.sb_control_ports)
+
+    @property
+    def ports(self) -> list[int]:
+        return [*self.nb_ports, *self.sb_control_ports, *self.sb_chassis_ports]
 
     @property
     def nb_listener(self) -> str:
-        return f"pssl:{self.nb_port}:{LOOPBACK}"
+        return listener(self.nb_port)
 
     @property
     def sb_listeners(self) -> dict[str, str]:
+        """A standalone SB's listeners (in SB_Global, as `liveport sb setup` sets them)."""
         return {
-            f"pssl:{self.sb_chassis_port}:{LOOPBACK}": CHASSIS_ROLE,
-            f"pssl:{self.sb_control_port}:{LOOPBACK}": CONTROL_ROLE,
+            listener(self.sb_chassis_port): CHASSIS_ROLE,
+            listener(self.sb_control_port): CONTROL_ROLE,
         }
 
     def credentials(self, name: str) -> pki.Credentials:
@@ -109,14 +139,23 @@ class LabTls:
     def from_json(cls, doc: dict[str, Any]) -> LabTls:
         return cls(
             str(doc["pki_dir"]),
-            int(doc["nb_port"]),
-            int(doc["sb_chassis_port"]),
-            int(doc["sb_control_port"]),
+            tuple(int(p) for p in doc["nb_ports"]),
+            tuple(int(p) for p in doc["sb_chassis_ports"]),
+            tuple(int(p) for p in doc["sb_control_ports"]),
         )
 
 
-def prepare(directory: Path, chassis: list[str]) -> LabTls:
-    """Creates the lab's PKI and picks its ports."""
+def listener(port: int) -> str:
+    return f"pssl:{port}:{LOOPBACK}"
+
+
+def remotes(ports: tuple[int, ...]) -> str:
+    return ",".join(f"ssl:{LOOPBACK}:{port}" for port in ports)
+
+
+def prepare(directory: Path, chassis: list[str], members: int = 0, relays: int = 0) -> LabTls:
+    """Creates the lab's PKI and picks its ports: one per NB and SB server (every member of
+    a cluster), and one per chassis relay (one beside each SB member, plus `relays`)."""
     root = directory / "pki"
     pki.init(root)
     pki.issue(root, "server", "nb")
@@ -125,8 +164,15 @@ def prepare(directory: Path, chassis: list[str]) -> LabTls:
     pki.issue(root, "cms", "cms")
     for name in chassis:
         pki.issue(root, "chassis", name)
-    nb, chassis_port, control = free_ports(3)
-    return LabTls(str(root), nb, chassis_port, control)
+    servers = max(1, members)
+    chassis_relays = servers + relays if members else 1
+    ports = free_ports(2 * servers + chassis_relays)
+    return LabTls(
+        str(root),
+        tuple(ports[:servers]),
+        tuple(ports[2 * servers :]),
+        tuple(ports[servers : 2 * servers]),
+    )
 
 
 def wait_listening(ports: list[int], timeout: float) -> None:

@@ -68,7 +68,7 @@ from liveport.model.logical import (
 )
 from liveport.model.security import AUTHORITY, NORTHD_IDENTITY
 from liveport.model.untrusted import chassis_problem, note, valid_chassis_name
-from liveport.northd import security
+from liveport.northd import limits, security
 from liveport.northd.liveness import Liveness
 from liveport.northd.observe import NorthdObserver, log_extra
 from liveport.ovsdb import schema
@@ -183,6 +183,7 @@ class Northd:
         self.config = config
         self.clock = clock or SystemClock()
         self.liveness = Liveness(self.clock, config.dead_after)
+        self.limits = limits.VifLimiter(self.clock)  # what one chassis can make northd do
         nb_helper = fetch_schema(config.nb_remote, schema.NB_NAME)
         self.nb = OvsdbClient(
             config.nb_remote,
@@ -238,7 +239,7 @@ class Northd:
         log.info("northd: NB %s, SB %s", self.config.nb_remote, self.config.sb_remote)
         backoff = 0.0
         while not stop.is_set():
-            timeout = self.liveness.next_change()
+            timeout = min_or_none(self.liveness.next_change(), self.limits.next_due())
             wait_for = backoff if backoff else (timeout + 0.01 if timeout is not None else 1.0)
             self._wake.wait(wait_for)
             self._wake.clear()
@@ -264,6 +265,10 @@ class Northd:
         if not (nb.connected and sb.connected):
             return False  # never act on a snapshot we know to be stale
         self._report_unusable_chassis(sb)
+        ports, limited_changed = self.limits.due(nb, sb)
+        self._dirty |= {("port", name) for name in ports}
+        if limited_changed:
+            self._dirty.add(GLOBAL)
         usable = usable_chassis(sb)
         self.liveness.observe(
             {r["name"]: r["heartbeat"] for r in sb.rows("Chassis_Private") if r["name"] in usable}
@@ -371,7 +376,10 @@ class Northd:
             keys |= {("port", row["logical_port"]) for row in rows}
             self._note_activation(rows, snap)
         elif table == "Chassis_VIF":
-            keys |= {("port", row["iface_id"]) for row in rows}
+            # A chassis over its rate gets its ports recomputed together, later (limits).
+            # One row change, one token (a row's chassis and iface_id never change).
+            if rows and self.limits.admit(rows[-1]["chassis"], rows[-1]["iface_id"]):
+                keys |= {("port", row["iface_id"]) for row in rows}
         elif table == "Datapath_Binding":
             keys |= {("ls", row["external_ids"].get("nb-uuid", "")) for row in rows}
         elif table == "Chassis":
@@ -419,7 +427,13 @@ class Northd:
         for column in ("chassis", "requested_chassis", "migration_destination"):
             keys |= {("port", r["logical_port"]) for r in sb.lookup("Port_Binding", column, name)}
         keys |= {("port", r["logical_port"]) for r in sb.lookup("Port_Claim", "chassis", name)}
-        keys |= {("port", r["iface_id"]) for r in sb.lookup("Chassis_VIF", "chassis", name)}
+        # Of a chassis over its share, only the reports northd uses (its own ports' are
+        # above): a change of its Chassis row must not cost a key per report it floods.
+        over = self.limits.shares.get(name)
+        if over is None:
+            keys |= {("port", r["iface_id"]) for r in sb.lookup("Chassis_VIF", "chassis", name)}
+        else:
+            keys |= {("port", port) for port in over.kept}
         return keys
 
     def _host_keys(self, hostname: str) -> set[Key]:
@@ -442,7 +456,8 @@ class Northd:
         if FULL in keys:
             keys = all_keys(nb, sb)
             self._macs = MacIndex.of(nb)
-        batch = plan(nb, sb, self._alive, keys, self._macs)
+            self.limits.reset(nb, sb)
+        batch = plan(nb, sb, self._alive, keys, self._macs, self.limits.shares)
         if GLOBAL in keys:
             self._global(batch)
         computed = time.monotonic()
@@ -513,6 +528,11 @@ class Northd:
                 options["unsupported"] = unsupported
             else:
                 options.pop("unsupported", None)
+            limited = limits.limited_text(self.limits.shares, self.limits.over_rate)
+            if limited:
+                options["limited"] = limited
+            else:
+                options.pop("limited", None)
             values: dict[str, Any] = {}
             if sb_global["nb_cfg"] != nb_cfg:
                 values["nb_cfg"] = nb_cfg
@@ -545,6 +565,11 @@ class Northd:
     def _unsupported_report(self, nb: Snapshot) -> str:
         counts = {t: len(nb.table(t)) for t in UNSUPPORTED_TABLES if nb.table(t)}
         return ", ".join(f"{t}: {n}" for t, n in sorted(counts.items()))
+
+
+def min_or_none(*values: float | None) -> float | None:
+    present = [v for v in values if v is not None]
+    return min(present) if present else None
 
 
 class MacIndex:
@@ -616,12 +641,20 @@ def plan(
     alive: frozenset[str],
     keys: set[Key],
     macs: MacIndex | None = None,
+    shares: Mapping[str, limits.Share] | None = None,
 ) -> Plan:
     """What northd writes to bring the switches and ports named by `keys` in line (pure: the
     snapshots are read, nothing is sent). `alive` is the chassis northd judges alive, `macs`
-    the NB's MAC index (built from nb when not given). The global key (nb_cfg, liveness)
-    needs northd's own state and is not planned here."""
-    batch = Plan(nb, sb, alive, macs if macs is not None else MacIndex.of(nb))
+    the NB's MAC index (built from nb when not given), `shares` the chassis over their share
+    of VIF reports (limits; computed from the snapshots when not given). The global key
+    (nb_cfg, liveness) needs northd's own state and is not planned here."""
+    batch = Plan(
+        nb,
+        sb,
+        alive,
+        macs if macs is not None else MacIndex.of(nb),
+        shares if shares is not None else limits.shares(nb, sb),
+    )
     for key in sorted(k for k in keys if k[0] == "ls"):
         batch.datapath(key[1])
     for key in sorted(k for k in keys if k[0] == "port"):
@@ -639,6 +672,7 @@ class Plan:
     sb: Snapshot
     alive: frozenset[str]
     macs: MacIndex
+    shares: Mapping[str, limits.Share] = field(default_factory=dict)
     sb_ops: list[Op] = field(default_factory=list)
     nb_ops: list[Op] = field(default_factory=list)
     nb_ports: set[str] = field(default_factory=set)
@@ -743,6 +777,26 @@ class Plan:
         self._deleted_pbs.add(pb.uuid)
         self.sb_ops.append(Delete("Port_Binding", pb.uuid))
 
+    def _vif_rows(self, name: str, claims: list[Row], pb: Row | None) -> list[Row]:
+        """The port's VIF reports. Rows whose chassis name is not a chassis name are not
+        reports, nor those of a chassis over its share beyond its own ports and its margin
+        (limits)."""
+        rows = [
+            r
+            for r in self.sb.lookup("Chassis_VIF", "iface_id", name)
+            if valid_chassis_name(r["chassis"])
+        ]
+        if not self.shares:
+            return rows
+        own = {c["chassis"] for c in claims} | ({pb["chassis"]} if pb is not None else set())
+        return [
+            r
+            for r in rows
+            if (over := self.shares.get(r["chassis"])) is None
+            or r["chassis"] in own
+            or name in over.kept
+        ]
+
     def port(self, name: str) -> None:
         sb, nb = self.sb, self.nb
         pbs = sb.lookup("Port_Binding", "logical_port", name)
@@ -787,12 +841,7 @@ class Plan:
             c["chassis"]: claim_report(c["chassis"], c["role"], c["installed"], c["activated"])
             for c in claims
         }
-        # Reports from rows whose chassis name is not a chassis name are not reports.
-        vif_rows = [
-            r
-            for r in sb.lookup("Chassis_VIF", "iface_id", name)
-            if valid_chassis_name(r["chassis"])
-        ]
+        vif_rows = self._vif_rows(name, claims, pb)
         # A VIF its chassis refused (e.g. a vhost-user mode it cannot honour) is not there.
         vifs = {
             r["chassis"]: vif_report(r["chassis"], r["migration_status"])

@@ -23,6 +23,11 @@ Metrics (`--metrics-address`; every name is listed in docs/operations.md):
 - liveport_northd_batch_cpu_seconds and liveport_northd_batch_seconds: CPU time
   (time.process_time, the whole process: the database threads' work during the batch
   counts too) and wall time of each reconciliation batch; their _count is the batches.
+- liveport_northd_chassis_vif_reports_shed{chassis}: VIF reports of a chassis over its
+  share that northd ignores now (only chassis over their share have a series);
+  liveport_northd_chassis_vif_changes_total{chassis}: the Chassis_VIF row changes northd
+  saw of each chassis, and liveport_northd_chassis_vif_changes_deferred_total{chassis} those
+  beyond its rate, acted on later (northd.limits).
 - liveport_northd_recomputes_total, liveport_northd_transactions_total{db},
   liveport_northd_transaction_failures_total, liveport_northd_active,
   liveport_db_connected{db}, liveport_info{program,version}.
@@ -35,8 +40,8 @@ and plain attributes.
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Iterator, Sequence
-from dataclasses import dataclass
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from liveport.ovsdb.rows import Delete, Insert, Op, Row, Snapshot, Update
@@ -197,6 +202,9 @@ class NorthdState:
     nb: Snapshot | None
     sb: Snapshot | None
     active: bool
+    shed: Mapping[str, int] = field(default_factory=dict)  # chassis -> VIF reports ignored
+    deferred: Mapping[str, int] = field(default_factory=dict)  # chassis -> changes deferred
+    changes: Mapping[str, int] = field(default_factory=dict)  # chassis -> changes seen
 
 
 class _NorthdCollector:
@@ -205,7 +213,10 @@ class _NorthdCollector:
         self.version = version
 
     def collect(self) -> Iterator[Metric]:
-        from prometheus_client.core import GaugeMetricFamily  # noqa: PLC0415
+        from prometheus_client.core import (  # noqa: PLC0415
+            CounterMetricFamily,
+            GaugeMetricFamily,
+        )
 
         state = self.state()
         phases = GaugeMetricFamily(
@@ -219,6 +230,30 @@ class _NorthdCollector:
         for phase, count in counts.items():
             phases.add_metric([phase], count)
         yield phases
+        shed = GaugeMetricFamily(
+            "liveport_northd_chassis_vif_reports_shed",
+            "VIF reports of a chassis over its share that northd ignores",
+            labels=["chassis"],
+        )
+        for chassis, count in sorted(state.shed.items()):
+            shed.add_metric([chassis], count)
+        yield shed
+        deferred = CounterMetricFamily(
+            "liveport_northd_chassis_vif_changes_deferred",
+            "Chassis_VIF changes of a chassis beyond its rate, acted on later",
+            labels=["chassis"],
+        )
+        for chassis, count in sorted(state.deferred.items()):
+            deferred.add_metric([chassis], count)
+        yield deferred
+        changes = CounterMetricFamily(
+            "liveport_northd_chassis_vif_changes",
+            "Chassis_VIF row changes of a chassis that northd saw",
+            labels=["chassis"],
+        )
+        for chassis, count in sorted(state.changes.items()):
+            changes.add_metric([chassis], count)
+        yield changes
         active = GaugeMetricFamily(
             "liveport_northd_active", "1 if this northd holds the NB lock and writes"
         )

@@ -12,6 +12,7 @@ import json
 import subprocess
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from importlib import resources
 from pathlib import Path
 
 from liveport.model.errors import LiveportError
@@ -43,6 +44,9 @@ class ServerSpec:
     # Relay: serves `database` from these source remotes (comma-separated) instead of a file.
     relay: str | None = None
     database: str = ""
+    # Listeners of this process alone: (target, role) pairs, e.g. ("pssl:6644:127.0.0.1",
+    # "liveport-control"), served from its own Liveport_Listeners database.
+    listeners: tuple[tuple[str, str], ...] = ()
 
     @property
     def clustered(self) -> bool:
@@ -51,6 +55,10 @@ class ServerSpec:
     @property
     def db_file(self) -> Path:
         return self.directory / f"{self.name}.db"
+
+    @property
+    def listeners_file(self) -> Path:
+        return self.directory / f"{self.name}-listeners.db"
 
     @property
     def socket(self) -> Path:
@@ -100,6 +108,28 @@ def create_db(spec: ServerSpec) -> None:
         run_tool(["ovsdb-tool", "join-cluster", str(spec.db_file), name, spec.raft, *spec.join])
 
 
+LISTENERS_NAME = "Liveport_Listeners"
+LISTENERS_REMOTE = f"db:{LISTENERS_NAME},Listeners,connections"
+
+
+def listeners_schema() -> Path:
+    return Path(str(resources.files("liveport.ovsdb") / "schemas" / "liveport_listeners.ovsschema"))
+
+
+def create_listeners(spec: ServerSpec) -> None:
+    """Writes the process' own listener database afresh (the process is not running)."""
+    spec.listeners_file.unlink(missing_ok=True)
+    run_tool(["ovsdb-tool", "create", str(spec.listeners_file), str(listeners_schema())])
+    ops: list[object] = [LISTENERS_NAME]
+    names = []
+    for i, (target, role) in enumerate(spec.listeners):
+        names.append(["named-uuid", f"c{i}"])
+        row = {"target": target, "role": role}
+        ops.append({"op": "insert", "table": "Connection", "row": row, "uuid-name": f"c{i}"})
+    ops.append({"op": "insert", "table": "Listeners", "row": {"connections": ["set", names]}})
+    run_tool(["ovsdb-tool", "transact", str(spec.listeners_file), json.dumps(ops)])
+
+
 def schema_name(path: Path) -> str:
     try:
         return str(json.loads(path.read_text())["name"])
@@ -139,12 +169,18 @@ def start(spec: ServerSpec) -> int:
         source = f"relay:{spec.database or schema_name(spec.schema)}:{spec.relay}"
     else:
         source = str(spec.db_file)
+    own: list[str] = []
+    if spec.listeners:
+        create_listeners(spec)
+        own = [str(spec.listeners_file), f"--remote={LISTENERS_REMOTE}"]
     argv = [
         "ovsdb-server",
         source,
+        *own[:1],
         f"--remote=punix:{spec.socket}",
         *(f"--remote={remote}" for remote in spec.extra_remotes),
         *(f"--remote={remote}" for remote in spec.db_remotes),
+        *own[1:],
         f"--unixctl={spec.ctl}",
         *spec.options,
     ]
