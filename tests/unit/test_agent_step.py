@@ -229,9 +229,15 @@ def test_a_localnet_network_the_chassis_does_not_map_is_logged_once() -> None:
     assert [e for e in world.events["hv1"] if "without a mapping" in e] == unmapped
     db = world.ovs_db["hv1"]
     root = next(iter(db.snapshot().rows("Open_vSwitch")))
-    bridge = db.insert("Bridge", name="br-ex")
+    # A mapping to a bridge that does not exist maps nothing yet: still unmapped.
     ids = dict(root["external_ids"], **{"ovn-bridge-mappings": "physnet1:br-ex,oops"})
-    db.update("Open_vSwitch", root.uuid, external_ids=ids, bridges=set(root["bridges"]) | {bridge})
+    db.update("Open_vSwitch", root.uuid, external_ids=ids)
     world.events["hv1"].clear()
     assert world.converge()
     assert world.events["hv1"] == ["ovn-bridge-mappings entry 'oops' is not NETWORK:BRIDGE"]
+    bridge = db.insert("Bridge", name="br-ex")
+    db.update("Open_vSwitch", root.uuid, bridges=set(root["bridges"]) | {bridge})
+    world.events["hv1"].clear()
+    assert world.converge()
+    assert world.events["hv1"] == []  # mapped now; the malformed entry was told already
+    assert world.agents["hv1"].memory.unmapped == frozenset()

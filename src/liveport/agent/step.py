@@ -648,7 +648,13 @@ class _Pass:
         """Logs, once each time the set changes, the localnet ports of this chassis'
         datapaths whose physical network ovn-bridge-mappings does not map here: their
         switch's ports reach other chassis only through tunnels from this one."""
-        mapped = m.local.mappings if m.local is not None else {}
+        local = m.local
+        # Mapped: an ovn-bridge-mappings entry whose bridge exists here.
+        mapped = (
+            {n for n, bridge in local.mappings.items() if bridge in local.bridges}
+            if local is not None
+            else set()
+        )
         unmapped = frozenset(
             f"{name} ({network})"
             for name in m.uplinks.values()
