@@ -59,6 +59,7 @@ RESTORE_BOUND = 2.0  # seconds: traffic restored after the heal / the migration'
 RESTORE_SLACK = 3.0  # seconds more to wait for a late datagram before calling it lost
 DOCTOR_SETTLE = 15.0
 STEP_TIMEOUT = 30.0
+SLOW = 5.0  # seconds: a migration this slow has its timeline in the progress lines
 KINDS = (("complete", 0.5), ("lost", 0.25), ("abort", 0.25))
 ACTIONS = (("kill", 0.4), ("pause", 0.35), ("cut", 0.25))
 STEPS = ("before", "configured", "ready", "announced", "ending")
@@ -399,11 +400,15 @@ class Chaos:
                     result.migrations += 1
                     result.kinds[step.kind] = result.kinds.get(step.kind, 0) + 1
                     result.migration_seconds.append(time.time() - started)
+                    took = time.time() - started
                     self.progress(
                         f"#{step.number} {step.vm} {step.source}->{step.destination} {step.kind}"
                         f"{' + ' + str(step.fault) if step.fault else ''}: "
-                        f"{'ok' if ok else 'FAILED'} in {time.time() - started:.2f}s"
+                        f"{'ok' if ok else 'FAILED'} in {took:.2f}s"
                     )
+                    if took > SLOW:
+                        for line in timeline.copy():
+                            self.progress(f"    {line}")
                     if not ok and not self._repair(step, cms, timeline, result):
                         result.stopped = f"could not repair after migration {step.number}"
                         break
@@ -556,6 +561,7 @@ class Chaos:
         timeline("owner and traffic checked")
         if active is not None or step.number % self.doctor_every == 0:
             nb, sb, switches = self._doctor_access
+            timeline("doctor")
             try:
                 report = doctor.examine(nb, sb, switches, settle=DOCTOR_SETTLE)
             except LiveportError as exc:
