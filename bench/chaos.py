@@ -7,7 +7,8 @@ consistent. See liveport.lab.chaos and docs/benchmarks.md.
 
 Usage: bench/chaos.py [--seed N] [--minutes M] [--migrations N] [--json FILE] [--dir D]
 Default minutes: $LIVEPORT_CHAOS_MINUTES or 5. Ends with three lines a script can read:
-`migrations: N`, `faults: N`, `failures: N`. Exit status 1 if any check failed.
+`migrations: N`, `faults: N`, `failures: N`. Exit status 1 if any check failed. Under
+`make bench` (bench/run.py) the result is also written to bench/out/chaos.json.
 """
 
 from __future__ import annotations
@@ -25,6 +26,8 @@ from pathlib import Path  # noqa: E402
 from liveport.lab import chaos  # noqa: E402
 
 import common  # noqa: E402, F401 - SIGTERM unwinds like Ctrl-C, so the lab is taken down
+
+OUT = Path(__file__).resolve().parent / "out"
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -62,8 +65,12 @@ def main(argv: list[str] | None = None) -> int:
     )
     if args.dir is None:
         directory.parent.rmdir()
-    if args.json is not None:
-        chaos.write_json(result, args.json)
+    path = args.json
+    if path is None and os.environ.get("LIVEPORT_BENCH_RUN") == "1":
+        OUT.mkdir(exist_ok=True)
+        path = OUT / "chaos.json"
+    if path is not None:
+        chaos.write_json(result, path)
     print(result.report(), flush=True)
     return 1 if result.failures else 0
 

@@ -189,6 +189,7 @@ class Result:
     doctors: int = 0
     restore_worst: float = 0.0  # seconds: the slowest restoration of traffic seen
     migration_seconds: list[float] = field(default_factory=list)
+    by_fault: dict[str, list[float]] = field(default_factory=dict)  # target kind -> seconds
     elapsed: float = 0.0
     stopped: str = ""  # why the run ended early, if it did
 
@@ -208,16 +209,29 @@ class Result:
             "restore_worst_s": round(self.restore_worst, 3),
             "migration_s_median": round(times[len(times) // 2], 3) if times else None,
             "migration_s_max": round(times[-1], 3) if times else None,
+            "seconds_by_fault": {
+                kind: {
+                    "migrations": len(values),
+                    "median_s": round(sorted(values)[len(values) // 2], 3),
+                    "max_s": round(max(values), 3),
+                }
+                for kind, values in sorted(self.by_fault.items())
+            },
             "stopped": self.stopped,
         }
 
     def report(self) -> str:
         lines = [f.text() for f in self.failures]
         doc = self.to_json()
+        lines += [
+            f"{kind}: {v['migrations']} migrations, median {v['median_s']}s, max {v['max_s']}s"
+            for kind, v in doc["seconds_by_fault"].items()
+        ]
         lines.append(
             f"seed {self.seed}, {self.elapsed:.0f}s: kinds {self.kinds}, faults {self.actions}, "
             f"{self.doctors} doctor checks, slowest restoration {self.restore_worst:.3f}s, "
-            f"migration median/max {doc['migration_s_median']}/{doc['migration_s_max']}s"
+            f"migration median/max {doc['migration_s_median'] or '-'}/"
+            f"{doc['migration_s_max'] or '-'}s"
             + (f"; stopped early: {self.stopped}" if self.stopped else "")
         )
         lines += [
@@ -401,6 +415,7 @@ class Chaos:
                     result.kinds[step.kind] = result.kinds.get(step.kind, 0) + 1
                     result.migration_seconds.append(time.time() - started)
                     took = time.time() - started
+                    result.by_fault.setdefault(_fault_kind(step.fault), []).append(took)
                     self.progress(
                         f"#{step.number} {step.vm} {step.source}->{step.destination} {step.kind}"
                         f"{' + ' + str(step.fault) if step.fault else ''}: "
@@ -600,6 +615,27 @@ class Chaos:
             result.stopped = f"repair failed: {exc}"
             return False
         return True
+
+
+def _fault_kind(fault: Fault | None) -> str:
+    """What a migration's time is filed under: its fault's action and the kind of target
+    ("kill raft-member", "pause agent", "cut link", "none")."""
+    if fault is None:
+        return "none"
+    target = fault.target
+    if target.endswith("/agent"):
+        kind = "agent"
+    elif target.startswith("northd"):
+        kind = "northd"
+    elif target.startswith("sb-relay"):
+        kind = "relay"
+    elif target.endswith("-leader"):
+        kind = "raft-leader"
+    elif fault.action == "cut":
+        kind = "sb-link"
+    else:
+        kind = "raft-member"
+    return f"{fault.action} {kind}"
 
 
 def _owner(snap: Any, port: str) -> str | None:
