@@ -190,6 +190,7 @@ class Result:
     restore_worst: float = 0.0  # seconds: the slowest restoration of traffic seen
     migration_seconds: list[float] = field(default_factory=list)
     by_fault: dict[str, list[float]] = field(default_factory=dict)  # target kind -> seconds
+    activations: dict[str, int] = field(default_factory=dict)  # how, for announced ones
     elapsed: float = 0.0
     stopped: str = ""  # why the run ended early, if it did
 
@@ -205,6 +206,7 @@ class Result:
             "failure_details": [f.to_json() for f in self.failures],
             "kinds": self.kinds,
             "actions": self.actions,
+            "activations": self.activations,
             "doctor_checks": self.doctors,
             "restore_worst_s": round(self.restore_worst, 3),
             "migration_s_median": round(times[len(times) // 2], 3) if times else None,
@@ -229,6 +231,7 @@ class Result:
         ]
         lines.append(
             f"seed {self.seed}, {self.elapsed:.0f}s: kinds {self.kinds}, faults {self.actions}, "
+            f"activations {self.activations}, "
             f"{self.doctors} doctor checks, slowest restoration {self.restore_worst:.3f}s, "
             f"migration median/max {doc['migration_s_median'] or '-'}/"
             f"{doc['migration_s_max'] or '-'}s"
@@ -356,6 +359,9 @@ class Chaos:
         self.progress = progress or (lambda _: None)
         self.receivers: dict[str, _Receiver] = {}
         self.traffic: list[Traffic] = []
+        # How the destinations recorded the announced migrations' activations: "rarp" or
+        # "garp" from the packet-in, "learned" from the learned flows (the agent missed it).
+        self.activations: dict[str, int] = {}
 
     # ----- setting up ----------------------------------------------------------------------
 
@@ -413,8 +419,8 @@ class Chaos:
                     ok = self._one(step, cms, watch, timeline, result)
                     result.migrations += 1
                     result.kinds[step.kind] = result.kinds.get(step.kind, 0) + 1
-                    result.migration_seconds.append(time.time() - started)
                     took = time.time() - started
+                    result.migration_seconds.append(took)
                     result.by_fault.setdefault(_fault_kind(step.fault), []).append(took)
                     self.progress(
                         f"#{step.number} {step.vm} {step.source}->{step.destination} {step.kind}"
@@ -432,6 +438,7 @@ class Chaos:
                 with contextlib.suppress(BaseException):
                     traffic.stop()
             result.elapsed = time.time() - begin
+            result.activations = dict(self.activations)
         return result
 
     def _one(
@@ -515,7 +522,10 @@ class Chaos:
                 timeout=STEP_TIMEOUT,
                 what=f"{step.vm} activated on {step.destination}",
             )
-            timeline(f"bound to {step.destination}")
+            migration = cms.migration(step.vm)
+            how = migration.activation.get("kind", "?") if migration is not None else "?"
+            self.activations[how] = self.activations.get(how, 0) + 1
+            timeline(f"bound to {step.destination} (activation: {how})")
         at("announced")
         if step.kind == "abort":
             with editing(d) as state:
