@@ -76,6 +76,12 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    code = main()
+    try:
+        code = main()
+    except KeyboardInterrupt:  # Ctrl-C or SIGTERM: the lab was taken down on the way out
+        print("chaos: interrupted; the lab is down", file=sys.stderr)
+        if os.environ.get("LIVEPORT_BENCH_RUN") == "1":
+            raise  # make bench stops too
+        code = 130
     if os.environ.get("LIVEPORT_BENCH_RUN") != "1":
         sys.exit(code)
