@@ -9,7 +9,15 @@ import sys
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
-BENCHMARKS = ["lab_startup.py", "bind.py", "migration.py", "compare.py", "scale.py", "agent_cpu.py"]
+BENCHMARKS = [
+    "lab_startup.py",
+    "bind.py",
+    "migration.py",
+    "compare.py",
+    "scale.py",
+    "agent_cpu.py",
+    "chaos.py",
+]
 
 
 def main() -> int:
