@@ -21,7 +21,7 @@ import socket
 import ssl
 import subprocess
 import tempfile
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -35,7 +35,7 @@ from liveport.lab.secure import LabTls
 from liveport.lab.state import is_lab
 from liveport.lab.traffic import Traffic
 from liveport.lab.watch import BindingWatch
-from liveport.model.security import CHASSIS_ROLE, CONTROL_ROLE, NORTHD_IDENTITY
+from liveport.model.security import CHASSIS_ROLE, CMS_IDENTITY, CONTROL_ROLE, NORTHD_IDENTITY
 from liveport.ovsdb import schema, server
 from liveport.ovsdb.rows import Row
 from liveport.runtime import pki
@@ -138,6 +138,21 @@ def outcome(results: list[Any]) -> str:
         if isinstance(r, dict) and "error" in r:
             return f"{r['error']}: {r.get('details', '')}"
     return "ok"
+
+
+def refusal(client: str, role: str) -> str:
+    """How the SB server begins its answer to a write the client's role does not allow."""
+    return f'permission error: RBAC rules for client "{client}" role "{role}"'
+
+
+def applies(rpc: Rpc, writes: Mapping[str, dict[str, Any]]) -> None:
+    """Each write applies for rpc's client (matches rows or inserts a valid one), checked
+    inside a transaction that aborts, so nothing changes."""
+    for attempt, op in writes.items():
+        results = rpc.transact(op, {"op": "abort"})
+        assert "error" not in results[0], f"{attempt}: {results[0]}"
+        assert results[0].get("count", 1) >= 1, f"{attempt} matches no row"
+        assert results[1]["error"] == "aborted", f"{attempt}: {results[1]}"
 
 
 @dataclass
@@ -285,9 +300,7 @@ def test_a_rogue_chassis_is_refused_by_the_server(net: SecureNet, attempt: str) 
         result = outcome(rogue.transact(ROGUE_WRITES[attempt]))
     finally:
         rogue.close()
-    assert result.startswith(
-        'permission error: RBAC rules for client "hv3" role "liveport-chassis"'
-    ), f"{attempt}: {result}"
+    assert result.startswith(refusal("hv3", CHASSIS_ROLE)), f"{attempt}: {result}"
 
 
 @pytest.mark.parametrize("attempt", sorted(ROGUE_WRITES))
@@ -297,9 +310,7 @@ def test_the_cms_can_write_nothing_in_the_sb(net: SecureNet, attempt: str) -> No
         result = outcome(cms.transact(ROGUE_WRITES[attempt]))
     finally:
         cms.close()
-    assert result.startswith(
-        'permission error: RBAC rules for client "liveport-cms" role "liveport-control"'
-    ), f"{attempt}: {result}"
+    assert result.startswith(refusal(CMS_IDENTITY, CONTROL_ROLE)), f"{attempt}: {result}"
 
 
 def test_a_chassis_certificate_cannot_reach_the_control_listener(net: SecureNet) -> None:
@@ -348,15 +359,10 @@ def test_a_northd_certificate_minted_by_the_chassis_ca_is_refused_every_write(
             result = outcome(rpc.transact(op))
         finally:
             rpc.close()
-        assert result.startswith(
-            f'permission error: RBAC rules for client "{NORTHD_IDENTITY}" role "liveport-chassis"'
-        ), f"{attempt}: {result}"
+        assert result.startswith(refusal(NORTHD_IDENTITY, CHASSIS_ROLE)), f"{attempt}: {result}"
     northd = net.rpc("northd", net.tls.sb_control_port)
     try:
-        for attempt, op in NORTHD_WRITES.items():
-            results = northd.transact(op, {"op": "abort"})
-            assert "error" not in results[0], f"{attempt}: {results[0]}"
-            assert results[0].get("count", 1) >= 1, f"{attempt} matches no row"
+        applies(northd, NORTHD_WRITES)
     finally:
         northd.close()
     with lab.cms(net.directory) as cms:
@@ -369,11 +375,7 @@ def test_each_rogue_write_is_real(net: SecureNet) -> None:
     each matches rows or inserts a valid one (checked inside a transaction that aborts)."""
     operator = Rpc.unix(lab.Layout.of(net.directory).sb.socket)
     try:
-        for attempt, op in ROGUE_WRITES.items():
-            results = operator.transact(op, {"op": "abort"})
-            assert "error" not in results[0], f"{attempt}: {results[0]}"
-            assert results[0].get("count", 1) >= 1, f"{attempt} matches no row"
-            assert results[1]["error"] == "aborted"
+        applies(operator, ROGUE_WRITES)
     finally:
         operator.close()
 
