@@ -230,30 +230,31 @@ class _NorthdCollector:
         for phase, count in counts.items():
             phases.add_metric([phase], count)
         yield phases
-        shed = GaugeMetricFamily(
-            "liveport_northd_chassis_vif_reports_shed",
-            "VIF reports of a chassis over its share that northd ignores",
-            labels=["chassis"],
+        per_chassis = (
+            (
+                GaugeMetricFamily,
+                "liveport_northd_chassis_vif_reports_shed",
+                "VIF reports of a chassis over its share that northd ignores",
+                state.shed,
+            ),
+            (
+                CounterMetricFamily,
+                "liveport_northd_chassis_vif_changes_deferred",
+                "Chassis_VIF changes of a chassis beyond its rate, acted on later",
+                state.deferred,
+            ),
+            (
+                CounterMetricFamily,
+                "liveport_northd_chassis_vif_changes",
+                "Chassis_VIF row changes of a chassis that northd saw",
+                state.changes,
+            ),
         )
-        for chassis, count in sorted(state.shed.items()):
-            shed.add_metric([chassis], count)
-        yield shed
-        deferred = CounterMetricFamily(
-            "liveport_northd_chassis_vif_changes_deferred",
-            "Chassis_VIF changes of a chassis beyond its rate, acted on later",
-            labels=["chassis"],
-        )
-        for chassis, count in sorted(state.deferred.items()):
-            deferred.add_metric([chassis], count)
-        yield deferred
-        changes = CounterMetricFamily(
-            "liveport_northd_chassis_vif_changes",
-            "Chassis_VIF row changes of a chassis that northd saw",
-            labels=["chassis"],
-        )
-        for chassis, count in sorted(state.changes.items()):
-            changes.add_metric([chassis], count)
-        yield changes
+        for family, name, documentation, counts_by_chassis in per_chassis:
+            metric = family(name, documentation, labels=["chassis"])
+            for chassis, count in sorted(counts_by_chassis.items()):
+                metric.add_metric([chassis], count)
+            yield metric
         active = GaugeMetricFamily(
             "liveport_northd_active", "1 if this northd holds the NB lock and writes"
         )
